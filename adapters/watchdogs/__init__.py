@@ -1,0 +1,1 @@
+"""watchdogs adapters."""

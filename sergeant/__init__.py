@@ -1,0 +1,52 @@
+"""sergeant: fast, safe and simple distributed task queues in pure Python.
+
+This package is the pure core: the task model, its lifecycle, the ports
+(``sergeant.protocols``) and the worker. Backends live in ``sergeant.adapters``.
+"""
+
+from __future__ import annotations
+
+from sergeant.config import (
+    DeliveryMode,
+    RetryPolicy,
+    Starvation,
+    Timeouts,
+    WorkerConfig,
+)
+from sergeant.errors import (
+    BrokerError,
+    BrokerUnavailable,
+    CodecError,
+    ConfigError,
+    DecodeError,
+    EncodeError,
+    ForeignPayloadError,
+    IllegalTransition,
+    LockError,
+    SergeantError,
+    SignatureError,
+    TaskTimedOut,
+)
+from sergeant.task import Priority, Task
+
+__all__ = [
+    "BrokerError",
+    "BrokerUnavailable",
+    "CodecError",
+    "ConfigError",
+    "DecodeError",
+    "DeliveryMode",
+    "EncodeError",
+    "ForeignPayloadError",
+    "IllegalTransition",
+    "LockError",
+    "Priority",
+    "RetryPolicy",
+    "SergeantError",
+    "SignatureError",
+    "Starvation",
+    "Task",
+    "TaskTimedOut",
+    "Timeouts",
+    "WorkerConfig",
+]

@@ -1,0 +1,24 @@
+"""The ports of sergeant's hexagon: what the core needs from the outside world."""
+
+from __future__ import annotations
+
+from .broker import Broker, DeadLetter, Delivery, QueueLengths, SupportsInspection
+from .codec import Codec
+from .executor import Executor, Job
+from .lock import Lock, SupportsKeys, SupportsLocks
+from .watchdog import Watchdog
+
+__all__ = [
+    "Broker",
+    "Codec",
+    "DeadLetter",
+    "Delivery",
+    "Executor",
+    "Job",
+    "Lock",
+    "QueueLengths",
+    "SupportsInspection",
+    "SupportsKeys",
+    "SupportsLocks",
+    "Watchdog",
+]

@@ -1,0 +1,180 @@
+"""The Broker port and its capability protocols.
+
+A broker stores *encoded* tasks (opaque bytes) per named queue and hands them to
+workers at least once: ``reserve`` leases tasks to a named owner for a while, and a
+task leaves the broker only when it is acked (or dead-lettered). A lease that lapses
+makes its tasks ready again for any worker; the next ``reserve`` on the queue
+reclaims them. The broker also keeps, per stored task, how many times it was
+delivered, which the worker uses to cap crash redeliveries.
+
+Every implementation passes ``contract_tests/test_broker.py``. Implementations are
+safe to call from several threads (a worker renews leases from a second thread).
+Failure contract: a backend that cannot be reached raises ``BrokerUnavailable``;
+other backend failures raise ``BrokerError``; driver exceptions never escape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from sergeant.task import Priority
+
+
+@attrs.frozen(slots=True)
+class Delivery:
+    """A receipt for one reserved task.
+
+    Attributes:
+        receipt: the broker's handle on the stored task; pass the delivery back to
+            ``ack``, ``release``, ``extend`` or ``dead_letter``.
+        payload: the encoded task, as pushed.
+        deliveries: how many times this stored task has been handed out, this time
+            included. A release does not count; a lapsed lease does.
+    """
+
+    receipt: str
+    payload: bytes
+    deliveries: int = 1
+
+
+@attrs.frozen(slots=True)
+class QueueLengths:
+    """How many tasks of one queue are in each place.
+
+    Attributes:
+        ready: can be reserved now.
+        delayed: waiting for their eta (or a retry delay).
+        in_flight: reserved under a lease and not yet settled.
+        dead: in the dead-letter store.
+    """
+
+    ready: int = 0
+    delayed: int = 0
+    in_flight: int = 0
+    dead: int = 0
+
+
+@attrs.frozen(slots=True)
+class DeadLetter:
+    """A task in the dead-letter store.
+
+    Attributes:
+        payload: the encoded task exactly as it was stored (it may be undecodable).
+        reason: why it was dead-lettered.
+        dead_at: wall-clock time it was dead-lettered.
+    """
+
+    payload: bytes
+    reason: str
+    dead_at: float
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """**Port**: stores encoded tasks per queue and hands them out at least once."""
+
+    def push(
+        self,
+        queue: str,
+        payloads: Sequence[bytes],
+        *,
+        priority: Priority = Priority.NORMAL,
+        eta: float | None = None,
+    ) -> None:
+        """Store ``payloads`` in order, all in one round trip where the backend can.
+
+        Within one priority, ready tasks come out in the order they were pushed (per
+        node). With ``eta`` (wall-clock seconds) in the future they are delayed and
+        become ready when it passes; ``reserve`` promotes them.
+        """
+        ...
+
+    def reserve(
+        self,
+        queue: str,
+        *,
+        owner: str,
+        count: int = 1,
+        lease: float | None = 60.0,
+        wait: float = 0.0,
+        ack: Sequence[Delivery] = (),
+    ) -> list[Delivery]:
+        """Hand out up to ``count`` ready tasks, HIGH priority first.
+
+        One atomic step: first acks ``ack`` (so a one-at-a-time consumer pays one
+        round trip per task), reclaims lapsed leases and promotes due delayed tasks,
+        then leases what it returns to ``owner`` for ``lease`` seconds. With
+        ``lease=None`` tasks are removed at once (at-most-once; ``owner`` unused).
+        When nothing is ready, blocks up to ``wait`` seconds for a push.
+        """
+        ...
+
+    def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
+        """Remove settled tasks. Acking an unknown or already-acked task is a no-op."""
+        ...
+
+    def release(
+        self, queue: str, deliveries: Sequence[Delivery], *, delay: float = 0.0
+    ) -> None:
+        """Give leased tasks back unchanged (ready now, or after ``delay`` seconds).
+
+        The release is not counted as a delivery. Unknown receipts are ignored.
+        """
+        ...
+
+    def extend(
+        self, queue: str, deliveries: Sequence[Delivery], *, lease: float
+    ) -> None:
+        """Renew the leases of tasks still held: they now lapse ``lease`` s from now."""
+        ...
+
+    def release_owner(self, queue: str, owner: str) -> int:
+        """Make every task leased to ``owner`` ready again at once; return how many.
+
+        The supervisor calls this when a worker process dies, so its tasks need not
+        wait for their leases to lapse. Their delivery counts stand (a crash).
+        """
+        ...
+
+    def dead_letter(self, queue: str, delivery: Delivery, reason: str) -> None:
+        """Move a delivered task to the queue's dead-letter store with ``reason``."""
+        ...
+
+    def lengths(self, queue: str) -> QueueLengths:
+        """Count the queue's tasks per place."""
+        ...
+
+    def purge(self, queue: str) -> int:
+        """Drop the queue's ready, delayed and in-flight tasks; return how many.
+
+        Dead letters stay (see ``SupportsInspection.purge_dead``).
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections; the broker is unusable afterwards."""
+        ...
+
+
+@runtime_checkable
+class SupportsInspection(Protocol):
+    """**Port** capability: list queues and inspect, replay or drop dead letters."""
+
+    def queues(self) -> list[str]:
+        """Names of the queues that hold any task or dead letter, sorted."""
+        ...
+
+    def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters of ``queue``, oldest first."""
+        ...
+
+    def replay_dead(self, queue: str, *, limit: int | None = None) -> int:
+        """Push dead letters back as ready NORMAL tasks (oldest first); return count."""
+        ...
+
+    def purge_dead(self, queue: str) -> int:
+        """Drop the queue's dead letters; return how many."""
+        ...

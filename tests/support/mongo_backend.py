@@ -1,0 +1,1 @@
+"""Fixtures for the mongo backend (filled in by its adapter work)."""

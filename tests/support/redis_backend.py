@@ -1,0 +1,1 @@
+"""Fixtures for the redis backend (filled in by its adapter work)."""

@@ -1,0 +1,1 @@
+"""Fixtures for the sqlite backend (filled in by its adapter work)."""
