@@ -9,4 +9,6 @@ pytest_plugins = [
     "tests.support.sqlite_backend",
     "tests.support.redis_backend",
     "tests.support.mongo_backend",
+    "tests.support.codec_fixtures",
+    "tests.support.executor_fixtures",
 ]

@@ -1,4 +1,4 @@
-"""The adapter tables: one row per adapter, and the port fixtures parametrized over them.
+"""The adapter tables: a row per adapter, and the port fixtures parametrized over them.
 
 Adding an adapter means adding its row here (and its backend fixture under
 ``tests/support/``); every suite in this folder then runs against it unchanged.
@@ -7,6 +7,7 @@ Suites take only the port fixtures below and never import a concrete adapter.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -14,16 +15,54 @@ import pytest
 # name -> (backend fixture name, capabilities claimed, marks)
 # capabilities: "inspection" (SupportsInspection), "locks" (SupportsLocks),
 # "keys" (SupportsKeys). Every broker row must claim all three to be complete.
-BROKERS: dict[str, tuple[str, frozenset[str], tuple[Any, ...]]] = {}
+BROKERS: dict[str, tuple[str, frozenset[str], tuple[Any, ...]]] = {
+    "memory": ("memory_broker", frozenset({"inspection", "locks", "keys"}), ()),
+    "sqlite": ("sqlite_broker", frozenset({"inspection", "locks", "keys"}), ()),
+    "mongo-mock": (
+        "mongo_mock_broker",
+        frozenset({"inspection", "locks", "keys"}),
+        (pytest.mark.mongo,),
+    ),
+}
+# A real MongoDB only when one is named (none can be installed here); see
+# tests/support/mongo_backend.py. Set but unreachable fails; it never skips.
+if os.environ.get("SERGEANT_TEST_MONGO_URL"):
+    BROKERS["mongo"] = (
+        "mongo_broker",
+        frozenset({"inspection", "locks", "keys"}),
+        (pytest.mark.mongo,),
+    )
 
-# name -> fixture name building the codec (compositions, not only classes)
-CODECS: dict[str, str] = {}
+# name -> (fixture name building the codec, claims). Rows are compositions, not only
+# classes. Claims: the kwarg kinds the codec round-trips exactly (the sample names in
+# contract_tests/test_codec.py; any other kind must raise EncodeError or come back
+# changed, e.g. a tuple as a list), and "signed" if every tampering is rejected.
+_JSON_KINDS = frozenset(
+    {"none", "bool", "int", "bigint", "float", "inf", "str", "list", "dict"}
+)
+_MSGPACK_KINDS = (_JSON_KINDS - {"bigint"}) | {"bytes", "int_keys"}
+_PICKLE_KINDS = _JSON_KINDS | _MSGPACK_KINDS | {"tuple", "set", "datetime"}
+CODECS: dict[str, tuple[str, frozenset[str]]] = {
+    "pickle": ("pickle_codec", _PICKLE_KINDS),
+    "msgpack": ("msgpack_codec", _MSGPACK_KINDS),
+    "json": ("json_codec", _JSON_KINDS),
+    "zlib+msgpack": ("zlib_msgpack_codec", _MSGPACK_KINDS),
+    "lzma+pickle": ("lzma_pickle_codec", _PICKLE_KINDS),
+    "gzip+json": ("gzip_json_codec", _JSON_KINDS),
+    "bz2+pickle": ("bz2_pickle_codec", _PICKLE_KINDS),
+    "hmac+zlib+pickle": ("hmac_zlib_pickle_codec", _PICKLE_KINDS | {"signed"}),
+}
 
 # name -> fixture name building the executor
-EXECUTORS: dict[str, str] = {}
+EXECUTORS: dict[str, str] = {
+    "serial": "serial_executor",
+    "threads": "thread_executor",
+}
 
 # name -> fixture name building a watchdog that fires
-WATCHDOGS: dict[str, str] = {}
+WATCHDOGS: dict[str, str] = {
+    "threads": "thread_watchdog",
+}
 
 
 def _broker_params(capability: str | None = None) -> list[Any]:
@@ -62,10 +101,30 @@ def keys_broker(request: pytest.FixtureRequest) -> Any:
     return request.getfixturevalue(request.param)
 
 
-@pytest.fixture(params=_params(CODECS))
-def codec(request: pytest.FixtureRequest) -> Any:
+@pytest.fixture(params=[pytest.param(name, id=name) for name in CODECS])
+def codec_row(request: pytest.FixtureRequest) -> str:
+    """The name of the ``CODECS`` row under test."""
+    return str(request.param)
+
+
+@pytest.fixture
+def codec(request: pytest.FixtureRequest, codec_row: str) -> Any:
     """Every registered codec composition."""
-    return request.getfixturevalue(request.param)
+    return request.getfixturevalue(CODECS[codec_row][0])
+
+
+@pytest.fixture
+def codec_claims(codec_row: str) -> frozenset[str]:
+    """What the codec under test claims: the kwarg kinds it carries, "signed"."""
+    return CODECS[codec_row][1]
+
+
+@pytest.fixture
+def foreign_codec(request: pytest.FixtureRequest, codec_row: str) -> Any:
+    """The codec of the next row in ``CODECS``: another composition."""
+    names = list(CODECS)
+    other = names[(names.index(codec_row) + 1) % len(names)]
+    return request.getfixturevalue(CODECS[other][0])
 
 
 @pytest.fixture(params=_params(EXECUTORS))

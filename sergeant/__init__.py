@@ -27,7 +27,11 @@ from sergeant.errors import (
     SignatureError,
     TaskTimedOut,
 )
+from sergeant.producer import Producer
+from sergeant.protocols import QueueLengths
+from sergeant.supervision import StopReason
 from sergeant.task import Priority, Task
+from sergeant.worker import Worker
 
 __all__ = [
     "BrokerError",
@@ -41,12 +45,16 @@ __all__ = [
     "IllegalTransition",
     "LockError",
     "Priority",
+    "Producer",
+    "QueueLengths",
     "RetryPolicy",
     "SergeantError",
     "SignatureError",
     "Starvation",
+    "StopReason",
     "Task",
     "TaskTimedOut",
     "Timeouts",
+    "Worker",
     "WorkerConfig",
 ]

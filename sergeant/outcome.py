@@ -60,3 +60,8 @@ class RespawnRequested(Outcome):
 
 
 CONTROL = (RetryRequested, RequeueRequested, StopRequested, RespawnRequested)
+
+
+@attrs.frozen(slots=True)
+class NotStarted(Outcome):
+    """The worker was stopping, so it skipped the task; it is released unchanged."""

@@ -1,0 +1,238 @@
+"""Settlement: turns what happened to each task into lifecycle events and broker work.
+
+The worker loop hands over a batch of ``(delivery, task)`` pairs and their outcomes.
+For every task this module walks the lifecycle table (``lifecycle.advance``), publishes
+each event, runs the matching handler, and performs what the state reached requires:
+SUCCEEDED and DROPPED are acked (the acks are returned, to ride on the next reserve),
+RETRYING and REQUEUED are pushed again *before* the old copy is acked, DEAD goes to the
+dead-letter store, and a task the worker did not start goes back unchanged.
+Any broker action that fails leaves the task unacked: it comes back when its lease
+lapses, so a broker hiccup costs a duplicate, never a lost task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from sergeant import lifecycle as lc
+from sergeant._lease_keeper import LeaseKeeper
+from sergeant.config import DeliveryMode
+from sergeant.errors import BrokerError, DecodeError, EncodeError
+from sergeant.lifecycle import TaskState, advance
+from sergeant.outcome import (
+    Expired,
+    NotStarted,
+    Outcome,
+    Raised,
+    RequeueRequested,
+    RetryRequested,
+)
+from sergeant.protocols import Delivery
+from sergeant.task import Task
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sergeant.worker import Worker
+
+
+class Settlement:
+    """The worker's settling half; it holds no state of its own beyond back-off."""
+
+    backoff_initial = 0.05
+    backoff_max = 5.0
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.keeper: LeaseKeeper | None = None
+        self._backoff = 0.0
+
+    # -- leases and outages ------------------------------------------------------
+
+    def hold(self, deliveries: Sequence[Delivery]) -> None:
+        """Keep the running batch's leases alive until ``unhold``."""
+        if self.keeper is not None:
+            self.keeper.hold(deliveries)
+
+    def unhold(self) -> None:
+        """The batch has run; stop renewing its leases."""
+        if self.keeper is not None:
+            self.keeper.drop()
+
+    def outage(self, error: BrokerError) -> None:
+        """The broker is unreachable: log once per outage, back off, then return."""
+        if not self._backoff:
+            self.worker.logger.warning("broker unavailable, retrying: %s", error)
+            self._backoff = self.backoff_initial
+        else:
+            self._backoff = min(self._backoff * 2, self.backoff_max)
+        delay = self._backoff * (1.0 + self.worker.rng.uniform(0.0, 0.5))
+        self.worker._stop.wait(delay)  # a stop request cuts the wait short
+
+    def recovered(self) -> None:
+        """A broker call succeeded: end the outage, if there was one."""
+        if self._backoff:
+            self.worker.logger.warning("broker reachable again")
+            self._backoff = 0.0
+
+    # -- tasks that never run ------------------------------------------------------
+
+    def poison(self, queue: str, delivery: Delivery, error: DecodeError) -> None:
+        """An undecodable or forged payload: dead-letter it with the reason."""
+        self._dead_letter(queue, delivery, f"undecodable payload: {error}")
+
+    def reject_crash_loops(
+        self, decoded: list[tuple[Delivery, Task]]
+    ) -> list[tuple[Delivery, Task]]:
+        """Dead-letter tasks delivered more than ``max_deliveries`` times unsettled."""
+        limit = self.worker.config.max_deliveries
+        if all(delivery.deliveries <= limit for delivery, _ in decoded):
+            return decoded
+        kept = []
+        for delivery, task in decoded:
+            if delivery.deliveries <= limit:
+                kept.append((delivery, task))
+                continue
+            reason = (
+                f"delivered {delivery.deliveries} times without being settled: its "
+                "worker died each time (killed, out of memory, crashed or hard "
+                "timeout)"
+            )
+            self._walk(task, lc.Delivered(task), lc.Rejected(task, reason))
+            self._dead_letter(task.queue or self.worker.config.name, delivery, reason)
+        return kept
+
+    # -- the batch -----------------------------------------------------------------
+
+    def settle(
+        self, decoded: Sequence[tuple[Delivery, Task]], outcomes: Sequence[Outcome]
+    ) -> list[Delivery]:
+        """Settle every task of a batch; return the deliveries to ack."""
+        worker = self.worker
+        queue = worker.config.name
+        acks: list[Delivery] = []
+        releases: list[tuple[Delivery, Task]] = []
+        for (delivery, task), outcome in zip(decoded, outcomes, strict=True):
+            state = self._walk(task, lc.Delivered(task))
+            if isinstance(outcome, NotStarted):
+                self._walk(task, lc.Released(task), state=state)
+                releases.append((delivery, task))
+                continue
+            state = self._walk(task, lc.Started(task), state=state)
+            if self._settle_one(queue, delivery, task, outcome, state):
+                acks.append(delivery)
+        if releases:
+            self._release(queue, releases)
+        if worker.config.delivery is DeliveryMode.AT_MOST_ONCE:
+            return []
+        return acks
+
+    def _settle_one(
+        self,
+        queue: str,
+        delivery: Delivery,
+        task: Task,
+        outcome: Outcome,
+        state: TaskState,
+    ) -> bool:
+        """Settle one task that ran; True when its delivery should be acked."""
+        worker = self.worker
+        decision: Any = outcome
+        if isinstance(outcome, Raised):
+            state = self._walk(task, lc.Failed(task, outcome.exception), state=state)
+            decision = worker.call_handler("on_failure", task, outcome.exception)
+        elif isinstance(outcome, Expired):
+            state = self._walk(task, lc.TimedOut(task), state=state)
+            decision = worker.call_handler("on_timeout", task)
+        elif not isinstance(outcome, RetryRequested | RequeueRequested):
+            value = getattr(outcome, "value", None)
+            self._walk(task, lc.Succeeded(task, value), state=state)
+            worker.call_handler("on_success", task, value)
+            return True
+        if isinstance(decision, RetryRequested):
+            return self._retry(queue, delivery, task, decision, state)
+        if isinstance(decision, RequeueRequested):
+            return self._push_again(queue, task.requeued(), lc.Requeued(task), state)
+        self._walk(task, lc.Dropped(task), state=state)
+        return True
+
+    def _retry(
+        self,
+        queue: str,
+        delivery: Delivery,
+        task: Task,
+        request: RetryRequested,
+        state: TaskState,
+    ) -> bool:
+        worker = self.worker
+        max_retries = worker.config.max_retries
+        if task.attempt >= max_retries:
+            reason = f"max retries ({max_retries}) exhausted"
+            self._walk(task, lc.RetriesExhausted(task, reason), state=state)
+            self._dead_letter(queue, delivery, reason)
+            worker.call_handler("on_max_retries", task)
+            return False  # dead_letter removed it already
+        delay = request.delay
+        if delay is None:
+            delay = worker.config.retry.delay(task.attempt, worker.rng)
+        again = task.next_attempt(eta=worker.clock() + delay if delay > 0 else None)
+        if not self._push_again(queue, again, lc.RetryScheduled(task, delay), state):
+            return False
+        worker.call_handler("on_retry", task, delay)
+        return True
+
+    def _push_again(
+        self, queue: str, again: Task, event: lc.Event, state: TaskState
+    ) -> bool:
+        worker = self.worker
+        try:
+            payload = worker.codec.encode(again)
+            worker.broker.push(
+                again.queue or queue, [payload], priority=again.priority, eta=again.eta
+            )
+        except (BrokerError, EncodeError) as error:
+            worker.logger.warning(
+                "could not push task %s again (it stays leased and comes back): %s",
+                again.id,
+                error,
+            )
+            return False
+        self._walk(again, event, state=state)
+        if isinstance(event, lc.Requeued):
+            worker.call_handler("on_requeue", again)
+        return True
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _walk(
+        self, task: Task, *events: lc.Event, state: TaskState = TaskState.QUEUED
+    ) -> TaskState:
+        for event in events:
+            state = advance(state, event)
+            self.worker.publish(event)
+        return state
+
+    def _dead_letter(self, queue: str, delivery: Delivery, reason: str) -> None:
+        try:
+            self.worker.broker.dead_letter(queue, delivery, reason)
+        except BrokerError as error:
+            self.worker.logger.warning(
+                "could not dead-letter a task (it comes back when its lease "
+                "lapses): %s",
+                error,
+            )
+
+    def _release(self, queue: str, releases: list[tuple[Delivery, Task]]) -> None:
+        worker = self.worker
+        try:
+            if worker.config.delivery is DeliveryMode.AT_LEAST_ONCE:
+                worker.broker.release(queue, [delivery for delivery, _ in releases])
+                return
+            # Popped tasks have no lease to give back: push them again, as they were.
+            for delivery, task in releases:
+                worker.broker.push(
+                    queue, [delivery.payload], priority=task.priority, eta=task.eta
+                )
+        except BrokerError as error:
+            worker.logger.error(
+                "could not give back %d unstarted tasks: %s", len(releases), error
+            )

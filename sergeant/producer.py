@@ -1,0 +1,139 @@
+"""The Producer: pushes tasks to a queue and inspects it, with no worker loop.
+
+A producer is what an application process embeds to enqueue work; ``Worker`` extends
+it so that a task can push follow-up tasks (``self.push_task``) as sergeant users
+expect. It composes a broker and a codec, nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from sergeant import _clock
+from sergeant.errors import BrokerError, ConfigError, DecodeError
+from sergeant.protocols import Broker, Codec, Lock, QueueLengths, SupportsLocks
+from sergeant.task import Priority, Task, new_task_id
+
+
+class Producer:
+    """Pushes tasks to ``queue`` (the default for every method) through ``broker``.
+
+    Args:
+        broker: where tasks are stored.
+        codec: how tasks are encoded; workers must use a compatible codec.
+        queue: the default queue name.
+        clock: wall clock, for etas and ``created_at``.
+    """
+
+    def __init__(
+        self,
+        *,
+        broker: Broker,
+        codec: Codec,
+        queue: str,
+        clock: _clock.Clock = _clock.wall,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if not queue:
+            raise ConfigError("Producer.queue must be a non-empty string")
+        self.broker = broker
+        self.codec = codec
+        self.queue = queue
+        self.clock = clock
+        self.owner = f"{queue}:{new_task_id()}"
+        self.logger = logger or logging.getLogger(f"sergeant.producer.{queue}")
+
+    def push_task(
+        self,
+        kwargs: dict[str, Any],
+        *,
+        queue: str | None = None,
+        priority: Priority = Priority.NORMAL,
+        eta: float | None = None,
+        delay: float | None = None,
+        timeout: float | None = None,
+    ) -> Task:
+        """Push one task; return it (its ``id`` lets callers deduplicate)."""
+        return self.push_tasks(
+            [kwargs], queue=queue, priority=priority, eta=eta, delay=delay,
+            timeout=timeout,
+        )[0]  # fmt: skip
+
+    def push_tasks(
+        self,
+        kwargs_list: Sequence[dict[str, Any]],
+        *,
+        queue: str | None = None,
+        priority: Priority = Priority.NORMAL,
+        eta: float | None = None,
+        delay: float | None = None,
+        timeout: float | None = None,
+    ) -> list[Task]:
+        """Push many tasks in one broker round trip; return them.
+
+        ``delay`` (seconds from now) and ``eta`` (wall-clock seconds) both postpone
+        the tasks; ``timeout`` overrides the worker's for these tasks.
+        """
+        queue = queue or self.queue
+        try:
+            priority = Priority(priority)
+        except ValueError:
+            raise ConfigError(
+                f"priority must be a Priority, got {priority!r}"
+            ) from None
+        if timeout is not None and timeout <= 0:
+            raise ConfigError(f"timeout must be > 0 seconds, got {timeout!r}")
+        now = self.clock()
+        if delay is not None:
+            eta = now + delay
+        tasks = [
+            Task(kwargs=kwargs, queue=queue, created_at=now, priority=priority,
+                 eta=eta, timeout=timeout)
+            for kwargs in kwargs_list
+        ]  # fmt: skip
+        encode = self.codec.encode
+        self.broker.push(
+            queue, [encode(task) for task in tasks], priority=priority, eta=eta
+        )
+        return tasks
+
+    def get_next_tasks(self, count: int = 1, *, queue: str | None = None) -> list[Task]:
+        """Pop up to ``count`` ready tasks without running them.
+
+        At-most-once: they leave the broker now. Undecodable ones go to the
+        dead-letter store with the reason.
+        """
+        queue = queue or self.queue
+        deliveries = self.broker.reserve(
+            queue, owner=self.owner, count=count, lease=None
+        )
+        tasks = []
+        for delivery in deliveries:
+            try:
+                tasks.append(self.codec.decode(delivery.payload))
+            except DecodeError as error:
+                self.broker.dead_letter(
+                    queue, delivery, f"undecodable payload: {error}"
+                )
+        return tasks
+
+    def number_of_enqueued_tasks(self, queue: str | None = None) -> int:
+        """Tasks waiting in the queue: ready plus delayed."""
+        lengths = self.queue_lengths(queue)
+        return lengths.ready + lengths.delayed
+
+    def queue_lengths(self, queue: str | None = None) -> QueueLengths:
+        """Tasks of the queue per place: ready, delayed, in flight, dead."""
+        return self.broker.lengths(queue or self.queue)
+
+    def purge_tasks(self, queue: str | None = None) -> int:
+        """Drop the queue's pending tasks (not its dead letters); return how many."""
+        return self.broker.purge(queue or self.queue)
+
+    def lock(self, name: str) -> Lock:
+        """A distributed lock named ``name`` on this producer's broker."""
+        if not isinstance(self.broker, SupportsLocks):
+            raise BrokerError(f"{type(self.broker).__name__} does not provide locks")
+        return self.broker.lock(name)

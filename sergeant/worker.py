@@ -1,0 +1,430 @@
+"""The Worker: the user's class, and the loop that drives tasks through their lifecycle.
+
+Users subclass ``Worker`` and write ``work(task)``; everything else is optional:
+hooks (``initialize``, ``finalize``, ``pre_work``, ``post_work``), handlers
+(``on_success`` ... ``on_stop``) and control flow returned from ``work``
+(``return self.retry(task)``, ``self.requeue``, ``self.stop``, ``self.respawn``).
+
+The loop is ``run()``, one ``step()`` at a time: reserve a batch, decode it (poison goes
+to the dead-letter store), run it through the executor under the watchdog, then settle
+every task: ask ``lifecycle.advance`` for each transition, publish the event, and turn
+the resulting state into broker actions (ack, re-push, dead-letter, release). Acks of
+successes ride on the next reserve, so a one-at-a-time worker pays one round trip per
+task.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+from sergeant import _clock
+from sergeant._lease_keeper import LeaseKeeper
+from sergeant._settlement import Settlement
+from sergeant.config import DeliveryMode, WorkerConfig
+from sergeant.errors import (
+    BrokerError,
+    BrokerUnavailable,
+    DecodeError,
+    SergeantError,
+    TaskTimedOut,
+)
+from sergeant.lifecycle import Event
+from sergeant.outcome import (
+    CONTROL,
+    Expired,
+    NotStarted,
+    Outcome,
+    Raised,
+    RequeueRequested,
+    RespawnRequested,
+    RetryRequested,
+    Returned,
+    StopRequested,
+)
+from sergeant.producer import Producer
+from sergeant.protocols import (
+    Broker,
+    Codec,
+    Delivery,
+    Executor,
+    Watchdog,
+)
+from sergeant.supervision import StopReason
+from sergeant.task import Task
+
+Listener = Callable[[Event], None]
+
+
+class Worker(Producer):
+    """Base class of user workers: subclass it and implement ``work``.
+
+    Args:
+        config: how to consume the queue (``config.name`` is the queue).
+        broker: where tasks are stored.
+        codec: how tasks are encoded.
+        executor: where ``work`` runs (inline, threads, processes).
+        watchdog: what enforces timeouts.
+        owner: the name leases are held under; the supervisor passes one per child so
+            it can release a dead child's tasks. Defaults to a unique name.
+        clock: wall clock (etas); ``monotonic``: for starvation and back-off.
+        rng: randomness for retry jitter (seed it in tests).
+    """
+
+    #: Subclasses may set a default configuration here instead of passing one.
+    config: WorkerConfig
+
+    _HANDLERS: ClassVar[tuple[str, ...]] = (
+        "on_success",
+        "on_failure",
+        "on_timeout",
+        "on_retry",
+        "on_max_retries",
+        "on_requeue",
+        "on_starvation",
+        "on_stop",
+    )
+
+    def __init__(
+        self,
+        *,
+        broker: Broker,
+        codec: Codec,
+        executor: Executor,
+        watchdog: Watchdog,
+        config: WorkerConfig | None = None,
+        owner: str | None = None,
+        clock: _clock.Clock = _clock.wall,
+        monotonic: _clock.Clock = _clock.monotonic,
+        rng: random.Random | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if config is None:
+            config = getattr(type(self), "config", None)
+        if not isinstance(config, WorkerConfig):
+            raise SergeantError(
+                "Worker needs a WorkerConfig: pass config=... or set it on the class"
+            )
+        super().__init__(broker=broker, codec=codec, queue=config.name, clock=clock)
+        self.config = config
+        self.executor = executor
+        self.watchdog = watchdog
+        self.owner = owner or self.owner
+        self.monotonic = monotonic
+        self.rng = rng or random.Random()
+        self.logger = logger or logging.getLogger(f"sergeant.worker.{config.name}")
+        self._listeners: list[Listener] = []
+        self._stop = threading.Event()
+        self._stop_reason: StopReason | None = None
+        self._pending_acks: list[Delivery] = []
+        self._settlement = Settlement(self)
+        self.tasks_done = 0
+        self._last_task_at = monotonic()
+        self._overrides_batch = type(self).work_batch is not Worker.work_batch
+
+    # -- what users implement ------------------------------------------------------
+
+    def work(self, task: Task) -> Any:
+        """Do the task's work. Return a value, or a control value from ``retry()``,
+        ``requeue()``, ``stop()`` or ``respawn()``; raising counts as a failure."""
+        raise NotImplementedError(f"{type(self).__name__} must implement work(task)")
+
+    def work_batch(self, tasks: Sequence[Task]) -> Sequence[Any]:
+        """Optionally do a whole batch at once; return one result per task, in order.
+
+        Each result is a value (success), an exception instance (failure) or a
+        control value (``self.retry(task)`` ...). Raising fails the whole batch.
+        """
+        raise NotImplementedError  # pragma: no cover - replaced by subclasses
+
+    def initialize(self) -> None:
+        """Runs once in ``run()`` before the first task (open connections here)."""
+
+    def finalize(self) -> None:
+        """Runs once when ``run()`` ends, whatever the reason."""
+
+    def pre_work(self, task: Task) -> None:
+        """Runs before each task, in the thread that runs it."""
+
+    def post_work(self, task: Task, outcome: Outcome) -> None:
+        """Runs after each task, in the thread that ran it."""
+
+    # -- handlers (exceptions in them are logged and never stop the loop) -----------
+
+    def on_success(self, task: Task, returned_value: Any) -> None:
+        """The task's work returned normally."""
+
+    def on_failure(self, task: Task, exception: BaseException) -> Outcome | None:
+        """The work raised. Return ``self.retry(task)`` or ``self.requeue(task)`` to
+        run it again; return None to drop it."""
+        return None
+
+    def on_timeout(self, task: Task) -> Outcome | None:
+        """The watchdog stopped the work at its deadline; may return a retry."""
+        return None
+
+    def on_retry(self, task: Task, delay: float) -> None:
+        """``task`` was scheduled to run again after ``delay`` seconds."""
+
+    def on_max_retries(self, task: Task) -> None:
+        """A retry was asked for but max_retries is spent: the task is dead-lettered."""
+
+    def on_requeue(self, task: Task) -> None:
+        """``task`` was put back at the tail of its queue."""
+
+    def on_starvation(self, time_with_no_tasks: float) -> None:
+        """No task arrived for ``config.starvation.time_with_no_tasks`` seconds."""
+
+    def on_stop(self) -> None:
+        """The worker is stopping (asked by a task, a signal or ``request_stop``)."""
+
+    # -- control flow, returned from work ------------------------------------------
+
+    def retry(self, task: Task, *, delay: float | None = None) -> RetryRequested:
+        """Ask to run ``task`` again (``return self.retry(task)``), after ``delay``
+        seconds or the retry policy's back-off."""
+        return RetryRequested(delay)
+
+    def requeue(self, task: Task) -> RequeueRequested:
+        """Ask to put ``task`` back at the tail of its queue (not a retry)."""
+        return RequeueRequested()
+
+    def stop(self) -> StopRequested:
+        """The current task is done; stop the worker after it."""
+        return StopRequested()
+
+    def respawn(self) -> RespawnRequested:
+        """The current task is done; end this process so a fresh one replaces it."""
+        return RespawnRequested()
+
+    # -- events ---------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener(event)`` on every lifecycle transition (metrics, logs)."""
+        self._listeners.append(listener)
+
+    def publish(self, event: Event) -> None:
+        """Hand ``event`` to every listener; a failing listener is logged, not fatal."""
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                self.logger.exception("event listener %r failed", listener)
+
+    def call_handler(self, name: str, *args: Any) -> Any:
+        """Run handler ``name``; log and swallow its exception so the loop goes on."""
+        try:
+            return getattr(self, name)(*args)
+        except Exception:
+            self.logger.exception("handler %s raised; the worker carries on", name)
+            return None
+
+    # -- the loop --------------------------------------------------------------------
+
+    def request_stop(self, reason: StopReason = StopReason.STOPPED) -> None:
+        """Ask the loop to stop after the running tasks (thread- and signal-safe).
+
+        Tasks of the current batch that have not started are released, not run.
+        ``reason`` is what ``run()`` returns (the supervisor asks for ``RECYCLE``
+        when the worker is over its soft memory limit).
+        """
+        if self._stop_reason is None:
+            self._stop_reason = reason
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the loop will stop after the current step."""
+        return self._stop.is_set()
+
+    def run(self) -> StopReason:
+        """Consume the queue until stopped; return why the loop ended."""
+        keeper = None
+        if self.config.delivery is DeliveryMode.AT_LEAST_ONCE:
+            keeper = LeaseKeeper(
+                self.broker,
+                self.config.name,
+                lease=self.config.lease,
+                logger=self.logger,
+            )
+        self._settlement.keeper = keeper
+        self.initialize()
+        try:
+            while not self._stop.is_set():
+                self.step()
+                if self._budget_spent():
+                    self._stop_reason = self._stop_reason or StopReason.MAX_TASKS
+                    break
+        finally:
+            self._flush_acks()
+            if keeper is not None:
+                keeper.close()
+            if self._stop.is_set():
+                self.call_handler("on_stop")
+            self.call_handler("finalize")
+        return self._stop_reason or StopReason.STOPPED
+
+    def step(self) -> int:
+        """Reserve one batch, run it and settle it; return how many tasks it held."""
+        queue = self.config.name
+        try:
+            deliveries = self._reserve(queue)
+        except BrokerUnavailable as error:
+            self._settlement.outage(error)
+            return 0
+        self._settlement.recovered()
+        if not deliveries:
+            self._check_starvation()
+            return 0
+        self._last_task_at = self.monotonic()
+        decoded = self._decode_all(queue, deliveries)
+        decoded = self._settlement.reject_crash_loops(decoded)
+        if decoded:
+            self._run_and_settle(decoded)
+        return len(deliveries)
+
+    def _reserve(self, queue: str) -> list[Delivery]:
+        count = self.config.tasks_per_transaction
+        if self.config.max_tasks_per_run:
+            count = max(1, min(count, self.config.max_tasks_per_run - self.tasks_done))
+        at_least_once = self.config.delivery is DeliveryMode.AT_LEAST_ONCE
+        acks, self._pending_acks = self._pending_acks, []
+        try:
+            return self.broker.reserve(
+                queue,
+                owner=self.owner,
+                count=count,
+                lease=self.config.lease if at_least_once else None,
+                wait=self.config.wait,
+                ack=acks,
+            )
+        except BrokerError:
+            # Not acked after all: keep them, so they are acked next time (or are
+            # redelivered if this worker dies first, which at-least-once allows).
+            self._pending_acks = acks + self._pending_acks
+            raise
+
+    def _decode_all(
+        self, queue: str, deliveries: Sequence[Delivery]
+    ) -> list[tuple[Delivery, Task]]:
+        decode = self.codec.decode
+        decoded = []
+        for delivery in deliveries:
+            try:
+                decoded.append((delivery, decode(delivery.payload)))
+            except DecodeError as error:
+                self._settlement.poison(queue, delivery, error)
+        return decoded
+
+    def _run_and_settle(self, decoded: list[tuple[Delivery, Task]]) -> None:
+        tasks = [task for _, task in decoded]
+        self._settlement.hold([delivery for delivery, _ in decoded])
+        try:
+            if self._overrides_batch:
+                outcomes = self._run_batch(tasks)
+            else:
+                outcomes = self.executor.run(self.run_one, tasks)
+        finally:
+            self._settlement.unhold()
+        self.tasks_done += sum(not isinstance(o, NotStarted) for o in outcomes)
+        self._pending_acks.extend(self._settlement.settle(decoded, outcomes))
+
+    def run_one(self, task: Task) -> Outcome:
+        """Run ``work`` for one task under the watchdog; never raises.
+
+        This is the job the executor runs, in whatever thread it chooses.
+        """
+        if self._stop.is_set():
+            return NotStarted()
+        timeout = task.timeout or self.config.timeouts.timeout
+        handle = (
+            self.watchdog.arm(timeout, grace=self.config.timeouts.grace_period)
+            if timeout
+            else None
+        )
+        outcome: Outcome
+        try:
+            try:
+                self.pre_work(task)
+                value = self.work(task)
+            finally:
+                if handle is not None:
+                    self.watchdog.disarm(handle)
+            outcome = value if isinstance(value, CONTROL) else Returned(value)
+        except TaskTimedOut:
+            outcome = Expired()
+        except Exception as error:
+            outcome = Raised(error)
+        self._honour_stop(outcome)
+        try:
+            self.post_work(task, outcome)
+        except Exception:
+            self.logger.exception("post_work raised; the worker carries on")
+        return outcome
+
+    def _run_batch(self, tasks: list[Task]) -> list[Outcome]:
+        timeout = self.config.timeouts.timeout
+        handle = (
+            self.watchdog.arm(timeout, grace=self.config.timeouts.grace_period)
+            if timeout
+            else None
+        )
+        try:
+            try:
+                results = list(self.work_batch(tasks))
+            finally:
+                if handle is not None:
+                    self.watchdog.disarm(handle)
+        except TaskTimedOut:
+            return [Expired() for _ in tasks]
+        except Exception as error:
+            return [Raised(error) for _ in tasks]
+        if len(results) != len(tasks):
+            mismatch = ValueError(
+                f"work_batch returned {len(results)} results for {len(tasks)} tasks"
+            )
+            return [Raised(mismatch) for _ in tasks]
+        return [self._as_outcome(result) for result in results]
+
+    def _as_outcome(self, result: Any) -> Outcome:
+        if isinstance(result, CONTROL):
+            self._honour_stop(result)
+            return result
+        if isinstance(result, BaseException):
+            return Raised(result)
+        return Returned(result)
+
+    def _honour_stop(self, outcome: Outcome) -> None:
+        if isinstance(outcome, RespawnRequested):
+            self.request_stop(StopReason.RESPAWN)
+        elif isinstance(outcome, StopRequested):
+            self.request_stop(StopReason.STOPPED)
+
+    def _check_starvation(self) -> None:
+        starvation = self.config.starvation
+        if starvation is None:
+            return
+        idle = self.monotonic() - self._last_task_at
+        if idle >= starvation.time_with_no_tasks:
+            self._last_task_at = self.monotonic()
+            self.call_handler("on_starvation", idle)
+
+    def _budget_spent(self) -> bool:
+        limit = self.config.max_tasks_per_run
+        return bool(limit) and self.tasks_done >= limit
+
+    def _flush_acks(self) -> None:
+        acks, self._pending_acks = self._pending_acks, []
+        if not acks:
+            return
+        try:
+            self.broker.ack(self.config.name, acks)
+        except BrokerError as error:
+            self.logger.warning(
+                "could not ack %d settled tasks (they will be redelivered): %s",
+                len(acks),
+                error,
+            )

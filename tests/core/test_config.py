@@ -1,0 +1,91 @@
+"""Configuration objects fail at construction with a message naming the field."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from sergeant.config import (
+    DeliveryMode,
+    RetryPolicy,
+    Starvation,
+    Timeouts,
+    WorkerConfig,
+)
+from sergeant.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"name": ""}, "WorkerConfig.name"),
+        ({"name": "q\n"}, "WorkerConfig.name"),
+        (
+            {"name": "q", "tasks_per_transaction": 0},
+            "WorkerConfig.tasks_per_transaction",
+        ),
+        (
+            {"name": "q", "tasks_per_transaction": 1.5},
+            "WorkerConfig.tasks_per_transaction",
+        ),
+        ({"name": "q", "max_tasks_per_run": -1}, "WorkerConfig.max_tasks_per_run"),
+        ({"name": "q", "max_retries": -2}, "WorkerConfig.max_retries"),
+        ({"name": "q", "lease": 0}, "WorkerConfig.lease"),
+        ({"name": "q", "max_deliveries": 0}, "WorkerConfig.max_deliveries"),
+        ({"name": "q", "wait": -1}, "WorkerConfig.wait"),
+        ({"name": "q", "delivery": "exactly_once"}, "WorkerConfig.delivery"),
+        ({"name": "q", "retry": {"base_delay": 1}}, "WorkerConfig.retry"),
+        ({"name": "q", "timeouts": 5}, "WorkerConfig.timeouts"),
+        ({"name": "q", "starvation": 5}, "WorkerConfig.starvation"),
+        ({"name": "q", "lease": "60"}, "WorkerConfig.lease"),
+        ({"name": "q", "max_retries": True}, "WorkerConfig.max_retries"),
+    ],
+)
+def test_bad_worker_config_names_the_field(kwargs: dict, field: str) -> None:
+    """Each invalid value raises ConfigError whose message names the field."""
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        WorkerConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("factory", "field"),
+    [
+        (lambda: RetryPolicy(base_delay=-1), "RetryPolicy.base_delay"),
+        (lambda: RetryPolicy(factor=0.5), "RetryPolicy.factor"),
+        (lambda: Timeouts(timeout=-1), "Timeouts.timeout"),
+        (lambda: Timeouts(grace_period=-0.1), "Timeouts.grace_period"),
+        (lambda: Starvation(time_with_no_tasks=0), "Starvation.time_with_no_tasks"),
+    ],
+)
+def test_bad_nested_config_names_the_field(factory, field: str) -> None:  # type: ignore[no-untyped-def]
+    """Nested policies validate their own fields the same way."""
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        factory()
+
+
+def test_delivery_mode_accepts_its_string_value() -> None:
+    """The delivery mode may be given as the enum or its string value."""
+    config = WorkerConfig(name="q", delivery="at_most_once")
+
+    assert config.delivery is DeliveryMode.AT_MOST_ONCE
+
+
+def test_retry_delay_grows_exponentially_within_jitter_and_cap() -> None:
+    """Delays grow by ``factor`` per attempt, stay within the jitter band and cap."""
+    policy = RetryPolicy(base_delay=1.0, factor=2.0, max_delay=10.0, jitter=0.5)
+    rng = random.Random(7)
+
+    delays = [policy.delay(attempt, rng) for attempt in range(6)]
+
+    for attempt, delay in enumerate(delays):
+        base = min(10.0, 2.0**attempt)
+        assert base <= delay <= base * 1.5
+    assert delays[-1] <= 15.0
+
+
+def test_retry_delay_survives_huge_attempt_counts() -> None:
+    """A very large attempt number does not overflow; it is capped."""
+    policy = RetryPolicy(base_delay=1.0, max_delay=30.0, jitter=0.0)
+
+    assert policy.delay(10_000, random.Random(1)) == 30.0

@@ -1,0 +1,588 @@
+"""The worker end to end on the memory broker: handlers, control flow and the loop.
+
+Assertions look at the broker's end state and at which handlers ran, not at the order
+of internal calls.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from sergeant.adapters.memory import MemoryBroker
+
+from sergeant import lifecycle as lc
+from sergeant._clock import FakeClock
+from sergeant.errors import BrokerUnavailable, TaskTimedOut
+from sergeant.protocols import QueueLengths
+from sergeant.supervision import StopReason
+from sergeant.task import Priority
+from tests.conftest import Recorder, WorkerFactory
+
+
+def _worker(make_worker: WorkerFactory, behaviour: Any, **config: Any) -> Recorder:
+    cls = type("W", (Recorder,), {"behaviour": staticmethod(behaviour)})
+    worker = make_worker(cls, **config)
+    assert isinstance(worker, Recorder)
+    return worker
+
+
+def test_successful_tasks_are_acked_and_on_success_sees_the_result(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """Each task runs once, on_success gets its return value, the queue ends empty."""
+    worker = _worker(make_worker, lambda w, t: t.kwargs["n"] * 10, max_tasks_per_run=3)
+    worker.push_tasks([{"n": 1}, {"n": 2}, {"n": 3}])
+
+    reason = worker.run()
+
+    assert reason is StopReason.MAX_TASKS
+    successes = [c for c in worker.calls if c[0] == "on_success"]
+    assert successes == [
+        ("on_success", {"n": 1}, 10),
+        ("on_success", {"n": 2}, 20),
+        ("on_success", {"n": 3}, 30),
+    ]
+    assert broker.lengths("jobs") == QueueLengths()
+    assert worker.names()[0] == "initialize"
+    assert worker.names()[-1] == "finalize"
+
+
+def test_acks_ride_on_the_next_reserve(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """After a step its tasks stay in flight until the next reserve acks them."""
+    worker = _worker(make_worker, lambda w, t: None, tasks_per_transaction=2)
+    worker.push_tasks([{"n": i} for i in range(3)])
+
+    worker.step()
+    in_flight_after_first = broker.lengths("jobs").in_flight
+    worker.step()
+
+    assert in_flight_after_first == 2
+    assert broker.lengths("jobs") == QueueLengths(in_flight=1)
+
+
+def test_batches_take_tasks_per_transaction(make_worker: WorkerFactory) -> None:
+    """One step reserves and runs up to tasks_per_transaction tasks."""
+    worker = _worker(make_worker, lambda w, t: None, tasks_per_transaction=4)
+    worker.push_tasks([{"n": i} for i in range(10)])
+
+    handled = [worker.step(), worker.step(), worker.step(), worker.step()]
+
+    assert handled == [4, 4, 2, 0]
+
+
+def test_high_priority_tasks_run_first(make_worker: WorkerFactory) -> None:
+    """Ready HIGH tasks are run before NORMAL ones pushed earlier."""
+    worker = _worker(make_worker, lambda w, t: None, max_tasks_per_run=3)
+    worker.push_tasks([{"n": 1}, {"n": 2}])
+    worker.push_task({"n": 3}, priority=Priority.HIGH)
+
+    worker.run()
+
+    assert [c[1]["n"] for c in worker.calls if c[0] == "work"] == [3, 1, 2]
+
+
+def test_a_failure_runs_on_failure_and_drops_the_task(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """An exception in work calls on_failure; the task is settled, not retried."""
+
+    def boom(worker: Any, task: Any) -> Any:
+        raise RuntimeError("boom")
+
+    worker = _worker(make_worker, boom, max_tasks_per_run=1)
+    worker.push_task({"n": 1})
+
+    worker.run()
+
+    assert ("on_failure", {"n": 1}, "RuntimeError('boom')") in worker.calls
+    assert broker.lengths("jobs") == QueueLengths()
+    assert isinstance(worker.events[-1], lc.Dropped)
+
+
+def test_retry_backs_off_then_dead_letters_after_max_retries(
+    make_worker: WorkerFactory, broker: MemoryBroker, clock: FakeClock
+) -> None:
+    """A task retried every run runs 1 + max_retries times, then is dead-lettered."""
+    worker = _worker(make_worker, lambda w, t: w.retry(t), max_retries=2)
+    worker.push_task({"n": 1})
+
+    for _ in range(3):
+        worker.step()
+        assert worker.step() == 0  # the retry is delayed, not ready yet
+        clock.advance(3600)
+    worker.step()
+
+    assert worker.names().count("work") == 3
+    assert [c for c in worker.calls if c[0] == "on_retry"] == [
+        ("on_retry", {"n": 1}, 0),
+        ("on_retry", {"n": 1}, 1),
+    ]
+    assert ("on_max_retries", {"n": 1}, 2) in worker.calls
+    [dead] = broker.dead_letters("jobs")
+    assert dead.reason == "max retries (2) exhausted"
+    assert broker.lengths("jobs") == QueueLengths(dead=1)
+
+
+def test_retry_with_an_explicit_delay_uses_it(
+    make_worker: WorkerFactory, broker: MemoryBroker, clock: FakeClock
+) -> None:
+    """retry(task, delay=d) makes the task ready d seconds later, not before."""
+    worker = _worker(
+        make_worker,
+        lambda w, t: w.retry(t, delay=30.0) if t.attempt == 0 else "done",
+        max_retries=1,
+    )
+    worker.push_task({"n": 1})
+
+    worker.step()
+    clock.advance(29.0)
+    early = worker.step()
+    clock.advance(2.0)
+    late = worker.step()
+
+    assert (early, late) == (0, 1)
+    assert ("on_success", {"n": 1}, "done") in worker.calls
+
+
+def test_on_failure_may_ask_for_a_retry(
+    make_worker: WorkerFactory, broker: MemoryBroker, clock: FakeClock
+) -> None:
+    """A retry returned by on_failure schedules the task again."""
+
+    class Retrier(Recorder):
+        def on_failure(self, task: Any, exception: BaseException) -> Any:
+            super().on_failure(task, exception)
+            return self.retry(task, delay=0.0)
+
+    def fail_first(worker: Any, task: Any) -> Any:
+        if task.attempt == 0:
+            raise ValueError("transient")
+        return "ok"
+
+    Retrier.behaviour = staticmethod(fail_first)  # type: ignore[assignment]
+    worker = make_worker(Retrier, max_retries=3)
+    assert isinstance(worker, Recorder)
+    worker.push_task({"n": 1})
+
+    worker.step()
+    worker.step()
+
+    assert worker.names().count("work") == 2
+    assert ("on_success", {"n": 1}, "ok") in worker.calls
+
+
+def test_requeue_puts_the_task_back_without_counting_a_retry(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """A requeued task runs again with the same attempt number; on_requeue runs."""
+    seen: list[int] = []
+
+    def requeue_once(worker: Any, task: Any) -> Any:
+        seen.append(task.attempt)
+        return worker.requeue(task) if len(seen) == 1 else None
+
+    worker = _worker(make_worker, requeue_once, max_tasks_per_run=2)
+    worker.push_task({"n": 1})
+
+    worker.run()
+
+    assert seen == [0, 0]
+    assert ("on_requeue", {"n": 1}) in worker.calls
+    assert broker.lengths("jobs") == QueueLengths()
+
+
+def test_stop_ends_the_loop_and_releases_unstarted_tasks(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """stop() finishes the current task and releases the rest; on_stop runs."""
+    worker = _worker(
+        make_worker,
+        lambda w, t: w.stop() if t.kwargs["n"] == 1 else None,
+        tasks_per_transaction=5,
+    )
+    worker.push_tasks([{"n": i} for i in range(5)])
+
+    reason = worker.run()
+
+    assert reason is StopReason.STOPPED
+    assert worker.names().count("work") == 2
+    assert "on_stop" in worker.names()
+    assert broker.lengths("jobs") == QueueLengths(ready=3)
+    assert broker.reserve("jobs", owner="x", count=5)[0].deliveries == 1
+
+
+def test_respawn_ends_the_loop_with_reason_respawn(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """respawn() returns RESPAWN from run(); the task itself counts as done."""
+    worker = _worker(make_worker, lambda w, t: w.respawn())
+    worker.push_tasks([{"n": 1}, {"n": 2}])
+
+    reason = worker.run()
+
+    assert reason is StopReason.RESPAWN
+    assert broker.lengths("jobs") == QueueLengths(ready=1)
+
+
+def test_request_stop_before_run_stops_at_once(make_worker: WorkerFactory) -> None:
+    """A stop requested from outside (a signal) ends run() and calls on_stop."""
+    worker = _worker(make_worker, lambda w, t: None)
+    worker.push_task({"n": 1})
+    worker.request_stop()
+
+    reason = worker.run()
+
+    assert reason is StopReason.STOPPED
+    assert "work" not in worker.names()
+    assert "on_stop" in worker.names()
+
+
+def test_max_tasks_per_run_leaves_the_rest_ready(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """After max_tasks_per_run tasks the loop returns MAX_TASKS; others stay ready."""
+    worker = _worker(
+        make_worker, lambda w, t: None, max_tasks_per_run=3, tasks_per_transaction=2
+    )
+    worker.push_tasks([{"n": i} for i in range(5)])
+
+    reason = worker.run()
+
+    assert reason is StopReason.MAX_TASKS
+    assert worker.names().count("work") == 3
+    assert broker.lengths("jobs") == QueueLengths(ready=2)
+
+
+def test_starvation_calls_on_starvation_once_per_stretch(
+    make_worker: WorkerFactory, monotonic: FakeClock
+) -> None:
+    """With no task for time_with_no_tasks seconds, on_starvation runs, then again."""
+    from sergeant.config import Starvation
+
+    worker = _worker(
+        make_worker, lambda w, t: None, starvation=Starvation(time_with_no_tasks=10)
+    )
+
+    worker.step()
+    monotonic.advance(9)
+    worker.step()
+    monotonic.advance(2)
+    worker.step()
+    worker.step()
+    monotonic.advance(10)
+    worker.step()
+
+    assert [c for c in worker.calls if c[0] == "on_starvation"] == [
+        ("on_starvation", 11),
+        ("on_starvation", 10),
+    ]
+
+
+def test_a_raising_handler_is_logged_and_the_loop_goes_on(
+    make_worker: WorkerFactory, broker: MemoryBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception in on_success is logged; later tasks still run and are acked."""
+
+    class Clumsy(Recorder):
+        def on_success(self, task: Any, returned_value: Any) -> None:
+            super().on_success(task, returned_value)
+            raise KeyError("handler bug")
+
+    worker = make_worker(Clumsy, max_tasks_per_run=2)
+    worker.push_tasks([{"n": 1}, {"n": 2}])
+
+    with caplog.at_level(logging.ERROR):
+        worker.run()
+
+    assert worker.names().count("on_success") == 2  # type: ignore[attr-defined]
+    assert "handler on_success raised" in caplog.text
+    assert broker.lengths("jobs") == QueueLengths()
+
+
+def test_poison_payloads_are_dead_lettered_and_the_loop_continues(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """Undecodable bytes go to dead letters with the reason; good tasks still run."""
+    worker = _worker(make_worker, lambda w, t: None, max_tasks_per_run=2)
+    worker.push_task({"n": 1})
+    broker.push("jobs", [b"\x00garbage", b"not a task at all"])
+    worker.push_task({"n": 2})
+
+    worker.run()
+
+    assert worker.names().count("work") == 2
+    dead = broker.dead_letters("jobs")
+    assert [d.payload for d in dead] == [b"\x00garbage", b"not a task at all"]
+    assert all(d.reason.startswith("undecodable payload: ") for d in dead)
+
+
+def test_a_task_that_keeps_killing_its_worker_is_dead_lettered(
+    make_worker: WorkerFactory, broker: MemoryBroker, clock: FakeClock
+) -> None:
+    """After max_deliveries unsettled deliveries the task is dead-lettered, not run."""
+    worker = _worker(make_worker, lambda w, t: None, max_deliveries=2, lease=10)
+    worker.push_task({"n": 1})
+    for _ in range(2):  # two deliveries whose worker "died": leases lapse
+        assert len(broker.reserve("jobs", owner="doomed", lease=10)) == 1
+        clock.advance(11)
+
+    worker.step()
+
+    assert "work" not in worker.names()
+    [dead] = broker.dead_letters("jobs")
+    assert "delivered 3 times without being settled" in dead.reason
+    assert isinstance(worker.events[-1], lc.Rejected)
+
+
+def test_a_timeout_runs_on_timeout(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """TaskTimedOut raised inside work (by a watchdog) settles as a timeout."""
+
+    def too_slow(worker: Any, task: Any) -> Any:
+        raise TaskTimedOut
+
+    worker = _worker(make_worker, too_slow, max_tasks_per_run=1)
+    worker.push_task({"n": 1})
+
+    worker.run()
+
+    assert ("on_timeout", {"n": 1}) in worker.calls
+    assert "on_failure" not in worker.names()
+    assert broker.lengths("jobs") == QueueLengths()
+
+
+def test_every_transition_is_published_in_order(make_worker: WorkerFactory) -> None:
+    """A listener sees Delivered, Started and Succeeded for a successful task."""
+    worker = _worker(make_worker, lambda w, t: "r", max_tasks_per_run=1)
+    worker.push_task({"n": 1})
+
+    worker.run()
+
+    assert [type(e) for e in worker.events] == [lc.Delivered, lc.Started, lc.Succeeded]
+    assert worker.events[-1].result == "r"  # type: ignore[attr-defined]
+
+
+def test_work_batch_reports_an_outcome_per_task(
+    make_worker: WorkerFactory, broker: MemoryBroker, clock: FakeClock
+) -> None:
+    """work_batch's results map to success, failure and retry per task."""
+
+    class Batcher(Recorder):
+        def work_batch(self, tasks: Any) -> list[Any]:
+            return [
+                {0: "ok", 1: ValueError("bad"), 2: self.retry(t, delay=5)}[
+                    t.kwargs["n"]
+                ]
+                if t.attempt == 0
+                else "second"
+                for t in tasks
+            ]
+
+    worker = make_worker(Batcher, tasks_per_transaction=3, max_retries=1)
+    assert isinstance(worker, Recorder)
+    worker.push_tasks([{"n": 0}, {"n": 1}, {"n": 2}])
+
+    worker.step()
+    clock.advance(10)
+    worker.step()
+
+    assert ("on_success", {"n": 0}, "ok") in worker.calls
+    assert ("on_failure", {"n": 1}, "ValueError('bad')") in worker.calls
+    assert ("on_retry", {"n": 2}, 0) in worker.calls
+    assert ("on_success", {"n": 2}, "second") in worker.calls
+
+
+def test_work_batch_returning_the_wrong_count_fails_every_task(
+    make_worker: WorkerFactory,
+) -> None:
+    """A work_batch result list of the wrong length fails the whole batch."""
+
+    class Short(Recorder):
+        def work_batch(self, tasks: Any) -> list[Any]:
+            return []
+
+    worker = make_worker(Short, tasks_per_transaction=2)
+    assert isinstance(worker, Recorder)
+    worker.push_tasks([{"n": 0}, {"n": 1}])
+
+    worker.step()
+
+    assert worker.names().count("on_failure") == 2
+
+
+def test_at_most_once_pops_and_pushes_back_unstarted_tasks(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """In at-most-once mode nothing stays in flight; a stop gives back the rest."""
+    worker = _worker(
+        make_worker,
+        lambda w, t: w.stop() if t.kwargs["n"] == 0 else None,
+        delivery="at_most_once",
+        tasks_per_transaction=3,
+    )
+    worker.push_tasks([{"n": 0}, {"n": 1}, {"n": 2}])
+
+    worker.run()
+
+    assert broker.lengths("jobs") == QueueLengths(ready=2)
+
+
+def test_a_broker_outage_is_waited_out_and_logged_once(
+    make_worker: WorkerFactory, broker: MemoryBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reserve failures back off without crashing; one warning per outage."""
+    worker = _worker(make_worker, lambda w, t: None)
+    worker._settlement.backoff_initial = 0.001
+    worker._settlement.backoff_max = 0.002
+    real_reserve = broker.reserve
+    failures = iter([True, True, True, False])
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if next(failures, False):
+            raise BrokerUnavailable("connection refused")
+        return real_reserve(*args, **kwargs)
+
+    broker.reserve = flaky  # type: ignore[method-assign]
+    worker.push_task({"n": 1})
+
+    with caplog.at_level(logging.WARNING):
+        results = [worker.step() for _ in range(4)]
+
+    assert results == [0, 0, 0, 1]
+    assert caplog.text.count("broker unavailable") == 1
+    assert caplog.text.count("broker reachable again") == 1
+
+
+def test_producer_methods(
+    make_worker: WorkerFactory, broker: MemoryBroker, clock: FakeClock
+) -> None:
+    """push_task(s), number_of_enqueued_tasks, get_next_tasks and purge work."""
+    worker = _worker(make_worker, lambda w, t: None)
+    pushed = worker.push_tasks([{"n": 1}, {"n": 2}])
+    worker.push_task({"n": 3}, delay=60)
+
+    enqueued = worker.number_of_enqueued_tasks()
+    [task] = worker.get_next_tasks(1)
+    purged = worker.purge_tasks()
+
+    assert enqueued == 3
+    assert task.id == pushed[0].id
+    assert task.kwargs == {"n": 1}
+    assert purged == 2
+    assert worker.number_of_enqueued_tasks() == 0
+
+
+def test_worker_lock_is_shared_through_the_broker(make_worker: WorkerFactory) -> None:
+    """Two workers' locks with one name exclude each other."""
+    first = _worker(make_worker, lambda w, t: None)
+    second = _worker(make_worker, lambda w, t: None)
+
+    held = first.lock("resource").acquire(timeout=0)
+    refused = second.lock("resource").acquire(timeout=0)
+
+    assert (held, refused) == (True, False)
+
+
+class _RecordingWatchdog:
+    """A watchdog double that records arm/disarm calls (never fires)."""
+
+    def __init__(self) -> None:
+        self.armed: list[tuple[float, float]] = []
+        self.disarmed = 0
+
+    def arm(self, timeout: float, *, grace: float) -> object:
+        self.armed.append((timeout, grace))
+        return len(self.armed)
+
+    def disarm(self, handle: object) -> bool:
+        self.disarmed += 1
+        return True
+
+    def close(self) -> None:
+        """Nothing to stop."""
+
+
+def test_the_watchdog_is_armed_with_the_task_or_worker_timeout(
+    make_worker: WorkerFactory,
+) -> None:
+    """A task's own timeout overrides the worker's; every arm is disarmed."""
+    from sergeant.config import Timeouts
+
+    worker = _worker(
+        make_worker,
+        lambda w, t: None,
+        timeouts=Timeouts(timeout=5.0, grace_period=2.0),
+        max_tasks_per_run=2,
+    )
+    watchdog = _RecordingWatchdog()
+    worker.watchdog = watchdog
+    worker.push_task({"n": 1})
+    worker.push_task({"n": 2}, timeout=0.5)
+
+    worker.run()
+
+    assert watchdog.armed == [(5.0, 2.0), (0.5, 2.0)]
+    assert watchdog.disarmed == 2
+
+
+def test_no_timeout_means_the_watchdog_is_not_armed(
+    make_worker: WorkerFactory,
+) -> None:
+    """With no timeout configured, tasks run without arming the watchdog."""
+    worker = _worker(make_worker, lambda w, t: None, max_tasks_per_run=1)
+    watchdog = _RecordingWatchdog()
+    worker.watchdog = watchdog
+    worker.push_task({"n": 1})
+
+    worker.run()
+
+    assert watchdog.armed == []
+
+
+@pytest.mark.slow
+def test_leases_are_renewed_while_a_slow_task_runs() -> None:
+    """A task running longer than its lease is not handed to a second worker."""
+    import threading
+    import time
+
+    from sergeant.adapters.codecs.pickle import PickleCodec
+    from sergeant.adapters.executors.serial import SerialExecutor
+    from sergeant.adapters.watchdogs.null import NullWatchdog
+
+    from sergeant.config import WorkerConfig
+    from sergeant.worker import Worker
+
+    broker = MemoryBroker()
+    started = threading.Event()
+
+    class Slow(Worker):
+        def work(self, task: Any) -> None:
+            started.set()
+            time.sleep(1.2)
+
+    worker = Slow(
+        config=WorkerConfig(name="slow", lease=0.3, wait=0.0, max_tasks_per_run=1),
+        broker=broker,
+        codec=PickleCodec(),
+        executor=SerialExecutor(),
+        watchdog=NullWatchdog(),
+    )
+    worker.push_task({})
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    started.wait(5)
+
+    stolen = []
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        stolen += broker.reserve("slow", owner="thief", count=1, lease=5)
+        time.sleep(0.05)
+    thread.join(5)
+
+    assert stolen == []
+    assert broker.lengths("slow") == QueueLengths()
