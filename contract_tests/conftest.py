@@ -23,6 +23,21 @@ BROKERS: dict[str, tuple[str, frozenset[str], tuple[Any, ...]]] = {
         frozenset({"inspection", "locks", "keys"}),
         (pytest.mark.mongo,),
     ),
+    "redis": (
+        "redis_broker",
+        frozenset({"inspection", "locks", "keys"}),
+        (pytest.mark.redis,),
+    ),
+    "redis-nodes": (
+        "redis_nodes_broker",
+        frozenset({"inspection", "locks", "keys"}),
+        (pytest.mark.redis,),
+    ),
+    "redis-cluster": (
+        "redis_cluster_broker",
+        frozenset({"inspection", "locks", "keys"}),
+        (pytest.mark.redis,),
+    ),
 }
 # A real MongoDB only when one is named (none can be installed here); see
 # tests/support/mongo_backend.py. Set but unreachable fails; it never skips.

@@ -19,7 +19,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from sergeant import _clock
 from sergeant._lease_keeper import LeaseKeeper
@@ -57,6 +57,7 @@ from sergeant.supervision import StopReason
 from sergeant.task import Task
 
 Listener = Callable[[Event], None]
+_T = TypeVar("_T")
 
 
 class Worker(Producer):
@@ -340,24 +341,7 @@ class Worker(Producer):
         if self._stop.is_set():
             return NotStarted()
         timeout = task.timeout or self.config.timeouts.timeout
-        handle = (
-            self.watchdog.arm(timeout, grace=self.config.timeouts.grace_period)
-            if timeout
-            else None
-        )
-        outcome: Outcome
-        try:
-            try:
-                self.pre_work(task)
-                value = self.work(task)
-            finally:
-                if handle is not None:
-                    self.watchdog.disarm(handle)
-            outcome = value if isinstance(value, CONTROL) else Returned(value)
-        except TaskTimedOut:
-            outcome = Expired()
-        except Exception as error:
-            outcome = Raised(error)
+        outcome = self._guarded(timeout, lambda: self._work_one(task))
         self._honour_stop(outcome)
         try:
             self.post_work(task, outcome)
@@ -365,23 +349,38 @@ class Worker(Producer):
             self.logger.exception("post_work raised; the worker carries on")
         return outcome
 
-    def _run_batch(self, tasks: list[Task]) -> list[Outcome]:
-        timeout = self.config.timeouts.timeout
-        handle = (
-            self.watchdog.arm(timeout, grace=self.config.timeouts.grace_period)
-            if timeout
-            else None
-        )
+    def _work_one(self, task: Task) -> Outcome:
+        self.pre_work(task)
+        value = self.work(task)
+        return value if isinstance(value, CONTROL) else Returned(value)
+
+    def _guarded(self, timeout: float, call: Callable[[], _T]) -> _T | Outcome:
+        """``call()`` under the watchdog; a timeout or an exception is an outcome."""
+        handle = None
         try:
             try:
-                results = list(self.work_batch(tasks))
+                if timeout:
+                    handle = self.watchdog.arm(
+                        timeout, grace=self.config.timeouts.grace_period
+                    )
+                return call()
             finally:
                 if handle is not None:
                     self.watchdog.disarm(handle)
         except TaskTimedOut:
-            return [Expired() for _ in tasks]
+            if handle is not None:
+                # The timeout may have surfaced inside disarm, before it took
+                # effect; disarm is idempotent, so make sure the deadline is gone.
+                self.watchdog.disarm(handle)
+            return Expired()
         except Exception as error:
-            return [Raised(error) for _ in tasks]
+            return Raised(error)
+
+    def _run_batch(self, tasks: list[Task]) -> list[Outcome]:
+        timeout = self.config.timeouts.timeout
+        results = self._guarded(timeout, lambda: list(self.work_batch(tasks)))
+        if isinstance(results, Outcome):
+            return [results for _ in tasks]
         if len(results) != len(tasks):
             mismatch = ValueError(
                 f"work_batch returned {len(results)} results for {len(tasks)} tasks"

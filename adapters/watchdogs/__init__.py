@@ -1,1 +1,8 @@
-"""watchdogs adapters."""
+"""Watchdogs: what enforces a task's deadline (see docs/timeouts.md)."""
+
+from __future__ import annotations
+
+from .null import NullWatchdog
+from .threads import ThreadWatchdog, WatchdogHandle
+
+__all__ = ["NullWatchdog", "ThreadWatchdog", "WatchdogHandle"]

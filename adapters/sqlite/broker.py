@@ -1,0 +1,383 @@
+"""SqliteBroker: the embedded default broker, one SQLite file shared by processes.
+
+Any number of producer and worker processes on one machine may open the same
+file. Every read-modify-write is one short ``BEGIN IMMEDIATE`` transaction, so
+a task is never handed out twice under a live lease nor lost; busy files are
+retried with back-off and then reported as ``BrokerUnavailable``. See
+``schema.py`` for how ready, delayed and leased tasks map to one ``due_at``
+column, and ``database.py`` for connections, threads and forks.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+
+from sergeant._clock import Clock
+from sergeant.errors import ConfigError
+from sergeant.protocols.broker import DeadLetter, Delivery, QueueLengths
+from sergeant.task import Priority
+
+from .database import Database
+from .locks_keys import KeyStore, SqliteLock
+from .schema import LENGTHS, QUEUES
+from .url import parse_url
+
+_PRIORITIES = tuple(sorted(int(p) for p in Priority))  # HIGH (0) first
+_CHUNK = 500  # ids per IN (...) list: far below SQLite's variable limit
+_FIRST_POLL, _MAX_POLL = 0.005, 0.1  # reserve(wait=...) polling pauses, seconds
+
+_RESERVE_IDS = (
+    "SELECT id FROM tasks WHERE queue = ? AND priority = ? AND due_at <= ?"
+    " ORDER BY due_at, id LIMIT ?"
+)
+# Statements on a list of row ids. "+queue" keeps the planner off the queue
+# indexes: with many ids it would otherwise scan the whole queue, not the rowids.
+BY_ID_SQL = {
+    "ack": "DELETE FROM tasks WHERE +queue = ? AND id IN ({marks})",
+    "release": "UPDATE tasks SET lease_owner = NULL, due_at = ?,"
+    " deliveries = max(deliveries - 1, 0)"
+    " WHERE +queue = ? AND lease_owner IS NOT NULL AND id IN ({marks})",
+    "extend": "UPDATE tasks SET due_at = ?"
+    " WHERE +queue = ? AND lease_owner IS NOT NULL AND id IN ({marks})",
+}
+_ANY_READY = " OR ".join(
+    f"EXISTS (SELECT 1 FROM tasks WHERE queue = :q AND priority = {p}"
+    " AND due_at <= :now)"
+    for p in _PRIORITIES
+)
+
+
+def _row_ids(deliveries: Sequence[Delivery]) -> list[int]:
+    """Receipts as row ids; receipts this broker cannot have issued are skipped."""
+    return [
+        int(d.receipt)
+        for d in deliveries
+        if d.receipt.isascii() and d.receipt.isdigit() and len(d.receipt) < 19
+    ]
+
+
+def _chunks(ids: list[int]) -> Iterator[tuple[str, list[int]]]:
+    """``(placeholders, ids)`` per slice of ``ids`` short enough for one statement."""
+    for start in range(0, len(ids), _CHUNK):
+        part = ids[start : start + _CHUNK]
+        yield ",".join("?" * len(part)), part
+
+
+class SqliteBroker:
+    """A broker, lock maker and key-value store in one SQLite file (WAL mode).
+
+    Safe for many threads and many processes of one machine at once; not for
+    network filesystems (SQLite's locking is unreliable there). Wall-clock times
+    (etas, leases, ttls) come from ``clock``, so processes sharing a file must
+    share a reasonably synchronised clock, which one machine does.
+
+    Args:
+        path: the database file; created, with its tables, on first use.
+        clock: wall-clock seconds since the epoch.
+        busy_timeout: seconds to wait for another process's write lock before a
+            retry; after ``retries`` retries the call raises ``BrokerUnavailable``.
+        retries: extra attempts after SQLite reports the file busy.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        clock: Clock = time.time,
+        busy_timeout: float = 5.0,
+        retries: int = 4,
+    ) -> None:
+        if sqlite3.sqlite_version_info < (3, 35):
+            raise ConfigError(
+                f"SqliteBroker needs SQLite >= 3.35 (RETURNING); this Python links"
+                f" {sqlite3.sqlite_version}"
+            )
+        if path in ("", ":memory:"):
+            # Each connection would get its own private in-memory database.
+            raise ConfigError("SqliteBroker needs a file path, not an in-memory db")
+        self._clock = clock
+        self._db = Database(path, busy_timeout=busy_timeout, retries=retries)
+        self._keys = KeyStore(self._db, clock)
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Clock = time.time) -> SqliteBroker:
+        """A broker for ``sqlite:///relative.db`` or ``sqlite:////abs.db`` (see
+        ``parse_url``)."""
+        path, options = parse_url(url)
+        return cls(path, clock=clock, busy_timeout=options.get("busy_timeout", 5.0))
+
+    @property
+    def path(self) -> str:
+        """The database file."""
+        return self._db.path
+
+    def push(
+        self,
+        queue: str,
+        payloads: Sequence[bytes],
+        *,
+        priority: Priority = Priority.NORMAL,
+        eta: float | None = None,
+    ) -> None:
+        """Store ``payloads`` in one transaction (one ``executemany``).
+
+        A ready task is due at its push time, a delayed one at its eta; FIFO
+        within a priority is (due time, row id) order, which is push order as
+        long as the wall clock does not step backwards between pushes.
+        """
+        if not payloads:
+            return
+        level = int(priority)
+
+        def insert(connection: sqlite3.Connection) -> None:
+            now = self._clock()
+            due = now if eta is None else max(eta, now)
+            connection.executemany(
+                "INSERT INTO tasks (queue, priority, payload, due_at) VALUES (?,?,?,?)",
+                ((queue, level, payload, due) for payload in payloads),
+            )
+
+        self._db.write(insert)
+
+    def reserve(
+        self,
+        queue: str,
+        *,
+        owner: str,
+        count: int = 1,
+        lease: float | None = 60.0,
+        wait: float = 0.0,
+        ack: Sequence[Delivery] = (),
+    ) -> list[Delivery]:
+        """Ack ``ack``, then lease up to ``count`` due tasks, HIGH first, atomically.
+
+        SQLite cannot notify, so ``wait`` is spent polling: a cheap read-only
+        check after pauses of 5 ms doubling up to 100 ms, and a reserving
+        transaction only once something is due. A push is thus seen within
+        about 100 ms.
+        """
+        acks = _row_ids(ack)
+        got = self._db.write(
+            lambda c: self._reserve_in(
+                c, queue, owner=owner, count=count, lease=lease, acks=acks
+            )
+        )
+        if got or wait <= 0 or count < 1:
+            return got
+        deadline = time.monotonic() + wait
+        pause = _FIRST_POLL
+        while (remaining := deadline - time.monotonic()) > 0:
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, _MAX_POLL)
+            if self._db.read(lambda c: self._any_ready(c, queue)):
+                got = self._db.write(
+                    lambda c: self._reserve_in(
+                        c, queue, owner=owner, count=count, lease=lease, acks=[]
+                    )
+                )
+                if got:
+                    return got
+        return []
+
+    def _any_ready(self, connection: sqlite3.Connection, queue: str) -> bool:
+        params = {"q": queue, "now": self._clock()}
+        return bool(connection.execute(f"SELECT {_ANY_READY}", params).fetchone()[0])
+
+    def _reserve_in(
+        self,
+        connection: sqlite3.Connection,
+        queue: str,
+        *,
+        owner: str,
+        count: int,
+        lease: float | None,
+        acks: list[int],
+    ) -> list[Delivery]:
+        _delete(connection, queue, acks)
+        now = self._clock()
+        ids: list[int] = []
+        for level in _PRIORITIES:
+            if len(ids) >= count:
+                break
+            rows = connection.execute(
+                _RESERVE_IDS, (queue, level, now, count - len(ids))
+            )
+            ids.extend(row[0] for row in rows)
+        rows_by_id: dict[int, tuple[bytes, int]] = {}
+        for marks, part in _chunks(ids):
+            if lease is None:  # at-most-once: gone as it is handed out
+                sql = f"DELETE FROM tasks WHERE id IN ({marks})"
+                sql += " RETURNING id, payload, deliveries + 1"
+                params: list[object] = [*part]
+            else:
+                sql = "UPDATE tasks SET lease_owner = ?, due_at = ?,"
+                sql += f" deliveries = deliveries + 1 WHERE id IN ({marks})"
+                sql += " RETURNING id, payload, deliveries"
+                params = [owner, now + lease, *part]
+            for row_id, payload, deliveries in connection.execute(sql, params):
+                rows_by_id[row_id] = (payload, deliveries)
+        # RETURNING order is unspecified: restore the FIFO order of the SELECT.
+        return [
+            Delivery(receipt=str(i), payload=row[0], deliveries=row[1])
+            for i in ids
+            if (row := rows_by_id.get(i)) is not None
+        ]
+
+    def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
+        """Delete the tasks (one DELETE per 500); unknown receipts are no-ops."""
+        ids = _row_ids(deliveries)
+        if ids:
+            self._db.write(lambda c: _delete(c, queue, ids))
+
+    def release(
+        self, queue: str, deliveries: Sequence[Delivery], *, delay: float = 0.0
+    ) -> None:
+        """Unlease the tasks, due after ``delay``; the delivery is un-counted."""
+        ids = _row_ids(deliveries)
+
+        def unlease(connection: sqlite3.Connection) -> None:
+            due = self._clock() + max(delay, 0.0)
+            for marks, part in _chunks(ids):
+                connection.execute(
+                    BY_ID_SQL["release"].format(marks=marks), [due, queue, *part]
+                )
+
+        if ids:
+            self._db.write(unlease)
+
+    def extend(
+        self, queue: str, deliveries: Sequence[Delivery], *, lease: float
+    ) -> None:
+        """Move the lease ends of tasks still leased to ``lease`` s from now."""
+        ids = _row_ids(deliveries)
+
+        def renew(connection: sqlite3.Connection) -> None:
+            until = self._clock() + lease
+            for marks, part in _chunks(ids):
+                connection.execute(
+                    BY_ID_SQL["extend"].format(marks=marks), [until, queue, *part]
+                )
+
+        if ids:
+            self._db.write(renew)
+
+    def release_owner(self, queue: str, owner: str) -> int:
+        """Make every task leased to ``owner`` due now; delivery counts stand."""
+        return self._db.write(
+            lambda c: (
+                c.execute(
+                    "UPDATE tasks SET lease_owner = NULL, due_at = ?"
+                    " WHERE queue = ? AND lease_owner = ?",
+                    (self._clock(), queue, owner),
+                ).rowcount
+            )
+        )
+
+    def dead_letter(self, queue: str, delivery: Delivery, reason: str) -> None:
+        """Move the task to the dead-letter store, in one transaction.
+
+        The stored payload is kept when the row still exists; otherwise (a task
+        reserved with ``lease=None`` is already gone) the delivery's payload is.
+        """
+        ids = _row_ids([delivery])
+
+        def move(connection: sqlite3.Connection) -> None:
+            payload = delivery.payload
+            if ids:
+                row = connection.execute(
+                    "DELETE FROM tasks WHERE +queue = ? AND id = ? RETURNING payload",
+                    (queue, ids[0]),
+                ).fetchone()
+                payload = row[0] if row else payload
+            connection.execute(
+                "INSERT INTO dead_letters (queue, payload, reason, dead_at)"
+                " VALUES (?, ?, ?, ?)",
+                (queue, payload, reason, self._clock()),
+            )
+
+        self._db.write(move)
+
+    def lengths(self, queue: str) -> QueueLengths:
+        """Count ready (lapsed leases included), delayed, in-flight and dead tasks."""
+        params = {"q": queue, "now": self._clock()}
+        ready, delayed, in_flight, dead = self._db.read(
+            lambda c: c.execute(LENGTHS, params).fetchone()
+        )
+        return QueueLengths(
+            ready=ready, delayed=delayed, in_flight=in_flight, dead=dead
+        )
+
+    def purge(self, queue: str) -> int:
+        """Delete the queue's live tasks; dead letters stay."""
+        return self._db.write(
+            lambda c: c.execute("DELETE FROM tasks WHERE queue = ?", (queue,)).rowcount
+        )
+
+    def queues(self) -> list[str]:
+        """Sorted names of queues holding any task or dead letter."""
+        return self._db.read(lambda c: [row[0] for row in c.execute(QUEUES)])
+
+    def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters of ``queue``, oldest first."""
+        rows = self._db.read(
+            lambda c: c.execute(
+                "SELECT payload, reason, dead_at FROM dead_letters WHERE queue = ?"
+                " ORDER BY id LIMIT ?",
+                (queue, limit),
+            ).fetchall()
+        )
+        return [DeadLetter(payload=p, reason=r, dead_at=t) for p, r, t in rows]
+
+    def replay_dead(self, queue: str, *, limit: int | None = None) -> int:
+        """Move the oldest dead letters back as ready NORMAL tasks, atomically."""
+
+        def replay(connection: sqlite3.Connection) -> int:
+            rows = connection.execute(
+                "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters"
+                " WHERE queue = ? ORDER BY id LIMIT ?) RETURNING id, payload",
+                (queue, -1 if limit is None else limit),
+            ).fetchall()
+            rows.sort()  # RETURNING order is unspecified; keep the oldest first
+            now, level = self._clock(), int(Priority.NORMAL)
+            connection.executemany(
+                "INSERT INTO tasks (queue, priority, payload, due_at) VALUES (?,?,?,?)",
+                ((queue, level, payload, now) for _, payload in rows),
+            )
+            return len(rows)
+
+        return self._db.write(replay)
+
+    def purge_dead(self, queue: str) -> int:
+        """Delete the queue's dead letters; return how many."""
+        return self._db.write(
+            lambda c: (
+                c.execute("DELETE FROM dead_letters WHERE queue = ?", (queue,)).rowcount
+            )
+        )
+
+    def lock(self, name: str) -> SqliteLock:
+        """A new handle, with its own token, on the lock called ``name``."""
+        return SqliteLock(self._db, name, self._clock)
+
+    def get_key(self, key: str) -> bytes | None:
+        """The value under ``key``, or None when missing or expired."""
+        return self._keys.get(key)
+
+    def set_key(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        """Store ``value`` under ``key``, replacing any; it lapses after ``ttl`` s."""
+        self._keys.set(key, value, ttl=ttl)
+
+    def delete_key(self, key: str) -> bool:
+        """Remove ``key``; True when it existed and had not expired."""
+        return self._keys.delete(key)
+
+    def close(self) -> None:
+        """Close this process's connection; the broker is unusable afterwards."""
+        self._db.close()
+
+
+def _delete(connection: sqlite3.Connection, queue: str, ids: list[int]) -> None:
+    for marks, part in _chunks(ids):
+        connection.execute(BY_ID_SQL["ack"].format(marks=marks), [queue, *part])

@@ -1,0 +1,135 @@
+"""The SQLite schema of the broker, and the settings every connection gets.
+
+One table holds every live task of every queue. Its key design choice is a single
+``due_at`` column: the wall-clock time from which a row may be reserved. A fresh
+task is due at its push time (or its eta), a released task at ``now + delay``, and
+a leased task at the end of its lease. So "ready" is always ``due_at <= now`` and
+reserve is one range scan of ``tasks_reserve`` per priority; delayed tasks are
+promoted and lapsed leases reclaimed by that same scan, with no separate sweep.
+``lease_owner`` tells a leased row (in flight, or lapsed) from a delayed one.
+
+``tasks.id`` is AUTOINCREMENT so that a row id, which is the receipt handed to
+workers, is never reused after a delete: a stale receipt cannot ack a newer task.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+# Bump when the tables change; kept in PRAGMA user_version so a file written by a
+# newer layout is refused instead of misread.
+SCHEMA_VERSION = 1
+
+TABLES = (
+    """
+    CREATE TABLE IF NOT EXISTS tasks (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        queue       TEXT    NOT NULL,
+        priority    INTEGER NOT NULL,  -- Priority value: 0 HIGH, 1 NORMAL
+        payload     BLOB    NOT NULL,
+        due_at      REAL    NOT NULL,  -- reservable once due_at <= now
+        lease_owner TEXT,              -- NULL unless reserved under a lease
+        deliveries  INTEGER NOT NULL DEFAULT 0
+    )
+    """,
+    # FIFO per priority: rows with due_at <= now, in (due_at, id) order; the rowid
+    # is the index's implicit last column, so the scan needs no sort and no lookup.
+    "CREATE INDEX IF NOT EXISTS tasks_reserve ON tasks (queue, priority, due_at)",
+    # release_owner: only leased rows are indexed, so the index stays small.
+    """
+    CREATE INDEX IF NOT EXISTS tasks_owner ON tasks (queue, lease_owner)
+    WHERE lease_owner IS NOT NULL
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS dead_letters (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        queue   TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        reason  TEXT NOT NULL,
+        dead_at REAL NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS dead_letters_queue ON dead_letters (queue, id)",
+    """
+    CREATE TABLE IF NOT EXISTS locks (
+        name       TEXT PRIMARY KEY,
+        token      TEXT NOT NULL,
+        expires_at REAL              -- NULL: held until released
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS keys (
+        key        TEXT PRIMARY KEY,
+        value      BLOB NOT NULL,
+        expires_at REAL              -- NULL: kept until deleted
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE INDEX IF NOT EXISTS keys_expiry ON keys (expires_at)
+    WHERE expires_at IS NOT NULL
+    """,
+)
+
+
+# Read-only queries shared by the broker.
+LENGTHS = """
+    SELECT coalesce(sum(due_at <= :now), 0),
+           coalesce(sum(due_at > :now AND lease_owner IS NULL), 0),
+           coalesce(sum(due_at > :now AND lease_owner IS NOT NULL), 0),
+           (SELECT count(*) FROM dead_letters WHERE queue = :q)
+    FROM tasks WHERE queue = :q
+"""
+
+
+def _distinct_queues(table: str) -> str:
+    # A loose index scan: one index seek per distinct queue instead of a full scan.
+    return f"""
+        WITH RECURSIVE names(name) AS (
+            SELECT min(queue) FROM {table}
+            UNION ALL
+            SELECT (SELECT min(queue) FROM {table} WHERE queue > name)
+            FROM names WHERE name IS NOT NULL)
+        SELECT name FROM names WHERE name IS NOT NULL
+    """
+
+
+QUEUES = (
+    f"SELECT name FROM ({_distinct_queues('tasks')}) UNION"
+    f" SELECT name FROM ({_distinct_queues('dead_letters')}) ORDER BY 1"
+)
+
+
+def configure(connection: sqlite3.Connection, *, busy_timeout: float) -> None:
+    """Apply the per-connection settings and create the tables if they are missing.
+
+    WAL lets readers run beside the one writer, and with ``synchronous=NORMAL`` a
+    commit does not fsync (a power cut may lose the last commits, never corrupt
+    the file). ``busy_timeout`` makes SQLite itself wait for a busy write lock
+    before reporting "database is locked".
+
+    Raises:
+        sqlite3.Error: on any failure; the caller translates it.
+    """
+    connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+    mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        # e.g. a filesystem without shared memory: refusing beats silently
+        # running with a rollback journal that serialises readers and writers.
+        raise sqlite3.OperationalError(f"cannot enable WAL (journal_mode={mode})")
+    connection.execute("PRAGMA synchronous = NORMAL")
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"schema version {version} is newer than this sergeant's "
+                f"{SCHEMA_VERSION}"
+            )
+        for statement in TABLES:
+            connection.execute(statement)
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise

@@ -1,0 +1,34 @@
+"""Executor and watchdog fixtures: a fresh adapter per test, shut down after it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sergeant.adapters.executors.serial import SerialExecutor
+from sergeant.adapters.executors.threads import ThreadExecutor
+from sergeant.adapters.watchdogs.threads import ThreadWatchdog
+
+
+@pytest.fixture
+def serial_executor() -> Iterator[SerialExecutor]:
+    """A SerialExecutor (nothing to free, shut down anyway for symmetry)."""
+    executor = SerialExecutor()
+    yield executor
+    executor.shutdown()
+
+
+@pytest.fixture
+def thread_executor() -> Iterator[ThreadExecutor]:
+    """A ThreadExecutor with 4 threads, shut down after the test."""
+    executor = ThreadExecutor(threads=4)
+    yield executor
+    executor.shutdown()
+
+
+@pytest.fixture
+def thread_watchdog() -> Iterator[ThreadWatchdog]:
+    """A ThreadWatchdog with its default escalation, closed after the test."""
+    watchdog = ThreadWatchdog()
+    yield watchdog
+    watchdog.close()
