@@ -23,6 +23,11 @@ BROKERS: dict[str, tuple[str, frozenset[str], tuple[Any, ...]]] = {
         frozenset({"inspection", "locks", "keys"}),
         (pytest.mark.mongo,),
     ),
+    "mongo-mock-nodes": (
+        "mongo_mock_nodes_broker",
+        frozenset({"inspection", "locks", "keys"}),
+        (pytest.mark.mongo,),
+    ),
     "redis": (
         "redis_broker",
         frozenset({"inspection", "locks", "keys"}),
