@@ -25,6 +25,7 @@ from sergeant.outcome import (
     NotStarted,
     Outcome,
     Raised,
+    RejectRequested,
     RequeueRequested,
     RetryRequested,
 )
@@ -143,7 +144,9 @@ class Settlement:
         elif isinstance(outcome, Expired):
             state = self._walk(task, lc.TimedOut(task), state=state)
             decision = worker.call_handler("on_timeout", task)
-        elif not isinstance(outcome, RetryRequested | RequeueRequested):
+        elif not isinstance(
+            outcome, RetryRequested | RequeueRequested | RejectRequested
+        ):
             value = getattr(outcome, "value", None)
             self._walk(task, lc.Succeeded(task, value), state=state)
             worker.call_handler("on_success", task, value)
@@ -152,6 +155,11 @@ class Settlement:
             return self._retry(queue, delivery, task, decision, state)
         if isinstance(decision, RequeueRequested):
             return self._push_again(queue, task.requeued(), lc.Requeued(task), state)
+        if isinstance(decision, RejectRequested):
+            reason = f"rejected: {decision.reason}"
+            self._walk(task, lc.Rejected(task, reason), state=state)
+            self._dead_letter(queue, delivery, reason)
+            return False
         self._walk(task, lc.Dropped(task), state=state)
         return True
 

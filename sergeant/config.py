@@ -130,6 +130,8 @@ class WorkerConfig:
         max_deliveries: deliveries without a settlement (crashes) before a task is
             dead-lettered instead of crashing its worker again.
         wait: seconds one reserve may block on an empty queue before returning.
+        max_payload_bytes: encoded tasks larger than this are refused by pushes
+            (``PayloadTooLarge``) and dead-lettered by the worker; None: no limit.
     """
 
     name: str = attrs.field(validator=_name)
@@ -145,6 +147,9 @@ class WorkerConfig:
     lease: float = attrs.field(default=60.0, validator=_at_least(0.01))
     max_deliveries: int = attrs.field(default=5, validator=_at_least(1))
     wait: float = attrs.field(default=1.0, validator=_at_least(0))
+    max_payload_bytes: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_at_least(1))
+    )
 
     def __attrs_post_init__(self) -> None:
         for field in ("tasks_per_transaction", "max_tasks_per_run", "max_retries",

@@ -18,7 +18,8 @@ fired), after which a handler decides whether it is *Dropped* (DROPPED), retried
 ask for a retry or requeue directly. A RESERVED or RUNNING task whose lease lapses
 (its worker died) goes back to QUEUED; a RESERVED one may be *Released* by a stopping
 worker, or *Rejected* into DEAD (delivered too often without being settled: the crash
-cap). RETRYING behaves as DELAYED and REQUEUED as QUEUED. SUCCEEDED, DROPPED and DEAD
+cap). Work may also reject its task outright (bad input): RUNNING is *Rejected* into
+DEAD. RETRYING behaves as DELAYED and REQUEUED as QUEUED. SUCCEEDED, DROPPED and DEAD
 are terminal.
 """
 
@@ -78,7 +79,8 @@ class LeaseExpired(Event):
 
 @attrs.frozen(slots=True)
 class Rejected(Event):
-    """The task was dead-lettered before running (the crash-redelivery cap)."""
+    """The task was dead-lettered without a retry: the crash-redelivery cap, or the
+    work rejected it as invalid input."""
 
     reason: str = ""
 
@@ -146,6 +148,7 @@ TRANSITIONS: dict[tuple[TaskState, type[Event]], TaskState] = {
     (_S.RUNNING, RetryScheduled): _S.RETRYING,
     (_S.RUNNING, Requeued): _S.REQUEUED,
     (_S.RUNNING, RetriesExhausted): _S.DEAD,
+    (_S.RUNNING, Rejected): _S.DEAD,
     (_S.RUNNING, LeaseExpired): _S.QUEUED,
     (_S.RETRYING, Promoted): _S.QUEUED,
     (_S.REQUEUED, Delivered): _S.RESERVED,
@@ -155,6 +158,7 @@ for _settled in (_S.FAILED, _S.TIMED_OUT):
     TRANSITIONS[(_settled, Requeued)] = _S.REQUEUED
     TRANSITIONS[(_settled, RetriesExhausted)] = _S.DEAD
     TRANSITIONS[(_settled, Dropped)] = _S.DROPPED
+    TRANSITIONS[(_settled, Rejected)] = _S.DEAD
 
 TERMINAL: frozenset[TaskState] = frozenset({_S.SUCCEEDED, _S.DROPPED, _S.DEAD})
 

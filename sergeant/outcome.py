@@ -1,9 +1,9 @@
 """What running one task produced: values the executor hands back to the worker.
 
-``work(task)`` may also *return* a control value (``RetryRequested``,
-``RequeueRequested``, ``StopRequested``, ``RespawnRequested``), made by the worker's
-``retry()``, ``requeue()``, ``stop()`` and ``respawn()`` methods. Control flow is a
-return value rather than an exception, so a task's own ``try/except`` cannot swallow it.
+``work(task)`` may also *return* a control value, made by the worker's ``retry()``,
+``requeue()``, ``reject()``, ``stop()`` and ``respawn()`` methods. Control flow is a
+return value rather than an exception, so a task's own ``try/except`` cannot swallow
+it.
 """
 
 from __future__ import annotations
@@ -50,6 +50,13 @@ class RequeueRequested(Outcome):
 
 
 @attrs.frozen(slots=True)
+class RejectRequested(Outcome):
+    """The task is invalid (bad kwargs): dead-letter it with ``reason``, no retry."""
+
+    reason: str = "rejected by the worker"
+
+
+@attrs.frozen(slots=True)
 class StopRequested(Outcome):
     """The task is done; the worker stops after settling the current batch."""
 
@@ -59,7 +66,13 @@ class RespawnRequested(Outcome):
     """The task is done; the worker exits so its supervisor starts a fresh process."""
 
 
-CONTROL = (RetryRequested, RequeueRequested, StopRequested, RespawnRequested)
+CONTROL = (
+    RetryRequested,
+    RequeueRequested,
+    RejectRequested,
+    StopRequested,
+    RespawnRequested,
+)
 
 
 @attrs.frozen(slots=True)

@@ -12,8 +12,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from sergeant import _clock
-from sergeant.errors import BrokerError, ConfigError, DecodeError
-from sergeant.protocols import Broker, Codec, Lock, QueueLengths, SupportsLocks
+from sergeant.errors import (
+    BrokerError,
+    ConfigError,
+    DecodeError,
+    PayloadTooLarge,
+)
+from sergeant.protocols import (
+    Broker,
+    Codec,
+    Delivery,
+    Lock,
+    QueueLengths,
+    SupportsLocks,
+)
 from sergeant.task import Priority, Task, new_task_id
 
 
@@ -25,6 +37,7 @@ class Producer:
         codec: how tasks are encoded; workers must use a compatible codec.
         queue: the default queue name.
         clock: wall clock, for etas and ``created_at``.
+        max_payload_bytes: refuse to push an encoded task larger than this.
     """
 
     def __init__(
@@ -35,6 +48,7 @@ class Producer:
         queue: str,
         clock: _clock.Clock = _clock.wall,
         logger: logging.Logger | None = None,
+        max_payload_bytes: int | None = None,
     ) -> None:
         if not queue:
             raise ConfigError("Producer.queue must be a non-empty string")
@@ -42,6 +56,7 @@ class Producer:
         self.codec = codec
         self.queue = queue
         self.clock = clock
+        self.max_payload_bytes = max_payload_bytes
         self.owner = f"{queue}:{new_task_id()}"
         self.logger = logger or logging.getLogger(f"sergeant.producer.{queue}")
 
@@ -94,9 +109,16 @@ class Producer:
             for kwargs in kwargs_list
         ]  # fmt: skip
         encode = self.codec.encode
-        self.broker.push(
-            queue, [encode(task) for task in tasks], priority=priority, eta=eta
-        )
+        payloads = [encode(task) for task in tasks]
+        limit = self.max_payload_bytes
+        if limit is not None:
+            for task, payload in zip(tasks, payloads, strict=True):
+                if len(payload) > limit:
+                    raise PayloadTooLarge(
+                        f"task {task.id} encodes to {len(payload)} bytes, over "
+                        f"max_payload_bytes ({limit}); nothing was pushed"
+                    )
+        self.broker.push(queue, payloads, priority=priority, eta=eta)
         return tasks
 
     def get_next_tasks(self, count: int = 1, *, queue: str | None = None) -> list[Task]:
@@ -137,3 +159,10 @@ class Producer:
         if not isinstance(self.broker, SupportsLocks):
             raise BrokerError(f"{type(self.broker).__name__} does not provide locks")
         return self.broker.lock(name)
+
+
+def oversized(delivery: Delivery, limit: int) -> DecodeError:
+    """The error recorded for a stored payload over ``max_payload_bytes``."""
+    return DecodeError(
+        f"payload of {len(delivery.payload)} bytes exceeds max_payload_bytes ({limit})"
+    )

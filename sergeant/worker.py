@@ -39,13 +39,14 @@ from sergeant.outcome import (
     NotStarted,
     Outcome,
     Raised,
+    RejectRequested,
     RequeueRequested,
     RespawnRequested,
     RetryRequested,
     Returned,
     StopRequested,
 )
-from sergeant.producer import Producer
+from sergeant.producer import Producer, oversized
 from sergeant.protocols import (
     Broker,
     Codec,
@@ -109,7 +110,13 @@ class Worker(Producer):
             raise SergeantError(
                 "Worker needs a WorkerConfig: pass config=... or set it on the class"
             )
-        super().__init__(broker=broker, codec=codec, queue=config.name, clock=clock)
+        super().__init__(
+            broker=broker,
+            codec=codec,
+            queue=config.name,
+            clock=clock,
+            max_payload_bytes=config.max_payload_bytes,
+        )
         self.config = config
         self.executor = executor
         self.watchdog = watchdog
@@ -192,6 +199,11 @@ class Worker(Producer):
     def requeue(self, task: Task) -> RequeueRequested:
         """Ask to put ``task`` back at the tail of its queue (not a retry)."""
         return RequeueRequested()
+
+    def reject(self, task: Task, reason: str) -> RejectRequested:
+        """Refuse an invalid task (``return self.reject(task, "no such user")``): it
+        goes to the dead-letter store with ``reason`` and is never retried."""
+        return RejectRequested(reason)
 
     def stop(self) -> StopRequested:
         """The current task is done; stop the worker after it."""
@@ -312,8 +324,12 @@ class Worker(Producer):
         self, queue: str, deliveries: Sequence[Delivery]
     ) -> list[tuple[Delivery, Task]]:
         decode = self.codec.decode
+        limit = self.max_payload_bytes
         decoded = []
         for delivery in deliveries:
+            if limit is not None and len(delivery.payload) > limit:
+                self._settlement.poison(queue, delivery, oversized(delivery, limit))
+                continue
             try:
                 decoded.append((delivery, decode(delivery.payload)))
             except DecodeError as error:

@@ -586,3 +586,47 @@ def test_leases_are_renewed_while_a_slow_task_runs() -> None:
 
     assert stolen == []
     assert broker.lengths("slow") == QueueLengths()
+
+
+def test_reject_dead_letters_without_retrying(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """A task the work rejects goes to dead letters with the reason, no retry."""
+    worker = _worker(
+        make_worker,
+        lambda w, t: w.reject(t, "unknown kwarg 'colour'"),
+        max_retries=5,
+        max_tasks_per_run=1,
+    )
+    worker.push_task({"colour": "red"})
+
+    worker.run()
+
+    [dead] = broker.dead_letters("jobs")
+    assert dead.reason == "rejected: unknown kwarg 'colour'"
+    assert "on_retry" not in worker.names()
+    assert isinstance(worker.events[-1], lc.Rejected)
+    assert broker.lengths("jobs") == QueueLengths(dead=1)
+
+
+def test_oversized_payloads_are_refused_and_dead_lettered(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """Pushing over max_payload_bytes raises; a stored oversized one is dead."""
+    from sergeant.errors import PayloadTooLarge
+
+    worker = _worker(
+        make_worker, lambda w, t: None, max_payload_bytes=500, max_tasks_per_run=1
+    )
+    with pytest.raises(PayloadTooLarge, match="max_payload_bytes"):
+        worker.push_task({"blob": "x" * 1000})
+    broker.push("jobs", [b"y" * 600])
+    worker.push_task({"n": 1})
+
+    worker.run()
+
+    [dead] = broker.dead_letters("jobs")
+    assert dead.reason == (
+        "undecodable payload: payload of 600 bytes exceeds max_payload_bytes (500)"
+    )
+    assert worker.names().count("work") == 1
