@@ -26,5 +26,7 @@ echo "== ruff"
 "$VENV/bin/ruff" format --check .
 echo "== mypy --strict sergeant adapters"
 "$VENV/bin/mypy" --strict sergeant adapters
+echo "== mypy: adapters conform to their ports (tests/typing/conformance.py)"
+"$VENV/bin/mypy" --strict tests/typing/conformance.py
 echo "== pytest"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"

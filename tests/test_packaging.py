@@ -37,6 +37,7 @@ def test_the_core_source_imports_only_stdlib_and_attrs() -> None:
     offenders = [
         f"{path.relative_to(ROOT)}: {line.strip()}"
         for path in (ROOT / "sergeant").rglob("*.py")
+        if path.name != "__main__.py"  # the `python -m sergeant` entry point
         for line in path.read_text().splitlines()
         if pattern.match(line)
     ]
@@ -83,3 +84,16 @@ def test_public_names_are_sorted_and_importable() -> None:
     assert list(sergeant.__all__) == sorted(sergeant.__all__)
     for name in sergeant.__all__:
         assert hasattr(sergeant, name), name
+
+
+def test_python_dash_m_sergeant_runs_the_command() -> None:
+    """``python -m sergeant --help`` is the ``sergeant`` command's help."""
+    result = subprocess.run(
+        [sys.executable, "-m", "sergeant", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert result.returncode == 0
+    assert "supervise" in result.stdout

@@ -1,0 +1,75 @@
+"""Static proof that every adapter satisfies its port: checked by mypy, never run.
+
+Each assignment below fails type checking if an adapter's signature drifts from its
+Protocol. The modules are imported as the repository's top-level ``adapters``
+package, not ``sergeant.adapters``: mypy cannot follow setuptools' package-dir
+mapping, and this file is only ever read by mypy (``.ci/test.sh`` runs it).
+"""
+
+from __future__ import annotations
+
+from adapters.codecs import (
+    Bz2Codec,
+    GzipCodec,
+    HmacSigner,
+    JsonCodec,
+    LzmaCodec,
+    MsgpackCodec,
+    PickleCodec,
+    ZlibCodec,
+)
+from adapters.executors.serial import SerialExecutor
+from adapters.executors.threads import ThreadExecutor
+from adapters.memory import MemoryBroker
+from adapters.mongo import MongoBroker, MongoNodesBroker
+from adapters.sqlite import SqliteBroker
+from adapters.watchdogs.null import NullWatchdog
+from adapters.watchdogs.threads import ThreadWatchdog
+
+from sergeant.protocols import (
+    Broker,
+    Codec,
+    Executor,
+    Lock,
+    SupportsInspection,
+    SupportsKeys,
+    SupportsLocks,
+    Watchdog,
+)
+
+
+def brokers(
+    memory: MemoryBroker,
+    sqlite: SqliteBroker,
+    mongo: MongoBroker,
+    mongo_nodes: MongoNodesBroker,
+) -> None:
+    """Every broker is a Broker with inspection, locks and keys."""
+    for_broker: list[Broker] = [memory, sqlite, mongo, mongo_nodes]
+    inspecting: list[SupportsInspection] = [memory, sqlite, mongo, mongo_nodes]
+    locking: list[SupportsLocks] = [memory, sqlite, mongo, mongo_nodes]
+    keys: list[SupportsKeys] = [memory, sqlite, mongo, mongo_nodes]
+    locks: list[Lock] = [memory.lock("a"), sqlite.lock("a"), mongo.lock("a")]
+    del for_broker, inspecting, locking, keys, locks
+
+
+def codecs(pickle: PickleCodec, key: bytes) -> None:
+    """Serializers, compressors and the signer are all Codecs."""
+    every: list[Codec] = [
+        pickle,
+        MsgpackCodec(),
+        JsonCodec(),
+        ZlibCodec(pickle),
+        GzipCodec(pickle),
+        Bz2Codec(pickle),
+        LzmaCodec(pickle),
+        HmacSigner(pickle, key=key),
+    ]
+    del every
+
+
+def executors_and_watchdogs() -> None:
+    """Executors are Executors; watchdogs are Watchdogs."""
+    executors: list[Executor] = [SerialExecutor(), ThreadExecutor(threads=2)]
+    watchdogs: list[Watchdog] = [NullWatchdog(), ThreadWatchdog()]
+    del executors, watchdogs
