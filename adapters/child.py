@@ -101,6 +101,32 @@ def build_worker(target: str | WorkerFactory, *, owner: str) -> Worker:
     return worker
 
 
+#: Modules of the brokers reached over a network, where others may write payloads.
+NETWORK_BROKERS = ("sergeant.adapters.redis", "sergeant.adapters.mongo")
+
+
+def unsigned_pickle_warning(worker: Worker) -> str | None:
+    """A warning when ``worker`` unpickles unsigned payloads from a network broker.
+
+    Unpickling runs code chosen by whoever wrote the payload, and anyone who can
+    reach a Redis or MongoDB server can write one. The composition is only
+    visible once the target built its worker, so the check lives here, not in
+    the command line. Returns None when the codec signs, is not pickle, or the
+    broker is local (SQLite, memory).
+    """
+    layers = worker.codec.name.split("+")
+    module = type(worker.broker).__module__
+    network = any(module.startswith(prefix) for prefix in NETWORK_BROKERS)
+    if "pickle" not in layers or "hmac" in layers or not network:
+        return None
+    return (
+        f"worker {worker.config.name!r} decodes unsigned pickle ({worker.codec.name})"
+        f" from a network broker ({type(worker.broker).__name__}): anyone who can "
+        "write to it can run code in this process. Sign the payloads: "
+        "HmacSigner(PickleCodec(), key=...), e.g. HmacSigner.from_env(PickleCodec())"
+    )
+
+
 def install_signal_handlers(worker: Worker) -> None:
     """SIGTERM/SIGINT: graceful stop; SIGUSR1: recycle (stop, to be respawned)."""
 
@@ -181,6 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sergeant worker: {error}", file=sys.stderr)
         logger.debug("worker setup failed", exc_info=True)
         return SETUP_ERROR
+    warning = unsigned_pickle_warning(worker)
+    if warning is not None:
+        logging.getLogger("sergeant.security").warning("%s", warning)
     if not args.no_event_log:
         EventLogger(worker)
     install_signal_handlers(worker)

@@ -77,6 +77,7 @@ CODECS: dict[str, tuple[str, frozenset[str]]] = {
 EXECUTORS: dict[str, str] = {
     "serial": "serial_executor",
     "threads": "thread_executor",
+    "asyncio": "asyncio_executor",
 }
 
 # name -> fixture name building a watchdog that fires

@@ -346,6 +346,10 @@ class Worker(Producer):
                 outcomes = self.executor.run(self.run_one, tasks)
         finally:
             self._settlement.unhold()
+        for outcome in outcomes:
+            # A job that ran in another process asked *its* copy of the worker to
+            # stop; honour that here too.
+            self._honour_stop(outcome)
         self.tasks_done += sum(not isinstance(o, NotStarted) for o in outcomes)
         self._pending_acks.extend(self._settlement.settle(decoded, outcomes))
 

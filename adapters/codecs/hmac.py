@@ -11,6 +11,8 @@ dead-lettered by the worker, never unpickled or decompressed.
 from __future__ import annotations
 
 import hmac
+import os
+from pathlib import Path
 
 from sergeant.errors import ConfigError, SignatureError
 from sergeant.task import Task
@@ -25,8 +27,9 @@ class HmacSigner:
 
     Configure the key as random bytes shared by every producer and worker of the
     queue, at least 16 bytes (32 recommended, e.g. ``secrets.token_bytes(32)``),
-    kept out of the code: load it from a secret store or an environment variable
-    (``bytes.fromhex(os.environ["SERGEANT_KEY"])``). Anyone holding the key can
+    kept out of the code: ``HmacSigner.from_env(inner)`` reads it, in hex, from
+    ``$SERGEANT_HMAC_KEY``, ``HmacSigner.from_file(inner, path)`` from a mounted
+    secret file; neither ever puts the key in a message. Anyone holding the key can
     forge tasks, so give it only to the processes that produce or consume them.
 
     Signing proves who wrote a payload, not that nobody read it: kwargs are still
@@ -57,6 +60,46 @@ class HmacSigner:
         # The MAC of every payload starts with the same header: hash it once and
         # copy the state per payload (cheaper than hmac.digest over header+body).
         self._mac = hmac.new(bytes(key), self._prefix, "sha256")
+
+    @classmethod
+    def from_env(
+        cls, inner: _frame.Layer, variable: str = "SERGEANT_HMAC_KEY"
+    ) -> HmacSigner:
+        """A signer whose key is the hex string in environment ``variable``.
+
+        Keeps the secret out of code and command lines (which ``ps`` shows).
+        Error messages name the variable, never its value.
+
+        Raises:
+            ConfigError: the variable is unset, not hex, or too short a key.
+        """
+        text = os.environ.get(variable)
+        if text is None:
+            raise ConfigError(
+                f"environment variable {variable} is not set: it must hold the "
+                "HMAC key in hex (python -c 'import secrets; "
+                "print(secrets.token_hex(32))')"
+            )
+        return cls(inner, key=_hex_key(text, f"environment variable {variable}"))
+
+    @classmethod
+    def from_file(cls, inner: _frame.Layer, path: str | os.PathLike[str]) -> HmacSigner:
+        """A signer whose key is the hex string in file ``path`` (a mounted secret).
+
+        Surrounding whitespace (a trailing newline) is ignored. Error messages
+        name the file, never its content.
+
+        Raises:
+            ConfigError: the file cannot be read, is not hex, or is too short a key.
+        """
+        try:
+            text = Path(path).read_text(encoding="ascii", errors="replace")
+        except OSError as error:
+            raise ConfigError(
+                f"cannot read the HMAC key file {os.fspath(path)!r}: "
+                f"{error.strerror or type(error).__name__}"
+            ) from None
+        return cls(inner, key=_hex_key(text, f"key file {os.fspath(path)!r}"))
 
     def __repr__(self) -> str:
         return f"HmacSigner({self._inner!r}, key=<hidden>)"
@@ -99,3 +142,19 @@ class HmacSigner:
                 "truncated, or signed with another key"
             )
         return self._inner.decode_body(body)
+
+
+def _hex_key(text: str, source: str) -> bytes:
+    """The key bytes of hex ``text``; errors say where it came from, not what it is."""
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        raise ConfigError(
+            f"the HMAC key in the {source} is not a hex string (the value is not shown)"
+        ) from None
+    if len(key) < MIN_KEY_SIZE:
+        raise ConfigError(
+            f"the HMAC key in the {source} is {len(key)} bytes, at least "
+            f"{MIN_KEY_SIZE} are needed: use secrets.token_hex(32)"
+        )
+    return key

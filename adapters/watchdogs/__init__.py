@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from .null import NullWatchdog
+from .processes import ProcessArm, ProcessWatchdog
 from .threads import ThreadWatchdog, WatchdogHandle
 
-__all__ = ["NullWatchdog", "ThreadWatchdog", "WatchdogHandle"]
+__all__ = [
+    "NullWatchdog",
+    "ProcessArm",
+    "ProcessWatchdog",
+    "ThreadWatchdog",
+    "WatchdogHandle",
+]

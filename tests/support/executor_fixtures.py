@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from sergeant.adapters.executors.asyncio import AsyncioExecutor
 from sergeant.adapters.executors.serial import SerialExecutor
 from sergeant.adapters.executors.threads import ThreadExecutor
 from sergeant.adapters.watchdogs.threads import ThreadWatchdog
@@ -22,6 +23,14 @@ def serial_executor() -> Iterator[SerialExecutor]:
 def thread_executor() -> Iterator[ThreadExecutor]:
     """A ThreadExecutor with 4 threads, shut down after the test."""
     executor = ThreadExecutor(threads=4)
+    yield executor
+    executor.shutdown()
+
+
+@pytest.fixture
+def asyncio_executor() -> Iterator[AsyncioExecutor]:
+    """An AsyncioExecutor with concurrency 4, shut down after the test."""
+    executor = AsyncioExecutor(concurrency=4)
     yield executor
     executor.shutdown()
 

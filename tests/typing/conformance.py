@@ -18,14 +18,17 @@ from adapters.codecs import (
     PickleCodec,
     ZlibCodec,
 )
+from adapters.executors.asyncio import AsyncioExecutor
+from adapters.executors.processes import ProcessExecutor
 from adapters.executors.serial import SerialExecutor
 from adapters.executors.threads import ThreadExecutor
 from adapters.memory import MemoryBroker
 from adapters.mongo import MongoBroker, MongoNodesBroker
+from adapters.redis import RedisBroker
 from adapters.sqlite import SqliteBroker
 from adapters.watchdogs.null import NullWatchdog
+from adapters.watchdogs.processes import ProcessWatchdog
 from adapters.watchdogs.threads import ThreadWatchdog
-
 from sergeant.protocols import (
     Broker,
     Codec,
@@ -43,13 +46,19 @@ def brokers(
     sqlite: SqliteBroker,
     mongo: MongoBroker,
     mongo_nodes: MongoNodesBroker,
+    redis: RedisBroker,
 ) -> None:
     """Every broker is a Broker with inspection, locks and keys."""
-    for_broker: list[Broker] = [memory, sqlite, mongo, mongo_nodes]
-    inspecting: list[SupportsInspection] = [memory, sqlite, mongo, mongo_nodes]
-    locking: list[SupportsLocks] = [memory, sqlite, mongo, mongo_nodes]
-    keys: list[SupportsKeys] = [memory, sqlite, mongo, mongo_nodes]
-    locks: list[Lock] = [memory.lock("a"), sqlite.lock("a"), mongo.lock("a")]
+    for_broker: list[Broker] = [memory, sqlite, mongo, mongo_nodes, redis]
+    inspecting: list[SupportsInspection] = [memory, sqlite, mongo, mongo_nodes, redis]
+    locking: list[SupportsLocks] = [memory, sqlite, mongo, mongo_nodes, redis]
+    keys: list[SupportsKeys] = [memory, sqlite, mongo, mongo_nodes, redis]
+    locks: list[Lock] = [
+        memory.lock("a"),
+        sqlite.lock("a"),
+        mongo.lock("a"),
+        redis.lock("a"),
+    ]
     del for_broker, inspecting, locking, keys, locks
 
 
@@ -70,6 +79,11 @@ def codecs(pickle: PickleCodec, key: bytes) -> None:
 
 def executors_and_watchdogs() -> None:
     """Executors are Executors; watchdogs are Watchdogs."""
-    executors: list[Executor] = [SerialExecutor(), ThreadExecutor(threads=2)]
-    watchdogs: list[Watchdog] = [NullWatchdog(), ThreadWatchdog()]
+    executors: list[Executor] = [
+        SerialExecutor(),
+        ThreadExecutor(threads=2),
+        ProcessExecutor(processes=2),
+        AsyncioExecutor(concurrency=2),
+    ]
+    watchdogs: list[Watchdog] = [NullWatchdog(), ThreadWatchdog(), ProcessWatchdog()]
     del executors, watchdogs

@@ -1,0 +1,380 @@
+"""ProcessExecutor: runs a batch's jobs in N forked child processes.
+
+For CPU-bound Python (N processes use N cores; threads would take turns on the
+GIL) and for isolation (a task that crashes its process, by a segfault in a C
+extension, ``os._exit`` or the kernel's OOM killer, fails alone; the worker goes on).
+
+Theory of operation. The pool is *forked* on the first ``run()``, after the job is
+known: the job is the worker's bound ``run_one``, and the worker holds a broker
+connection, threads and locks that cannot be pickled, so the children inherit it
+through ``fork`` instead (hence POSIX only). Each child then loops: receive one
+pickled task on its pipe, run ``job(task)``, send the pickled outcome back. The
+parent hands a task to every idle child, waits on all busy children's pipes and
+process sentinels at once (``multiprocessing.connection.wait``) and gives each child
+its next task as soon as it answers, so at most N jobs run at once and the outcomes
+land in input order whatever order they finish in. A later ``run()`` with another
+job re-forks the pool (the worker always passes the same one).
+
+A child that dies before answering is replaced at once, and its task becomes
+``Raised(ProcessDiedError(pid, exitcode))``: the worker settles it as a failure
+(``on_failure`` may ask for a retry), and the rest of the batch goes on.
+
+What crosses the pipes must pickle. A ``Raised`` exception that cannot be pickled,
+or pickles but cannot be rebuilt (a custom exception whose ``__init__`` needs
+arguments it does not pass to ``super()``), comes back as a ``RuntimeError`` with
+its repr; a returned value that cannot be pickled comes back as its repr (the task
+still succeeded). Exceptions carry their child-side traceback as a note.
+
+What the fork implies. Hooks and ``work`` run in the child on a *copy* of the worker:
+what they change in it (counters, caches) stays in that child. A ``stop()`` or
+``respawn()`` returned by ``work`` is passed on to the real worker, and once it is
+stopping the tasks not yet handed out come back ``NotStarted``. Children ignore
+SIGINT (a Ctrl-C on the terminal is for the worker, which then stops after the
+batch) and die on SIGTERM. They are daemonic: a job cannot start
+``multiprocessing`` children of its own, and the pool dies with the worker process.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import multiprocessing
+import os
+import pickle
+import signal
+import threading
+import traceback
+from collections.abc import Sequence
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from sergeant.errors import ConfigError, SergeantError
+from sergeant.outcome import (
+    NotStarted,
+    Outcome,
+    Raised,
+    RespawnRequested,
+    Returned,
+    StopRequested,
+)
+from sergeant.protocols.executor import Job
+from sergeant.task import Task
+from sergeant.worker import Worker
+
+from ._worker_job import relay_stop, worker_of
+
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+_STOPS = (StopRequested, RespawnRequested)
+
+
+class ProcessDiedError(SergeantError):
+    """The child process running a task died before reporting the task's outcome.
+
+    Attributes:
+        pid: the child's process id.
+        exitcode: its exit code; negative for a signal (``-9``: SIGKILL, the OOM
+            killer or a process watchdog), None if unknown.
+    """
+
+    def __init__(self, pid: int, exitcode: int | None) -> None:
+        super().__init__(pid, exitcode)
+        self.pid = pid
+        self.exitcode = exitcode
+
+    def __str__(self) -> str:
+        code = self.exitcode
+        if code is not None and code < 0:
+            try:
+                how = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"killed by signal {-code}"
+        else:
+            how = f"exit code {code}"
+        return f"the process running the task (pid {self.pid}) died: {how}"
+
+
+class _Child:
+    __slots__ = ("conn", "index", "process")
+
+    def __init__(self, process: BaseProcess, conn: Connection) -> None:
+        self.process = process
+        self.conn = conn
+        self.index = -1  # the task it runs, -1 when idle
+
+
+class _Batch:
+    """One ``run()``'s bookkeeping in the parent."""
+
+    __slots__ = ("busy", "fatal", "pending", "results", "tasks", "worker")
+
+    def __init__(self, job: Job, tasks: Sequence[Task]) -> None:
+        self.tasks = tasks
+        self.worker: Worker | None = worker_of(job)
+        self.results: list[Outcome | None] = [None] * len(tasks)
+        self.pending = collections.deque(range(len(tasks)))
+        self.busy: dict[Connection, _Child] = {}
+        self.fatal: list[BaseException] = []
+
+    def outcomes(self) -> list[Outcome]:
+        """The results, every one of which is set once ``busy`` and ``pending`` are."""
+        lost = RuntimeError("ProcessExecutor recorded no outcome for this task")
+        return [Raised(lost) if r is None else r for r in self.results]
+
+
+class ProcessExecutor:
+    """Runs the jobs of a batch in a pool of ``processes`` forked child processes.
+
+    Outcomes come back in input order; at most ``processes`` jobs run at once; an
+    exception escaping a job becomes ``Raised`` for that task while the others run;
+    a child that dies is replaced and its task becomes ``Raised(ProcessDiedError)``.
+    A ``SystemExit`` or ``KeyboardInterrupt`` escaping a job is recorded as
+    ``Raised`` and re-raised by ``run()`` once the batch has finished. Calls to
+    ``run()`` from several threads take turns.
+
+    Args:
+        processes: size of the pool, at least 1.
+        name: prefix of the children's process names.
+
+    Raises:
+        ConfigError: ``processes`` is not an int >= 1, or this platform cannot fork.
+    """
+
+    def __init__(self, processes: int, *, name: str = "sergeant-process") -> None:
+        if (
+            isinstance(processes, bool)
+            or not isinstance(processes, int)
+            or processes < 1
+        ):
+            raise ConfigError(
+                f"ProcessExecutor.processes must be an int >= 1, got {processes!r}"
+            )
+        try:
+            self._context = multiprocessing.get_context("fork")
+        except ValueError as error:
+            raise ConfigError(f"ProcessExecutor needs fork(): {error}") from None
+        self._size = processes
+        self._name = name
+        self._children: list[_Child] = []
+        self._job: Job | None = None
+        self._lock = threading.Lock()  # one batch at a time; shutdown waits for it
+        self._closed = False
+
+    @property
+    def concurrency(self) -> int:
+        """The pool size: how many jobs may run at the same time."""
+        return self._size
+
+    def pids(self) -> list[int]:
+        """The process ids of the pool's children (empty before the first run)."""
+        return [child.process.pid or 0 for child in self._children]
+
+    def run(self, job: Job, tasks: Sequence[Task]) -> list[Outcome]:
+        """Run ``job(task)`` for every task in the pool; return outcomes in order.
+
+        Raises:
+            RuntimeError: the executor has been shut down.
+        """
+        if not tasks:
+            return []
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("ProcessExecutor.run() after shutdown()")
+            if self._job is None or job != self._job:
+                self._stop_children()  # the children hold the previous job
+                self._job = job
+            batch = _Batch(job, tasks)
+            self._run(batch)
+        if batch.fatal:
+            raise batch.fatal[0]
+        return batch.outcomes()
+
+    def shutdown(self) -> None:
+        """Stop the children after the running batch, if any; wait for them."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._stop_children()
+
+    # -- the batch ---------------------------------------------------------------------
+
+    def _run(self, batch: _Batch) -> None:
+        for position, child in enumerate(self._children):
+            if not child.process.is_alive():  # died while idle, between batches
+                self._children[position] = self._replace(child)
+        while len(self._children) < self._size:
+            self._children.append(self._spawn())
+        for child in self._children:
+            self._hand_out(child, batch)
+        busy = batch.busy
+        while busy:
+            sentinels = {c.process.sentinel: c for c in busy.values()}
+            ready = wait([*busy, *sentinels])
+            done = {busy[r] for r in ready if isinstance(r, Connection)}
+            done |= {sentinels[r] for r in ready if isinstance(r, int)}
+            for child in done:
+                del busy[child.conn]
+                self._hand_out(self._collect(child, batch), batch)
+
+    def _hand_out(self, child: _Child, batch: _Batch) -> None:
+        """Give ``child`` the next pending task (settling the ones it cannot run)."""
+        while batch.pending:
+            index = batch.pending.popleft()
+            if batch.worker is not None and batch.worker.stopping:
+                batch.results[index] = NotStarted()
+                continue
+            try:
+                message = pickle.dumps(batch.tasks[index], _PROTOCOL)
+            except Exception as error:
+                batch.results[index] = Raised(error)
+                continue
+            try:
+                child.conn.send_bytes(message)
+            except OSError:  # it died while idle: the task has not started
+                batch.pending.appendleft(index)
+                child = self._replace(child)
+                continue
+            child.index = index
+            batch.busy[child.conn] = child
+            return
+
+    def _collect(self, child: _Child, batch: _Batch) -> _Child:
+        """Store the outcome ``child`` sent (or its death); return the child to use."""
+        index, child.index = child.index, -1
+        try:
+            data = child.conn.recv_bytes() if child.conn.poll() else None
+        except (EOFError, OSError):
+            data = None
+        if data is None:
+            child.process.join(timeout=5.0)
+            pid, code = child.process.pid or 0, child.process.exitcode
+            batch.results[index] = Raised(ProcessDiedError(pid, code))
+            return self._replace(child)
+        outcome = _load(data)
+        batch.results[index] = outcome
+        if isinstance(outcome, Raised) and isinstance(
+            outcome.exception, SystemExit | KeyboardInterrupt
+        ):
+            batch.fatal.append(outcome.exception)
+        if batch.worker is not None and isinstance(outcome, _STOPS):
+            relay_stop(batch.worker, outcome)
+            # The child's copy of the worker is stopping too, and would answer
+            # NotStarted from now on: a fresh fork takes its place.
+            return self._replace(child)
+        return child
+
+    # -- the children ------------------------------------------------------------------
+
+    def _spawn(self) -> _Child:
+        parent_end, child_end = self._context.Pipe(duplex=True)
+        # The child must not keep the parent's ends open (its own and its
+        # siblings'): then it sees EOF, and exits, when the parent dies.
+        inherited = [parent_end, *(c.conn for c in self._children)]
+        process = self._context.Process(
+            target=_serve,
+            args=(child_end, self._job, inherited),
+            name=f"{self._name}-{len(self._children)}",
+            daemon=True,
+        )
+        process.start()
+        child_end.close()
+        return _Child(process, parent_end)
+
+    def _replace(self, child: _Child) -> _Child:
+        with contextlib.suppress(OSError):
+            child.conn.close()
+        child.process.join(timeout=1.0)
+        if child.process.is_alive():
+            child.process.kill()
+            child.process.join()
+        fresh = self._spawn()
+        position = self._children.index(child)
+        self._children[position] = fresh
+        return fresh
+
+    def _stop_children(self) -> None:
+        children, self._children = self._children, []
+        for child in children:
+            with contextlib.suppress(OSError):
+                child.conn.send_bytes(b"")  # the stop message
+        for child in children:
+            child.process.join(timeout=5.0)
+            if child.process.is_alive():
+                child.process.kill()
+                child.process.join()
+            child.conn.close()
+
+
+# -- in the child --------------------------------------------------------------------
+
+
+def _serve(conn: Connection, job: Job, inherited: list[Connection]) -> None:
+    """A child's loop: a task in, ``job(task)``, its outcome out, until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for other in inherited:
+        other.close()
+    receive, send = conn.recv_bytes, conn.send_bytes
+    while True:
+        try:
+            message = receive()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        if not message:
+            return
+        try:
+            outcome: Any = job(pickle.loads(message))
+        except BaseException as exc:  # every escape, even SystemExit, is an outcome
+            outcome = Raised(exc)
+        try:
+            send(_dump(outcome))
+        except OSError:
+            return
+
+
+def _dump(outcome: Any) -> bytes:
+    """Pickle ``outcome``; what cannot make the trip is replaced by its repr."""
+    if isinstance(outcome, Raised):
+        _note_traceback(outcome.exception)
+    try:
+        data = pickle.dumps(outcome, _PROTOCOL)
+        if isinstance(outcome, Raised):
+            pickle.loads(data)  # exceptions may pickle and still fail to unpickle
+        return data
+    except Exception as error:
+        return pickle.dumps(_portable(outcome, error), _PROTOCOL)
+
+
+def _portable(outcome: Any, error: Exception) -> Outcome:
+    if isinstance(outcome, Raised):
+        what = _repr(outcome.exception)
+        return Raised(RuntimeError(f"{what} (not picklable: {error!r})"))
+    if isinstance(outcome, Returned):
+        return Returned(_repr(outcome.value))
+    return Raised(RuntimeError(f"the job returned {_repr(outcome)} ({error!r})"))
+
+
+def _repr(value: object) -> str:
+    try:
+        return f"{type(value).__qualname__}: {value!r}"
+    except Exception:
+        return f"<{type(value).__qualname__} with a broken repr>"
+
+
+def _note_traceback(exception: BaseException) -> None:
+    if exception.__traceback__ is None:
+        return
+    lines = traceback.format_tb(exception.__traceback__)
+    with contextlib.suppress(Exception):
+        exception.add_note(
+            f"Traceback in executor process {os.getpid()}:\n{''.join(lines)}"
+        )
+
+
+def _load(data: bytes) -> Outcome:
+    try:
+        outcome: Outcome = pickle.loads(data)
+    except Exception as error:
+        return Raised(RuntimeError(f"cannot unpickle a child's outcome: {error!r}"))
+    return outcome

@@ -1,0 +1,196 @@
+"""One Redis endpoint (a server, or a whole cluster): key layout, entries, scripts.
+
+Key layout of a queue ``q`` in namespace ``ns`` (the hash tag ``{ns:q}`` puts every
+key of a queue in one cluster slot, so each script touches one slot):
+
+- ``{ns:q}:ready:0`` / ``{ns:q}:ready:1``: lists of ready HIGH / NORMAL entries;
+- ``{ns:q}:delayed``: sorted set of entries by eta;
+- ``{ns:q}:leases``: sorted set of leased batches ``<bid>:<owner>`` by deadline;
+- ``{ns:q}:leases:<bid>``: hash rid -> entry of one leased batch's unsettled tasks;
+- ``{ns:q}:notify``: a list holding at most one wake-up token for blocked workers;
+- ``{ns:q}:dead``: list of dead-letter records, oldest first.
+
+Beside the queues: ``{ns}:queues`` (set of queue names ever pushed to),
+``ns:lock:<name>`` and ``ns:key:<name>``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
+
+from sergeant.errors import ConfigError
+
+from . import scripts
+from .faults import ConnectionGuard, RetryPolicy
+
+RID_LEN = 20
+HEADER_LEN = RID_LEN + 1 + 8  # rid, priority digit, delivery count (8 hex digits)
+_COUNTER_LIMIT = 16**10
+NOTIFY, DEAD = scripts.QUEUE_KEYS.index("notify"), scripts.QUEUE_KEYS.index("dead")
+
+
+class _RidSource:
+    """Receipt ids: a random per-process prefix plus a counter (10 + 10 hex digits).
+
+    Generated client-side, so a push costs no extra round trip; the prefix is
+    renewed in a forked child and when the counter runs out, so two processes
+    never hand out the same rid.
+    """
+
+    def __init__(self) -> None:
+        self._forked()
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        # A fresh lock too: another thread may have held the parent's at the fork.
+        self._lock = threading.Lock()
+        self._renew()
+
+    def _renew(self) -> None:
+        self._prefix = os.urandom(5).hex().encode()
+        self._next = 0
+
+    def block(self, n: int) -> tuple[bytes, int]:
+        """Reserve ``n`` consecutive ids; returns the prefix and the first counter."""
+        with self._lock:
+            if self._next + n > _COUNTER_LIMIT:
+                self._renew()
+            start = self._next
+            self._next += n
+            return self._prefix, start
+
+
+_RIDS = _RidSource()
+
+
+def new_entries(payloads: Sequence[bytes], priority: int) -> list[bytes]:
+    """Stored entries for ``payloads``: a fresh rid, the priority, no deliveries."""
+    prefix, start = _RIDS.block(len(payloads))
+    tail = b"%d00000000" % priority
+    return [
+        b"%s%010x%s%s" % (prefix, start + i, tail, p) for i, p in enumerate(payloads)
+    ]
+
+
+def new_batch_id() -> str:
+    """A unique id for one leased batch (the process prefix and a counter)."""
+    prefix, n = _RIDS.block(1)
+    return f"{prefix.decode()}{n:x}"
+
+
+def fresh_prefix() -> str:
+    """A random 10-hex-digit rid prefix for entries a script creates (replays)."""
+    return os.urandom(5).hex()
+
+
+def describe(client: Any) -> str:
+    """A short name of the endpoint for logs and error messages."""
+    kwargs = client.get_connection_kwargs()
+    if "host" in kwargs:
+        return f"{kwargs['host']}:{kwargs.get('port', 6379)}"
+    if "path" in kwargs:
+        return str(kwargs["path"])
+    nodes = getattr(client, "startup_nodes", None) or []
+    return "cluster " + ",".join(f"{n.host}:{n.port}" for n in nodes)
+
+
+class Node:
+    """A client with its scripts, its guard and the key names of each queue.
+
+    Args:
+        client: a ``redis.Redis`` or ``redis.cluster.RedisCluster`` that returns
+            bytes (``decode_responses=False``): payloads are bytes.
+        namespace: prefix of every key.
+        policy: how calls are retried while the endpoint is unreachable.
+    """
+
+    def __init__(self, client: Any, *, namespace: str, policy: RetryPolicy) -> None:
+        if client.get_encoder().decode_responses:
+            raise ConfigError(
+                "RedisBroker needs a client with decode_responses=False: "
+                "payloads are bytes"
+            )
+        self.client = client
+        self.namespace = namespace
+        self.guard = ConnectionGuard(policy, name=describe(client))
+        self.queues_key = f"{{{namespace}}}:queues"
+        self._keys: dict[str, list[str]] = {}
+        self._registered: dict[str, float] = {}
+        self.block_cap = _block_cap(client)
+        register = client.register_script
+        self.push_script = register(scripts.PUSH)
+        self.notify_script = register(scripts.NOTIFY)
+        self.reserve_script = register(scripts.RESERVE)
+        self.ack_script = register(scripts.ACK)
+        self.release_script = register(scripts.RELEASE)
+        self.release_owner_script = register(scripts.RELEASE_OWNER)
+        self.extend_script = register(scripts.EXTEND)
+        self.dead_letter_script = register(scripts.DEAD_LETTER)
+        self.lengths_script = register(scripts.LENGTHS)
+        self.purge_script = register(scripts.PURGE)
+        self.replay_script = register(scripts.REPLAY_DEAD)
+        self.purge_dead_script = register(scripts.PURGE_DEAD)
+
+    def keys(self, queue: str) -> list[str]:
+        """The queue's keys, in the order every script takes them."""
+        keys = self._keys.get(queue)
+        if keys is None:
+            tag = f"{{{self.namespace}:{queue}}}"
+            keys = self._keys[queue] = [f"{tag}:{k}" for k in scripts.QUEUE_KEYS]
+        return keys
+
+    def run(self, script: Script, queue: str, args: Sequence[Any]) -> Any:
+        """Run a queue script on this endpoint, under the guard."""
+        return self.guard.call(self._evalsha, script, self.keys(queue), args)
+
+    def _evalsha(self, script: Script, keys: list[str], args: Sequence[Any]) -> Any:
+        # EVALSHA straight through the client (the hot path); ``Script.__call__``
+        # only when the server lacks the script (first use, restart, SCRIPT FLUSH):
+        # it loads the source and calls again.
+        try:
+            return self.client.execute_command(
+                "EVALSHA", script.sha, len(keys), *keys, *args
+            )
+        except NoScriptError:
+            return script(keys, args)
+
+    def register(self, queue: str) -> None:
+        """Record ``queue`` in the namespace's queue set (for ``queues()``).
+
+        Names are never removed (``queues()`` filters out empty ones), so the
+        client only re-adds a name once a minute, in case the server lost it.
+        """
+        now = time.monotonic()
+        if now - self._registered.get(queue, -120.0) > 60.0:
+            self.guard.call(self.client.sadd, self.queues_key, queue)
+            self._registered[queue] = now
+
+    def queue_names(self) -> set[str]:
+        """Every queue name recorded on this endpoint."""
+        names = self.guard.call(self.client.smembers, self.queues_key)
+        return {n.decode() for n in names}
+
+    def block(self, queue: str, seconds: float) -> None:
+        """Wait up to ``seconds`` (server resolution: 1/hz) for a wake-up token."""
+        timeout = max(0.001, round(min(seconds, self.block_cap), 3))
+        self.guard.call(self.client.blpop, [self.keys(queue)[NOTIFY]], timeout)
+
+    def close(self) -> None:
+        """Drop the client's connections."""
+        self.client.close()
+
+
+def _block_cap(client: Any) -> float:
+    # A blocking pop must return before the client's socket timeout fires, or the
+    # wait would surface as a TimeoutError; longer waits are done in slices.
+    timeout = client.get_connection_kwargs().get("socket_timeout")
+    if timeout is None:
+        return 3600.0
+    return max(0.001, float(timeout) * 0.8)

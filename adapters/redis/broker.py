@@ -1,0 +1,392 @@
+"""The Redis broker: one server, several independent servers, or a Redis Cluster.
+
+Every queue operation is one Lua script call per node it touches (see
+``scripts.py``): a reserve acks the previous batch, reclaims lapsed leases,
+promotes due delayed tasks, pops up to N (HIGH first) and leases them, atomically
+and in one round trip. Times are the client's wall clock (``time.time``), the same
+clock a task's eta is written in; hosts sharing a queue need synchronised clocks.
+
+With several independent nodes, pushes go round robin (one node per push call),
+reserve visits the nodes in turn from a rotating start, counts and purges sum over
+all of them, and receipts end with the node that holds the task (``@index``).
+Locks, keys and the wake-up list of a queue live on the node their name hashes to
+(crc32). A Redis Cluster is one client: hash tags keep each queue in one slot.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.retry import Retry
+
+from sergeant.errors import ConfigError
+from sergeant.protocols.broker import DeadLetter, Delivery, QueueLengths
+from sergeant.task import Priority
+
+from . import keys
+from ._node import DEAD, Node, fresh_prefix, new_batch_id, new_entries
+from ._receipts import batch_groups, by_node, deliveries, members
+from .faults import RetryPolicy
+from .lock import RedisLock
+
+# Below this, a wait is not worth another round trip (Redis blocks in whole ms).
+_MIN_BLOCK = 0.002
+
+
+class RedisBroker:
+    """Broker on Redis (at least once by default; ``lease=None`` pops at most once).
+
+    Args:
+        client: a ``redis.Redis`` (one server) or ``redis.cluster.RedisCluster``.
+        clients: instead of ``client``, several independent servers to spread
+            queues over.
+        namespace: prefix of every key, so several applications share a server.
+        retry: how long a call retries while Redis is unreachable before it raises
+            ``BrokerUnavailable``.
+        clock: wall clock for etas and lease deadlines (tests pass a fake one).
+
+    The broker owns its clients: ``close()`` closes them. Clients must not decode
+    responses, and should not retry by themselves (see ``faults.py``).
+    """
+
+    def __init__(
+        self,
+        client: Any = None,
+        *,
+        clients: Sequence[Any] | None = None,
+        namespace: str = "sergeant",
+        retry: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if (client is None) == (clients is None):
+            raise ConfigError("RedisBroker takes either client or clients")
+        chosen = [client] if client is not None else list(clients or ())
+        if not chosen:
+            raise ConfigError("RedisBroker.clients is empty")
+        policy = retry if retry is not None else RetryPolicy()
+        self.namespace = namespace
+        self._nodes = [Node(c, namespace=namespace, policy=policy) for c in chosen]
+        self._single = len(self._nodes) == 1
+        self._tags = [""] if self._single else [f"@{i}" for i in range(len(chosen))]
+        self._clock = clock
+        self._push_turn = itertools.count()
+        self._reserve_turn = itertools.count()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        namespace: str = "sergeant",
+        cluster: bool = False,
+        retry: RetryPolicy | None = None,
+        **client_options: Any,
+    ) -> RedisBroker:
+        """A broker from ``redis://`` / ``rediss://`` (TLS) URLs.
+
+        A comma-separated list makes a broker over independent nodes; with
+        ``cluster=True`` the (first) URL names any node of a Redis Cluster, which
+        the client discovers from there. Clients are made without redis-py's own
+        retries (the broker's ``retry`` governs) and connect lazily, on first use.
+        """
+        urls = [u.strip() for u in url.split(",") if u.strip()]
+        if not urls:
+            raise ConfigError(f"no Redis URL in {url!r}")
+        options: dict[str, Any] = {"retry": Retry(NoBackoff(), 0)}
+        options.update(client_options)
+        if cluster:
+            seed = RedisCluster.from_url(urls[0], **options)
+            return cls(seed, namespace=namespace, retry=retry)
+        made = [redis.Redis.from_url(u, **options) for u in urls]
+        if len(made) == 1:
+            return cls(made[0], namespace=namespace, retry=retry)
+        return cls(clients=made, namespace=namespace, retry=retry)
+
+    # -- routing -------------------------------------------------------------------
+
+    def _home(self, name: str) -> int:
+        """The node a queue's wake-ups, a lock or a key live on (stable hash)."""
+        if self._single:
+            return 0
+        return zlib.crc32(name.encode()) % len(self._nodes)
+
+    def _groups(self, deliveries: Sequence[Delivery]) -> dict[int, list[str]]:
+        """Per node, the ``member, rids`` script arguments of leased tasks."""
+        groups: dict[int, list[str]] = {}
+        for index, receipts in by_node(deliveries, len(self._nodes)).items():
+            args = batch_groups(receipts)
+            if args:
+                groups[index] = args
+        return groups
+
+    def _wake(self, queue: str, index: int) -> None:
+        """Wake a worker blocked on ``queue`` after node ``index`` got ready tasks."""
+        home = self._home(queue)
+        if home != index:
+            node = self._nodes[home]
+            node.run(node.notify_script, queue, ())
+
+    # -- Broker --------------------------------------------------------------------
+
+    def push(
+        self,
+        queue: str,
+        payloads: Sequence[bytes],
+        *,
+        priority: Priority = Priority.NORMAL,
+        eta: float | None = None,
+    ) -> None:
+        """Store ``payloads`` in order, in one script call on one node."""
+        if not payloads:
+            return
+        if self._single:
+            index = 0
+        elif priority == Priority.HIGH:
+            index = self._home(queue)
+        else:
+            index = next(self._push_turn) % len(self._nodes)
+        node = self._nodes[index]
+        at = "" if eta is None or eta <= self._clock() else repr(float(eta))
+        entries = new_entries(payloads, int(priority))
+        node.run(node.push_script, queue, [int(priority), at, *entries])
+        node.register(queue)
+        if not self._single:
+            self._wake(queue, index)
+
+    def reserve(
+        self,
+        queue: str,
+        *,
+        owner: str,
+        count: int = 1,
+        lease: float | None = 60.0,
+        wait: float = 0.0,
+        ack: Sequence[Delivery] = (),
+    ) -> list[Delivery]:
+        """Hand out up to ``count`` tasks, HIGH first, leased to ``owner``.
+
+        When nothing is ready, blocks on the queue's wake-up list (no polling) until
+        a push, the next delayed eta or lease deadline, or ``wait`` runs out.
+        """
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        acks = self._groups(ack) if ack else {}
+        member = "" if lease is None else f"{new_batch_id()}:{owner}"
+        give_up = time.monotonic() + wait
+        while True:
+            got, due = self._reserve_once(queue, member, count, lease, acks)
+            acks = {}
+            left = give_up - time.monotonic()
+            if got or left < _MIN_BLOCK:
+                return got
+            if due is not None:
+                left = min(left, due - self._clock())
+                if left <= 0:
+                    continue
+            self._nodes[self._home(queue)].block(queue, left)
+
+    def _visits(self, queue: str) -> list[tuple[int, str]]:
+        """Which nodes a reserve asks, in order, and for which priorities.
+
+        HIGH tasks of a queue all live on its home node, so asking the home node
+        for HIGH tasks first keeps HIGH before NORMAL across nodes; NORMAL tasks
+        are then gathered from a rotating start, spreading the load.
+        """
+        if self._single:
+            return [(0, "2")]
+        size = len(self._nodes)
+        start = next(self._reserve_turn) % size
+        visits = [((start + step) % size, "2") for step in range(size)]
+        home = self._home(queue)
+        return visits if start == home else [(home, "1"), *visits]
+
+    def _reserve_once(
+        self,
+        queue: str,
+        member: str,
+        count: int,
+        lease: float | None,
+        acks: dict[int, list[str]],
+    ) -> tuple[list[Delivery], float | None]:
+        now = self._clock()
+        deadline = "" if lease is None else now + lease
+        args: list[Any] = [repr(now), count, deadline, member, "2"]
+        out: list[Delivery] = []
+        due: float | None = None
+        for index, levels in self._visits(queue):
+            node = self._nodes[index]
+            args[1], args[4] = count - len(out), levels
+            entries, nxt, again = node.run(
+                node.reserve_script, queue, args + acks.pop(index, [])
+            )
+            if entries:
+                out += deliveries(entries, again, member + self._tags[index])
+                if len(out) >= count:
+                    break
+            elif nxt and (due is None or float(nxt) < due):
+                due = float(nxt)
+        for index, groups in acks.items():
+            node = self._nodes[index]
+            node.run(node.ack_script, queue, groups)
+        return out, due
+
+    def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
+        """Remove settled tasks, one script call per node holding any of them."""
+        for index, groups in self._groups(deliveries).items():
+            node = self._nodes[index]
+            node.run(node.ack_script, queue, groups)
+
+    def release(
+        self, queue: str, deliveries: Sequence[Delivery], *, delay: float = 0.0
+    ) -> None:
+        """Give leased tasks back unchanged: to the head of the queue, or delayed."""
+        at = "" if delay <= 0 else repr(self._clock() + delay)
+        for index, groups in self._groups(deliveries).items():
+            node = self._nodes[index]
+            if node.run(node.release_script, queue, [at, *groups]):
+                self._wake(queue, index)
+
+    def extend(
+        self, queue: str, deliveries: Sequence[Delivery], *, lease: float
+    ) -> None:
+        """Renew the leases still held, per batch (a lapsed, reclaimed one is not).
+
+        A lease covers a reserved batch, so renewing one of its tasks renews the
+        batch; the worker renews everything it holds anyway.
+        """
+        deadline = repr(self._clock() + lease)
+        for index, receipts in by_node(deliveries, len(self._nodes)).items():
+            held = members(receipts)
+            if held:
+                node = self._nodes[index]
+                node.run(node.extend_script, queue, [deadline, *held])
+
+    def release_owner(self, queue: str, owner: str) -> int:
+        """Make every task leased to ``owner`` ready again; their counts stand."""
+        total = 0
+        for index, node in enumerate(self._nodes):
+            released = int(node.run(node.release_owner_script, queue, [owner]))
+            if released:
+                self._wake(queue, index)
+            total += released
+        return total
+
+    def dead_letter(self, queue: str, delivery: Delivery, reason: str) -> None:
+        """Move a delivered task to the dead-letter list, with ``reason``.
+
+        A popped (lease-less) task is always recorded; a leased one only while its
+        lease is still held, so a retried call, or a holder whose lease lapsed
+        (the task is back in the queue), adds no second record.
+        """
+        text = reason.encode()
+        record = b"%s\n%d\n%s%s" % (
+            repr(self._clock()).encode(),
+            len(text),
+            text,
+            delivery.payload,
+        )
+        index, receipts = next(
+            iter(by_node([delivery], len(self._nodes)).items()), (0, [])
+        )
+        node = self._nodes[index]
+        node.run(node.dead_letter_script, queue, [record, *batch_groups(receipts)])
+        node.register(queue)
+
+    def lengths(self, queue: str) -> QueueLengths:
+        """Count the queue's tasks per place, summed over nodes."""
+        now = repr(self._clock())
+        totals = [0, 0, 0, 0]
+        for node in self._nodes:
+            for place, n in enumerate(node.run(node.lengths_script, queue, [now])):
+                totals[place] += n
+        ready, delayed, in_flight, dead = totals
+        return QueueLengths(
+            ready=ready, delayed=delayed, in_flight=in_flight, dead=dead
+        )
+
+    def purge(self, queue: str) -> int:
+        """Drop ready, delayed and in-flight tasks on every node; dead letters stay."""
+        return sum(int(n.run(n.purge_script, queue, ())) for n in self._nodes)
+
+    def close(self) -> None:
+        """Close every client's connections."""
+        for node in self._nodes:
+            node.close()
+
+    # -- SupportsInspection --------------------------------------------------------
+
+    def queues(self) -> list[str]:
+        """Names of the queues holding any task or dead letter, sorted."""
+        names: set[str] = set()
+        for node in self._nodes:
+            names |= node.queue_names()
+        return sorted(q for q in names if self.lengths(q) != QueueLengths())
+
+    def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters of ``queue`` (over all nodes)."""
+        return [letter for _, letter in self._oldest_dead(queue, limit)]
+
+    def _oldest_dead(self, queue: str, limit: int) -> list[tuple[int, DeadLetter]]:
+        if limit <= 0:
+            return []
+        found: list[tuple[int, DeadLetter]] = []
+        for index, node in enumerate(self._nodes):
+            key = node.keys(queue)[DEAD]
+            records = node.guard.call(node.client.lrange, key, 0, limit - 1)
+            found += [(index, _parse_dead(r)) for r in records]
+        found.sort(key=lambda pair: pair[1].dead_at)
+        return found[:limit]
+
+    def replay_dead(self, queue: str, *, limit: int | None = None) -> int:
+        """Push dead letters back as fresh ready NORMAL tasks, oldest first."""
+        if limit is None or self._single:
+            counts = dict.fromkeys(
+                range(len(self._nodes)), -1 if limit is None else limit
+            )
+        else:
+            counts = {}
+            for index, _ in self._oldest_dead(queue, limit):
+                counts[index] = counts.get(index, 0) + 1
+        total = 0
+        for index, n in counts.items():
+            node = self._nodes[index]
+            replayed = int(node.run(node.replay_script, queue, [n, fresh_prefix()]))
+            if replayed:
+                self._wake(queue, index)
+            total += replayed
+        return total
+
+    def purge_dead(self, queue: str) -> int:
+        """Drop the queue's dead letters on every node; return how many."""
+        return sum(int(n.run(n.purge_dead_script, queue, ())) for n in self._nodes)
+
+    # -- SupportsLocks and SupportsKeys --------------------------------------------
+
+    def lock(self, name: str) -> RedisLock:
+        """A new handle, with its own token, on the lock called ``name``."""
+        return RedisLock(self._nodes[self._home(name)], name)
+
+    def get_key(self, key: str) -> bytes | None:
+        """The value stored under ``key``, or None (missing or expired)."""
+        return keys.get_key(self._nodes[self._home(key)], key)
+
+    def set_key(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        """Store ``value`` under ``key``, replacing any; it lapses after ``ttl`` s."""
+        keys.set_key(self._nodes[self._home(key)], key, value, ttl)
+
+    def delete_key(self, key: str) -> bool:
+        """Remove ``key``; True when it existed."""
+        return keys.delete_key(self._nodes[self._home(key)], key)
+
+
+def _parse_dead(record: bytes) -> DeadLetter:
+    stamp, size, rest = record.split(b"\n", 2)
+    n = int(size)
+    return DeadLetter(payload=rest[n:], reason=rest[:n].decode(), dead_at=float(stamp))

@@ -1,0 +1,175 @@
+"""Connection faults: retry with capped exponential backoff, log once per outage.
+
+A dropped connection or a restarting Redis is normal weather for a long-running
+worker. Every broker call goes through a ``ConnectionGuard``, which retries transient
+failures for a bounded time and then raises ``BrokerUnavailable``; the worker loop
+catches that and calls again later, so it never crash-loops. The guard remembers
+that an outage is under way, so a worker that keeps calling logs one WARNING when
+the outage starts and one when Redis answers again, not one per attempt.
+
+Retrying is safe because every operation is either idempotent (ack, extend,
+lengths) or at-least-once by nature: a reserve whose reply was lost leaves leases
+that lapse and come back; a push whose reply was lost may store its tasks twice.
+
+Give the broker clients that do not retry by themselves (``retry=Retry(NoBackoff(),
+0)``, as ``RedisBroker.from_url`` does): redis-py retries 10 times by default, and
+two retry layers multiply each other's waits.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import attrs
+import redis.exceptions as rex
+
+from sergeant.errors import BrokerError, BrokerUnavailable
+
+_log = logging.getLogger("sergeant.adapters.redis")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Failures that go away by themselves: a lost connection, a server still loading its
+# data after a restart (BusyLoadingError is a ConnectionError), a cluster resharding
+# or electing. Wrong credentials are ConnectionErrors too, but retrying cannot help.
+_TRANSIENT: tuple[type[Exception], ...] = (
+    rex.ConnectionError,
+    rex.TimeoutError,
+    rex.ClusterDownError,
+    rex.TryAgainError,
+)
+_PERMANENT: tuple[type[Exception], ...] = (
+    rex.AuthenticationError,
+    rex.AuthorizationError,
+)
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How a call is retried while Redis cannot be reached; shareable between brokers.
+
+    Attributes:
+        budget: seconds one call may spend retrying before it raises
+            ``BrokerUnavailable``; 0 fails at once.
+        base: the first back-off delay, in seconds; each retry doubles it.
+        cap: the longest single delay, in seconds.
+    """
+
+    budget: float = 10.0
+    base: float = 0.05
+    cap: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        """The pause before retry number ``attempt`` (0-based), with jitter.
+
+        Jitter keeps a fleet of workers that lost Redis together from hammering it
+        in lockstep when it comes back; half of the delay is kept so the back-off
+        still grows.
+        """
+        full = min(self.cap, self.base * 2.0 ** min(attempt, 32))
+        return full * random.uniform(0.5, 1.0)
+
+
+class ConnectionGuard:
+    """Runs driver calls under a ``RetryPolicy`` and translates driver exceptions.
+
+    One guard per Redis endpoint: it holds the outage state that makes the log
+    say "unreachable" once and "reachable again" once. Safe to share between
+    threads.
+    """
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        *,
+        name: str,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policy = policy
+        self.name = name
+        self._sleep = sleep
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+
+    @property
+    def in_outage(self) -> bool:
+        """Whether the last call could not reach Redis (until one succeeds)."""
+        return self._down_since is not None
+
+    def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Call ``fn``, retrying transient failures until the policy's budget is spent.
+
+        Raises:
+            BrokerUnavailable: Redis could not be reached within the budget.
+            BrokerError: any other driver failure (not retried).
+        """
+        try:
+            result = fn(*args, **kwargs)
+        except _PERMANENT as exc:
+            raise BrokerError(f"redis {self.name}: {exc}") from exc
+        except _TRANSIENT as exc:
+            return self._retry(exc, fn, *args, **kwargs)
+        except rex.RedisError as exc:
+            raise BrokerError(f"redis {self.name}: {exc}") from exc
+        if self._down_since is not None:
+            self._recovered()
+        return result
+
+    def _retry(
+        self, first: Exception, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        self._outage(first)
+        started = self._clock()
+        error = first
+        attempt = 0
+        while True:
+            pause = self.policy.delay(attempt)
+            attempt += 1
+            elapsed = self._clock() - started
+            if elapsed + pause > self.policy.budget:
+                raise BrokerUnavailable(
+                    f"redis {self.name} unreachable ({attempt} attempts in "
+                    f"{elapsed:.2f}s): {error}"
+                ) from error
+            self._sleep(pause)
+            try:
+                result = fn(*args, **kwargs)
+            except _PERMANENT as exc:
+                raise BrokerError(f"redis {self.name}: {exc}") from exc
+            except _TRANSIENT as exc:
+                error = exc
+                continue
+            except rex.RedisError as exc:
+                raise BrokerError(f"redis {self.name}: {exc}") from exc
+            self._recovered()
+            return result
+
+    def _outage(self, error: Exception) -> None:
+        with self._lock:
+            if self._down_since is not None:
+                return
+            self._down_since = self._clock()
+        _log.warning(
+            "redis %s unreachable (%s: %s); retrying with backoff",
+            self.name,
+            type(error).__name__,
+            error,
+        )
+
+    def _recovered(self) -> None:
+        with self._lock:
+            since = self._down_since
+            if since is None:
+                return
+            self._down_since = None
+        _log.warning(
+            "redis %s reachable again after %.2fs", self.name, self._clock() - since
+        )

@@ -1,0 +1,98 @@
+"""Named locks on Redis: SET NX PX with a random token, token-checked in Lua.
+
+Only the object that took a lock may release it or change its ttl: both check the
+token and act in one script, so a holder whose ttl lapsed cannot remove the lock
+a second process has taken since.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+from ._node import Node
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+_SET_TTL = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+def _millis(seconds: float) -> int:
+    # PX takes whole milliseconds and refuses 0; a positive ttl keeps at least 1 ms.
+    return max(1, round(seconds * 1000))
+
+
+class RedisLock:
+    """A handle, with its own token, on the lock called ``name``.
+
+    Made by ``RedisBroker.lock(name)``; the lock lives on the node its name hashes
+    to. Not meant to be shared between threads (one holder, one handle).
+    """
+
+    def __init__(self, node: Node, name: str) -> None:
+        self._node = node
+        self._name = name
+        self._key = f"{node.namespace}:lock:{name}"
+        self._token = secrets.token_hex(16)
+        self._release = node.client.register_script(_RELEASE)
+        self._set_ttl = node.client.register_script(_SET_TTL)
+
+    @property
+    def name(self) -> str:
+        """The lock's name."""
+        return self._name
+
+    def acquire(
+        self,
+        *,
+        timeout: float | None = None,
+        check_interval: float = 0.05,
+        ttl: float | None = 60.0,
+    ) -> bool:
+        """Take the lock, polling every ``check_interval`` s for up to ``timeout`` s.
+
+        Returns True when taken, False when the timeout passed. ``ttl`` makes the
+        lock lapse by itself; None keeps it until released.
+        """
+        px = None if ttl is None else _millis(ttl)
+        give_up = None if timeout is None else time.monotonic() + timeout
+        guard, client = self._node.guard, self._node.client
+        while True:
+            if guard.call(client.set, self._key, self._token, nx=True, px=px):
+                return True
+            if give_up is None:
+                time.sleep(check_interval)
+                continue
+            left = give_up - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(check_interval, left))
+
+    def release(self) -> bool:
+        """Release the lock if this handle holds it; False (no change) otherwise."""
+        done = self._node.guard.call(self._release, [self._key], [self._token])
+        return bool(done)
+
+    def is_locked(self) -> bool:
+        """Whether anyone holds the lock now."""
+        return bool(self._node.guard.call(self._node.client.exists, self._key))
+
+    def get_ttl(self) -> float | None:
+        """Seconds before the lock lapses; None when not held or held without ttl."""
+        millis = self._node.guard.call(self._node.client.pttl, self._key)
+        return None if millis < 0 else millis / 1000.0
+
+    def set_ttl(self, ttl: float) -> bool:
+        """Change the ttl if this handle holds the lock; False otherwise."""
+        args = [self._token, _millis(ttl)]
+        return bool(self._node.guard.call(self._set_ttl, [self._key], args))

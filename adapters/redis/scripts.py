@@ -1,0 +1,340 @@
+"""The broker's Lua scripts, as source constants (no package data to ship).
+
+Every queue script takes the queue's keys in one fixed order (``QUEUE_KEYS``), all
+sharing the queue's hash tag, so each script touches one cluster slot. The
+per-batch lease hashes (``<leases>:<bid>``) share that tag too; their names are
+derived inside the scripts, which Redis Cluster allows within the declared slot.
+
+Stored entries are ``rid(20) prio(1) deliveries(8 hex) payload``: the rid is
+unique per pushed task (two identical payloads stay two tasks), the priority digit
+says which ready list the entry returns to, and the delivery count travels with the
+entry so counting costs no extra command.
+
+A leased batch is one member ``<bid>:<owner>`` of the ``leases`` sorted set (score:
+its deadline) plus one hash ``<leases>:<bid>`` of rid -> entry, holding the count
+the entry had *before* this delivery: a release puts it back unchanged (a release
+is not a delivery), a lapse or an owner's death puts it back with the count bumped.
+Leasing per batch keeps a 1,000-task reserve at one sorted-set write, and acking a
+task is one hash field delete.
+
+Acks arrive as groups ``member, rids`` (one group per batch, the batch's 20-character
+rids joined into one argument). Times
+(``now``, deadlines, etas) are the client's wall clock, passed in ARGV.
+"""
+
+from __future__ import annotations
+
+# Key suffixes in the order every queue script receives them as KEYS[1..6].
+QUEUE_KEYS = ("ready:0", "ready:1", "delayed", "leases", "notify", "dead")
+
+# Shared helpers, prepended to the queue scripts. Redis' Lua stack takes at most
+# ~8000 unpacked values, hence the chunking.
+_HELPERS = """
+local CHUNK = 1000
+local function chunked(cmd, key, items, width)
+  local step = CHUNK * width
+  for i = 1, #items, step do
+    redis.call(cmd, key, unpack(items, i, math.min(i + step - 1, #items)))
+  end
+end
+local function batch_key(member)
+  return KEYS[4] .. ':' .. string.sub(member, 1, string.find(member, ':', 1, true) - 1)
+end
+local function bump(e)
+  local n = tonumber(string.sub(e, 22, 29), 16) + 1
+  return string.sub(e, 1, 21) .. string.format('%08x', n) .. string.sub(e, 30)
+end
+local function notify()
+  redis.call('LPUSH', KEYS[5], '1')
+  redis.call('LTRIM', KEYS[5], 0, 0)
+end
+-- Put entries back at the head of their ready lists, in the order given.
+local function to_front(entries)
+  local back = {{}, {}}
+  for i = #entries, 1, -1 do
+    local e = entries[i]
+    local p = back[string.byte(e, 21) - 47]
+    p[#p + 1] = e
+  end
+  if #back[1] > 0 then chunked('LPUSH', KEYS[1], back[1], 1) end
+  if #back[2] > 0 then chunked('LPUSH', KEYS[2], back[2], 1) end
+end
+-- Take a whole batch back (lapsed, or its owner died): counts bumped, to the front.
+local function reclaim(members)
+  local back = {}
+  for _, member in ipairs(members) do
+    local key = batch_key(member)
+    local held = redis.call('HVALS', key)
+    for i = 1, #held do back[#back + 1] = bump(held[i]) end
+    redis.call('DEL', key)
+    redis.call('ZREM', KEYS[4], member)
+  end
+  -- A hash keeps no order; rids grow with push order (per producer), and an entry
+  -- starts with its rid, so sorting entries restores that order.
+  table.sort(back)
+  to_front(back)
+  return #back
+end
+-- Walk groups ``member, rids joined`` in ARGV from position i: fn(member, key,
+-- rids) per group. Joined 20-character rids make one argument instead of
+-- thousands, which saves the client more than the split costs here.
+local function each_group(i, fn)
+  for g = i, #ARGV - 1, 2 do
+    local joined, rids = ARGV[g + 1], {}
+    for j = 1, #joined, 20 do rids[#rids + 1] = string.sub(joined, j, j + 19) end
+    fn(ARGV[g], batch_key(ARGV[g]), rids)
+  end
+end
+-- Forget settled rids of a batch; the batch's lease goes with its last task.
+local function settle(member, key, rids)
+  chunked('HDEL', key, rids, 1)
+  if redis.call('EXISTS', key) == 0 then redis.call('ZREM', KEYS[4], member) end
+end
+"""
+
+PUSH = """
+-- ARGV: priority (0 or 1), eta or '', entries...
+local n = #ARGV
+if ARGV[2] == '' then
+  local key = KEYS[tonumber(ARGV[1]) + 1]
+  for i = 3, n, 1000 do
+    redis.call('RPUSH', key, unpack(ARGV, i, math.min(i + 999, n)))
+  end
+else
+  local z = {}
+  for i = 3, n do
+    z[#z + 1] = ARGV[2]
+    z[#z + 1] = ARGV[i]
+  end
+  for i = 1, #z, 2000 do
+    redis.call('ZADD', KEYS[3], unpack(z, i, math.min(i + 1999, #z)))
+  end
+end
+redis.call('LPUSH', KEYS[5], '1')
+redis.call('LTRIM', KEYS[5], 0, 0)
+return n - 2
+"""
+
+NOTIFY = """
+redis.call('LPUSH', KEYS[5], '1')
+redis.call('LTRIM', KEYS[5], 0, 0)
+return 1
+"""
+
+RESERVE = (
+    _HELPERS
+    + """
+-- ARGV: now, count, lease deadline ('' = at-most-once pop), batch member
+-- '<bid>:<owner>', levels (1: HIGH only, 2: HIGH then NORMAL), ack groups...
+local now, count, deadline, member = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+each_group(6, settle)
+local function redelivered(got)
+  -- Positions of entries delivered before: only their counts need parsing.
+  local again = {}
+  for i = 1, #got do
+    if string.sub(got[i], 22, 29) ~= '00000000' then again[#again + 1] = i end
+  end
+  return again
+end
+if deadline ~= '' then
+  -- The batch id is new for every reserve call, so a batch already stored under
+  -- it means this is a retry of a call whose reply was lost: hand out the same
+  -- tasks again rather than leasing more (which would strand the first ones).
+  local held = redis.call('HVALS', batch_key(member))
+  if #held > 0 then
+    table.sort(held)
+    redis.call('ZADD', KEYS[4], deadline, member)
+    return {held, '', redelivered(held)}
+  end
+end
+-- Reclaim lapsed leases first: they were handed out before anything still ready.
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
+if #lapsed > 0 then reclaim(lapsed) end
+-- Promote due delayed entries to the tail of their ready lists, in eta order.
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)
+if #due > 0 then
+  local ready = {{}, {}}
+  for i = 1, #due do
+    local p = ready[string.byte(due[i], 21) - 47]
+    p[#p + 1] = due[i]
+  end
+  if #ready[1] > 0 then chunked('RPUSH', KEYS[1], ready[1], 1) end
+  if #ready[2] > 0 then chunked('RPUSH', KEYS[2], ready[2], 1) end
+  chunked('ZREM', KEYS[3], due, 1)
+end
+local got = redis.call('LPOP', KEYS[1], count) or {}
+if #got < count and ARGV[5] == '2' then
+  local more = redis.call('LPOP', KEYS[2], count - #got)
+  if more then
+    for i = 1, #more do got[#got + 1] = more[i] end
+  end
+end
+if #got == 0 then
+  -- Nothing ready: tell the caller when something will be (a delayed eta or a
+  -- lease deadline), so it can block exactly that long.
+  local d = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  local l = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+  local nxt = d[2]
+  if l[2] and (not nxt or tonumber(l[2]) < tonumber(nxt)) then nxt = l[2] end
+  return {got, nxt or '', {}}
+end
+local again = redelivered(got)
+if deadline ~= '' then
+  local h = {}
+  for i = 1, #got do
+    h[2 * i - 1] = string.sub(got[i], 1, 20)
+    h[2 * i] = got[i]
+  end
+  chunked('HSET', batch_key(member), h, 2)
+  redis.call('ZADD', KEYS[4], deadline, member)
+end
+-- More may be ready: pass the wake-up on to the next blocked worker (unless a
+-- token already waits, as it does while every worker is busy).
+if #got == count and redis.call('EXISTS', KEYS[5]) == 0
+    and redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
+  notify()
+end
+return {got, '', again}
+"""
+)
+
+ACK = (
+    _HELPERS
+    + """
+each_group(1, settle)
+return 1
+"""
+)
+
+RELEASE = (
+    _HELPERS
+    + """
+-- ARGV: eta ('' = ready now), groups...
+local back = {}
+each_group(2, function(member, key, rids)
+  for i = 1, #rids, CHUNK do
+    local last = math.min(i + CHUNK - 1, #rids)
+    local part = redis.call('HMGET', key, unpack(rids, i, last))
+    for j = 1, #part do
+      if part[j] then back[#back + 1] = part[j] end
+    end
+  end
+  settle(member, key, rids)
+end)
+if #back == 0 then return 0 end
+if ARGV[1] == '' then
+  to_front(back)
+else
+  local z = {}
+  for i = 1, #back do
+    z[#z + 1] = ARGV[1]
+    z[#z + 1] = back[i]
+  end
+  chunked('ZADD', KEYS[3], z, 2)
+end
+notify()
+return #back
+"""
+)
+
+RELEASE_OWNER = (
+    _HELPERS
+    + """
+-- ARGV: owner. Scans the batch list (one member per reservation held).
+local mine = {}
+for _, member in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+  if string.sub(member, string.find(member, ':', 1, true) + 1) == ARGV[1] then
+    mine[#mine + 1] = member
+  end
+end
+local n = reclaim(mine)
+if n > 0 then notify() end
+return n
+"""
+)
+
+EXTEND = """
+-- ARGV: deadline, batch members... Only leases still held are renewed.
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[4], 'XX', ARGV[1], ARGV[i])
+end
+return 1
+"""
+
+DEAD_LETTER = (
+    _HELPERS
+    + """
+-- ARGV: record, then the task's group (none for a task popped without lease).
+-- A leased task is recorded only while still held, so a retried call (or a
+-- holder whose lease lapsed) adds no second record.
+local held = #ARGV == 1
+each_group(2, function(member, key, rids)
+  held = redis.call('HDEL', key, rids[1]) == 1
+  settle(member, key, rids)
+end)
+if held then redis.call('RPUSH', KEYS[6], ARGV[1]) end
+return held and 1 or 0
+"""
+)
+
+LENGTHS = """
+-- ARGV: now. Lapsed leases and due delayed entries count as ready: the next
+-- reserve makes them so.
+local now = tonumber(ARGV[1])
+local due = redis.call('ZCOUNT', KEYS[3], '-inf', ARGV[1])
+local ready = redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2]) + due
+local held = 0
+local batches = redis.call('ZRANGE', KEYS[4], 0, -1, 'WITHSCORES')
+for i = 1, #batches, 2 do
+  local member = batches[i]
+  local bid = string.sub(member, 1, string.find(member, ':', 1, true) - 1)
+  local n = redis.call('HLEN', KEYS[4] .. ':' .. bid)
+  if tonumber(batches[i + 1]) <= now then ready = ready + n else held = held + n end
+end
+return {ready, redis.call('ZCARD', KEYS[3]) - due, held, redis.call('LLEN', KEYS[6])}
+"""
+
+PURGE = """
+local n = redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2])
+  + redis.call('ZCARD', KEYS[3])
+for _, member in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+  local bid = string.sub(member, 1, string.find(member, ':', 1, true) - 1)
+  local key = KEYS[4] .. ':' .. bid
+  n = n + redis.call('HLEN', key)
+  redis.call('DEL', key)
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+return n
+"""
+
+REPLAY_DEAD = (
+    _HELPERS
+    + """
+-- ARGV: how many (oldest first; -1: all), rid prefix (10 hex, fresh per call).
+-- Records are '<dead_at>\\n<len(reason)>\\n<reason><payload>'; replayed tasks
+-- start over as fresh NORMAL entries with new rids and no deliveries.
+local n = tonumber(ARGV[1])
+if n < 0 then n = redis.call('LLEN', KEYS[6]) end
+if n == 0 then return 0 end
+local recs = redis.call('LPOP', KEYS[6], n) or {}
+local entries = {}
+for i = 1, #recs do
+  local r = recs[i]
+  local a = string.find(r, '\\n', 1, true)
+  local b = string.find(r, '\\n', a + 1, true)
+  local payload = string.sub(r, b + 1 + tonumber(string.sub(r, a + 1, b - 1)))
+  entries[i] = ARGV[2] .. string.format('%010x', i) .. '100000000' .. payload
+end
+if #entries > 0 then
+  chunked('RPUSH', KEYS[2], entries, 1)
+  notify()
+end
+return #entries
+"""
+)
+
+PURGE_DEAD = """
+local n = redis.call('LLEN', KEYS[6])
+redis.call('DEL', KEYS[6])
+return n
+"""

@@ -1,0 +1,200 @@
+"""The killer process of ``ProcessWatchdog``: run as a script, standard library only.
+
+``ProcessWatchdog`` starts it with ``python -I _killer.py --pid PID ...`` as a child
+of the worker process PID. It is a separate process so that it keeps running when
+the worker's interpreter cannot: a task stuck in C code that holds the GIL stops
+every thread of the worker, never this process.
+
+Wire protocol (fixed-size records, each written with one ``os.write`` smaller than
+``PIPE_BUF``, so a record is never split or interleaved):
+
+- stdin, worker -> killer: ``ARM`` records ``(generation, deadline, grace)``. A
+  positive generation arms (the deadline is a ``time.monotonic()`` reading, which is
+  the system-wide ``CLOCK_MONOTONIC``, so both processes agree on it), a negative one
+  disarms that generation. The worker has at most one arm at a time; a new arm
+  replaces the previous one.
+- stdout, killer -> worker: ``FIRED`` records ``(generation,)``, written *before* the
+  SIGINT they announce, so the worker's SIGINT handler can tell the killer's signal
+  (a record is waiting) from anyone else's (none is).
+
+At the deadline the killer writes the record and sends SIGINT; ``grace`` seconds
+later, if that arm is still not disarmed, it sends SIGKILL and exits. It also exits
+when stdin reaches EOF (the worker closed it, or died), when its parent is no longer
+the worker (the worker died and it was re-parented), and after killing the worker
+for using more than ``--memory-limit`` bytes of RSS (read with psutil, imported only
+when a limit is set). It reads its stdin only when it wakes (every ``--poll``
+seconds, or at a deadline): see ``Killer.serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import struct
+import sys
+import time
+from typing import Any
+
+ARM = struct.Struct("<qdd")
+FIRED = struct.Struct("<q")
+
+
+class _Arm:
+    __slots__ = ("deadline", "fired", "generation", "grace")
+
+    def __init__(self, generation: int, deadline: float, grace: float) -> None:
+        self.generation = generation
+        self.deadline = deadline
+        self.grace = grace
+        self.fired = False
+
+    def due(self) -> float:
+        return self.deadline + self.grace if self.fired else self.deadline
+
+
+class Killer:
+    """The killer's state: the current arm, the input buffer, the memory probe."""
+
+    def __init__(
+        self, pid: int, *, poll: float, memory_limit: int, memory_every: float
+    ) -> None:
+        self.pid = pid
+        self.poll = poll
+        self.memory_limit = memory_limit
+        self.memory_every = memory_every
+        self.arm: _Arm | None = None
+        self.buffer = b""
+        self.probe: Any = None
+        self.next_probe = time.monotonic()
+        if memory_limit:
+            import psutil  # noqa: PLC0415 - only when asked: a plain killer starts faster
+
+            self.probe = psutil.Process(pid)  # NoSuchProcess: main() handles it
+
+    def serve(self) -> None:
+        """Loop until the worker is gone, stdin closes, or the worker was killed.
+
+        The killer never waits *on* the pipe: it sleeps until the next deadline or
+        for ``poll`` seconds, whichever is sooner, then reads everything the worker
+        wrote meanwhile. So the worker's writes never wake it (an arm/disarm pair
+        costs the worker two plain writes and no context switch), at the price of
+        learning of an arm up to ``poll`` seconds late: a deadline nearer than that
+        fires at most ``poll`` seconds after it.
+        """
+        os.set_blocking(0, False)
+        os.set_blocking(1, False)
+        while True:
+            if not self.read():
+                return
+            if os.getppid() != self.pid:
+                return  # the worker died: we were re-parented
+            now = time.monotonic()
+            arm = self.arm
+            # Everything the worker wrote up to now has been read, so a disarm
+            # sent before the deadline has been applied and this arm is current.
+            if arm is not None and now >= arm.due() and self.act(arm, now):
+                return
+            if self.probe is not None and now >= self.next_probe:
+                self.next_probe = now + self.memory_every
+                if self.over_memory():
+                    return
+            time.sleep(self.wait())
+
+    def wait(self) -> float:
+        now = time.monotonic()
+        wait = self.poll
+        if self.arm is not None:
+            wait = min(wait, self.arm.due() - now)
+        if self.probe is not None:
+            wait = min(wait, self.next_probe - now)
+        return max(wait, 0.0)
+
+    def read(self) -> bool:
+        """Apply every record the worker has written so far; False at EOF."""
+        while True:
+            try:
+                data = os.read(0, 65536)
+            except BlockingIOError:
+                return True
+            if not data:
+                return False
+            self.buffer += data
+            whole = len(self.buffer) - len(self.buffer) % ARM.size
+            for generation, deadline, grace in ARM.iter_unpack(self.buffer[:whole]):
+                if generation > 0:
+                    self.arm = _Arm(generation, deadline, grace)
+                elif self.arm is not None and self.arm.generation == -generation:
+                    self.arm = None
+            self.buffer = self.buffer[whole:]
+
+    def act(self, arm: _Arm, now: float) -> bool:
+        """Fire (SIGINT) or escalate (SIGKILL); True when the killer is done."""
+        try:
+            if not arm.fired:
+                arm.fired = True
+                # Non-blocking: if a foreign SIGINT handler never reads the
+                # announcements, dropping one beats blocking the escalation.
+                with contextlib.suppress(BlockingIOError):
+                    os.write(1, FIRED.pack(arm.generation))
+                os.kill(self.pid, signal.SIGINT)
+                return False
+            os.kill(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, BrokenPipeError):
+            return True  # the worker is gone already
+        late = now - arm.deadline
+        sys.stderr.write(
+            f"sergeant ProcessWatchdog: killed worker pid {self.pid} with SIGKILL: "
+            f"its task was still running {late:.2f} s after its deadline "
+            f"(grace {arm.grace:g} s); SIGINT did not stop it\n"
+        )
+        return True
+
+    def over_memory(self) -> bool:
+        """Kill the worker if its RSS is over the limit; True when it was killed."""
+        try:
+            rss = self.probe.memory_info().rss
+        except Exception:  # psutil.Error: the worker is exiting
+            return False
+        if rss <= self.memory_limit:
+            return False
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return True
+        sys.stderr.write(
+            f"sergeant ProcessWatchdog: killed worker pid {self.pid} with SIGKILL: "
+            f"rss {rss / 2**20:.1f} MiB over the limit "
+            f"{self.memory_limit / 2**20:.1f} MiB\n"
+        )
+        return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments and serve until the worker is gone."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--pid", type=int, required=True)
+    parser.add_argument("--poll", type=float, default=0.02)
+    parser.add_argument("--memory-limit", type=int, default=0)
+    parser.add_argument("--memory-every", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    # A Ctrl-C in a terminal signals the whole process group: it is for the worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if os.getppid() != args.pid:
+        return 0  # the worker died before we even started
+    try:
+        killer = Killer(
+            args.pid,
+            poll=args.poll,
+            memory_limit=args.memory_limit,
+            memory_every=args.memory_every,
+        )
+    except Exception:  # psutil.NoSuchProcess: the worker is already gone
+        return 0
+    killer.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""A private ``redis-server`` for the benchmarks: free loopback port, temp directory.
+
+The benchmarks start their own server, never the one on 6379, so they measure
+a known configuration and can restart or kill it without harming anyone.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """One ``redis-server`` child process.
+
+    Args:
+        directory: its working directory (append-only files and the log go there).
+        appendonly: keep an append-only file fsynced on every write
+            (``appendfsync always``), so a write Redis acknowledged survives
+            even a SIGKILL of the server.
+    """
+
+    def __init__(self, directory: Path, *, appendonly: bool) -> None:
+        program = shutil.which("redis-server")
+        if program is None:
+            raise SystemExit("redis-server not found on PATH (apt-get install it)")
+        self.program = program
+        self.directory = directory
+        self.appendonly = appendonly
+        self.port = free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        """The server's ``redis://`` URL."""
+        return f"redis://{HOST}:{self.port}/0"
+
+    def start(self) -> None:
+        """Start the process and wait until it answers PING (data loaded)."""
+        argv = [
+            self.program,
+            "--port", str(self.port),
+            "--bind", HOST,
+            "--dir", str(self.directory),
+            "--logfile", "redis.log",
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "always",
+        ]  # fmt: skip
+        self._process = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        probe = self.client(socket_timeout=1.0, socket_connect_timeout=1.0)
+        give_up = time.monotonic() + 60
+        try:
+            while True:
+                if self._process.poll() is not None:
+                    raise RuntimeError(f"redis-server exited: {self.log_tail()}")
+                try:
+                    if probe.ping():
+                        return
+                except (redis.ConnectionError, redis.TimeoutError):
+                    pass  # not listening yet, or still loading its data
+                if time.monotonic() > give_up:
+                    raise RuntimeError(f"redis-server not ready: {self.log_tail()}")
+                time.sleep(0.02)
+        finally:
+            probe.close()
+
+    def kill(self) -> None:
+        """SIGKILL the server: no shutdown, no final flush (a crash)."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Stop the server gracefully (SIGTERM), or kill it after 30 s."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+
+    def client(self, **options: object) -> redis.Redis:
+        """A new bytes client of this server."""
+        return redis.Redis(host=HOST, port=self.port, **options)  # type: ignore[arg-type]
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The end of the server's log, for error messages."""
+        log = self.directory / "redis.log"
+        if not log.exists():
+            return "(no log)"
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])

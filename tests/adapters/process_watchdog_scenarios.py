@@ -1,0 +1,200 @@
+"""ProcessWatchdog scenarios, each run in a fresh process by test_process_watchdog.py.
+
+A ``ProcessWatchdog`` signals (and may SIGKILL) the process that arms it, so no
+scenario runs inside pytest. ``python -m tests.adapters.process_watchdog_scenarios
+NAME`` runs one and prints JSON lines (``{"event": ..., ...}``, flushed at once so a
+SIGKILL loses none); times are ``time.monotonic()`` readings, which are system-wide,
+so the test compares them with its own clock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sergeant.adapters.watchdogs.processes import ProcessWatchdog
+
+from sergeant.errors import TaskTimedOut
+
+
+def say(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, "at": time.monotonic(), **fields}), flush=True)
+
+
+def spin(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def timed_out_after(watchdog: ProcessWatchdog, timeout: float, work: Any) -> float:
+    """Arm, run ``work()``, disarm; seconds until TaskTimedOut (-1: none came)."""
+    start = time.monotonic()
+    handle = watchdog.arm(timeout, grace=30.0)
+    try:
+        work()
+    except TaskTimedOut:
+        return time.monotonic() - start
+    finally:
+        watchdog.disarm(handle)
+    return -1.0
+
+
+def loop(watchdog: ProcessWatchdog) -> None:
+    elapsed = timed_out_after(watchdog, 0.2, lambda: spin(5.0))
+    handle = watchdog.arm(5.0, grace=5.0)
+    spin(0.05)
+    say("done", elapsed=elapsed, quick_disarm=watchdog.disarm(handle))
+
+
+def blocking(watchdog: ProcessWatchdog) -> None:
+    say("done", elapsed=timed_out_after(watchdog, 0.2, lambda: time.sleep(10.0)))
+
+
+def regex(watchdog: ProcessWatchdog) -> None:
+    # 2**40 backtracking steps: hours, inside one C call holding the GIL.
+    pattern = re.compile(r"(a+)+$")
+    say("armed")
+    elapsed = timed_out_after(watchdog, 0.2, lambda: pattern.match("a" * 40 + "b"))
+    say("done", elapsed=elapsed)
+
+
+def c_loop(watchdog: ProcessWatchdog) -> None:
+    # An endless C loop that holds the GIL and never checks for signals.
+    watchdog.arm(0.2, grace=0.3)
+    say("armed")
+    any(itertools.repeat(False))
+    say("survived")
+
+
+def swallow(watchdog: ProcessWatchdog) -> None:
+    watchdog.arm(0.2, grace=0.4)
+    say("armed")
+    try:
+        spin(5.0)
+    except TaskTimedOut:
+        say("swallowed")  # ... and carries on, as a bare ``except:`` would
+    spin(5.0)
+    say("survived")
+
+
+def disarmed(watchdog: ProcessWatchdog) -> None:
+    handle = watchdog.arm(0.1, grace=0.1)
+    first = watchdog.disarm(handle)
+    spin(0.6)  # past the deadline and the grace
+    say("done", first=first, second=watchdog.disarm(handle))
+
+
+def late(watchdog: ProcessWatchdog) -> None:
+    calls: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: calls.append(signum))
+    # Hold SIGINT back so the killer's signal lands after disarm, as it would if
+    # the task ended in the instant the deadline fired.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handle = watchdog.arm(0.05, grace=30.0)
+    time.sleep(0.5)
+    not_fired = watchdog.disarm(handle)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    spin(0.2)
+    say("done", not_fired=not_fired, previous_handler_calls=len(calls))
+
+
+def foreign(watchdog: ProcessWatchdog) -> None:
+    calls: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: calls.append(signum))
+    handle = watchdog.arm(30.0, grace=30.0)
+    os.kill(os.getpid(), signal.SIGINT)
+    spin(0.1)
+    during = len(calls)
+    watchdog.disarm(handle)
+    os.kill(os.getpid(), signal.SIGINT)
+    spin(0.1)
+    say("done", during_arm=during, after_disarm=len(calls) - during)
+
+
+def keyboard(watchdog: ProcessWatchdog) -> None:
+    handle = watchdog.arm(30.0, grace=30.0)
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        spin(1.0)
+    except KeyboardInterrupt:
+        say("done", raised="KeyboardInterrupt")
+    except TaskTimedOut:
+        say("done", raised="TaskTimedOut")
+    finally:
+        watchdog.disarm(handle)
+
+
+def stress(watchdog: ProcessWatchdog) -> None:
+    rng = random.Random(20240601)
+    interrupted = completed = leaked = 0
+    for _ in range(800):
+        handle = None
+        try:
+            handle = watchdog.arm(0.001, grace=30.0)
+            spin(rng.uniform(0.0, 0.002))
+            watchdog.disarm(handle)
+            completed += 1
+        except TaskTimedOut:
+            interrupted += 1
+            if handle is not None and watchdog.disarm(handle):
+                leaked += 1  # True: this arm never fired, so an older one leaked
+        try:
+            spin(0.0002)  # outside any arm: nothing may arrive here
+        except TaskTimedOut:
+            leaked += 1
+    say("done", interrupted=interrupted, completed=completed, leaked=leaked)
+
+
+def memory(watchdog: ProcessWatchdog) -> None:
+    watchdog.start()
+    say("allocating")
+    hog = bytearray(160 * 2**20)
+    hog[::4096] = b"x" * len(range(0, len(hog), 4096))  # touch every page: resident
+    time.sleep(10.0)
+    say("survived", size=len(hog))
+
+
+def orphan(watchdog: ProcessWatchdog) -> None:
+    watchdog.arm(60.0, grace=60.0)
+    say("armed", killer=watchdog.killer_pid)
+    time.sleep(60.0)
+
+
+def close(watchdog: ProcessWatchdog) -> None:
+    before = signal.getsignal(signal.SIGINT)
+    handle = watchdog.arm(10.0, grace=10.0)
+    watchdog.disarm(handle)
+    killer = watchdog.killer_pid
+    watchdog.close()
+    try:
+        os.kill(killer or 0, 0)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    say(
+        "done",
+        killer_alive=alive,
+        handler_restored=signal.getsignal(signal.SIGINT) is before,
+    )
+
+
+_ALL = (loop, blocking, regex, c_loop, swallow, disarmed, late, foreign, keyboard,
+        stress, memory, orphan, close)  # fmt: skip
+SCENARIOS: dict[str, Callable[[ProcessWatchdog], None]] = {f.__name__: f for f in _ALL}
+
+
+if __name__ == "__main__":
+    name = sys.argv[1]
+    settings = {"memory_limit": "100MiB", "memory_interval": 0.05}
+    SCENARIOS[name](
+        ProcessWatchdog(**settings) if name == "memory" else ProcessWatchdog()
+    )

@@ -1,0 +1,462 @@
+"""ProcessExecutor: the executor contract restated for jobs in other processes.
+
+``contract_tests/test_executor.py`` observes jobs through the parent's memory (a
+shared gauge, a set of thread ids) and compares exceptions by identity; a job in a
+child process writes to a copy of that memory and its exception is a pickled copy.
+So the same promises are checked here through what a job *returns*: its interval
+(``time.monotonic`` is system-wide), its pid, the type and args of its exception.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psutil
+import pytest
+from sergeant.adapters.codecs.pickle import PickleCodec
+from sergeant.adapters.executors.processes import ProcessDiedError, ProcessExecutor
+from sergeant.adapters.memory import MemoryBroker
+from sergeant.adapters.watchdogs.null import NullWatchdog
+from sergeant.adapters.watchdogs.processes import ProcessWatchdog
+from sergeant.adapters.watchdogs.threads import ThreadWatchdog
+
+from sergeant.config import Timeouts, WorkerConfig
+from sergeant.errors import ConfigError, TaskTimedOut
+from sergeant.outcome import NotStarted, Outcome, Raised, Returned
+from sergeant.protocols import Executor
+from sergeant.supervision import StopReason
+from sergeant.task import Task
+from sergeant.worker import Worker
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _tasks(count: int, **extra: Any) -> list[Task]:
+    return [Task(kwargs={"n": n, **extra}) for n in range(count)]
+
+
+def _echo(task: Task) -> Outcome:
+    return Returned(task.kwargs["n"])
+
+
+def _interval(task: Task) -> Outcome:
+    start = time.monotonic()
+    time.sleep(task.kwargs.get("sleep", 0.3))
+    return Returned((start, time.monotonic()))
+
+
+def _peak(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals that overlap at one instant."""
+    edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    running = peak = 0
+    for _, step in edges:  # an end sorts before a start at the same instant
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+@pytest.fixture
+def pool() -> Iterator[ProcessExecutor]:
+    executor = ProcessExecutor(processes=3)
+    yield executor
+    executor.shutdown()
+
+
+class _Unpicklable(Exception):
+    def __reduce__(self) -> Any:
+        raise TypeError("no pickling for me")
+
+
+class _NeedsTwo(Exception):
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a}/{b}")  # pickles, but cannot be rebuilt from its args
+
+
+class TestContractAcrossProcesses:
+    def test_is_an_executor(self, pool: ProcessExecutor) -> None:
+        """The adapter satisfies the Executor protocol."""
+        assert isinstance(pool, Executor)
+
+    def test_outcomes_come_back_in_input_order(self, pool: ProcessExecutor) -> None:
+        """Outcomes are returned in the order of the tasks, whatever order jobs end."""
+
+        def job(task: Task) -> Outcome:
+            time.sleep(0.002 * (12 - task.kwargs["n"]))
+            return Returned(task.kwargs["n"])
+
+        outcomes = pool.run(job, _tasks(12))
+
+        assert outcomes == [Returned(n) for n in range(12)]
+
+    def test_an_escaping_exception_becomes_raised_and_others_still_run(
+        self, pool: ProcessExecutor
+    ) -> None:
+        """An exception escaping one job becomes Raised for it; the others still run."""
+
+        def job(task: Task) -> Outcome:
+            if task.kwargs["n"] == 2:
+                raise ValueError("boom")
+            return Returned(task.kwargs["n"])
+
+        outcomes = pool.run(job, _tasks(6))
+
+        raised = outcomes[2]
+        assert isinstance(raised, Raised)
+        assert type(raised.exception) is ValueError
+        assert raised.exception.args == ("boom",)
+        assert outcomes[:2] + outcomes[3:] == [Returned(n) for n in (0, 1, 3, 4, 5)]
+
+    def test_outcomes_returned_by_jobs_are_passed_through(
+        self, pool: ProcessExecutor
+    ) -> None:
+        """Whatever Outcome a job returns, even a Raised, is handed back (as a copy)."""
+        outcomes = pool.run(
+            lambda t: Raised(KeyError("k")) if t.kwargs["n"] else Returned("v"),
+            _tasks(2),
+        )
+
+        assert outcomes[0] == Returned("v")
+        assert isinstance(outcomes[1], Raised)
+        assert repr(outcomes[1].exception) == "KeyError('k')"
+
+    def test_never_more_jobs_at_once_than_the_concurrency(
+        self, pool: ProcessExecutor
+    ) -> None:
+        """A batch of 2N+1 runs exactly N jobs at once (intervals measured in jobs)."""
+        outcomes = pool.run(_interval, _tasks(7))
+
+        intervals = [o.value for o in outcomes if isinstance(o, Returned)]
+        assert len(intervals) == 7
+        assert _peak(intervals) == 3
+
+    def test_a_batch_of_two_runs_both_at_once(self, pool: ProcessExecutor) -> None:
+        """A batch of two runs its two jobs side by side."""
+        outcomes = pool.run(_interval, _tasks(2))
+
+        assert _peak([o.value for o in outcomes if isinstance(o, Returned)]) == 2
+
+    def test_many_batches_in_a_row_reuse_the_same_processes(
+        self, pool: ProcessExecutor
+    ) -> None:
+        """Successive batches run in the same N child processes, never the parent."""
+
+        def job(task: Task) -> Outcome:
+            return Returned(os.getpid())
+
+        outcomes = [o for _ in range(20) for o in pool.run(job, _tasks(6))]
+
+        pids = {o.value for o in outcomes if isinstance(o, Returned)}
+        assert pids == set(pool.pids())
+        assert len(pids) == 3
+        assert os.getpid() not in pids
+
+    def test_an_empty_batch_returns_an_empty_list(self, pool: ProcessExecutor) -> None:
+        """Running an empty batch starts no process and returns []."""
+        outcomes = pool.run(_echo, [])
+
+        assert outcomes == []
+        assert pool.pids() == []
+
+    def test_shutdown_leaves_no_process_behind(self, pool: ProcessExecutor) -> None:
+        """After shutdown() every child process has exited and been reaped."""
+        pool.run(_echo, _tasks(5))
+        children = [psutil.Process(pid) for pid in pool.pids()]
+
+        pool.shutdown()
+
+        assert len(children) == 3
+        assert not [c for c in children if c.is_running()]
+
+
+class TestCrashes:
+    def test_a_child_that_dies_fails_its_task_only_and_is_replaced(
+        self, pool: ProcessExecutor
+    ) -> None:
+        """os._exit in a job: that task gets ProcessDiedError, the others succeed."""
+
+        def job(task: Task) -> Outcome:
+            if task.kwargs["n"] == 1:
+                os._exit(3)
+            return Returned(task.kwargs["n"])
+
+        outcomes = pool.run(job, _tasks(6))
+
+        died = outcomes[1]
+        assert isinstance(died, Raised)
+        assert isinstance(died.exception, ProcessDiedError)
+        assert died.exception.exitcode == 3
+        assert outcomes[:1] + outcomes[2:] == [Returned(n) for n in (0, 2, 3, 4, 5)]
+        assert len(pool.pids()) == 3
+        assert died.exception.pid not in pool.pids()
+        assert pool.run(job, _tasks(1)) == [Returned(0)]
+
+    def test_a_child_killed_mid_task_is_reported_with_its_signal(
+        self, pool: ProcessExecutor
+    ) -> None:
+        """A job whose process gets SIGKILL comes back as ProcessDiedError(-9)."""
+
+        def job(task: Task) -> Outcome:
+            os.kill(os.getpid(), signal.SIGKILL)
+            return Returned(None)
+
+        [outcome] = pool.run(job, _tasks(1))
+
+        assert isinstance(outcome, Raised)
+        assert isinstance(outcome.exception, ProcessDiedError)
+        assert outcome.exception.exitcode == -signal.SIGKILL
+        assert "killed by SIGKILL" in str(outcome.exception)
+
+    def test_a_child_that_died_while_idle_is_replaced_before_the_next_batch(
+        self, pool: ProcessExecutor
+    ) -> None:
+        """A child killed between batches is replaced; no task of the next is lost."""
+        pool.run(_echo, _tasks(3))
+        os.kill(pool.pids()[0], signal.SIGKILL)
+        time.sleep(0.2)
+
+        outcomes = pool.run(_echo, _tasks(6))
+
+        assert outcomes == [Returned(n) for n in range(6)]
+
+
+class TestWhatCrossesThePipe:
+    @pytest.mark.parametrize(
+        ("error", "shown"),
+        [(_Unpicklable("x"), "_Unpicklable"), (_NeedsTwo(1, 2), "1/2")],
+    )
+    def test_an_exception_that_cannot_travel_becomes_a_runtime_error(
+        self, pool: ProcessExecutor, error: Exception, shown: str
+    ) -> None:
+        """An exception that cannot be (un)pickled comes back as RuntimeError(repr)."""
+
+        def job(task: Task) -> Outcome:
+            raise error
+
+        [outcome] = pool.run(job, _tasks(1))
+
+        assert isinstance(outcome, Raised)
+        assert type(outcome.exception) is RuntimeError
+        assert shown in str(outcome.exception)
+
+    def test_an_unpicklable_return_value_comes_back_as_its_repr(
+        self, pool: ProcessExecutor
+    ) -> None:
+        """A task that returned something unpicklable still succeeded: its repr."""
+        [outcome] = pool.run(lambda t: Returned(lambda: None), _tasks(1))
+
+        assert isinstance(outcome, Returned)
+        assert "function" in outcome.value
+
+    def test_exceptions_carry_the_childs_traceback_as_a_note(
+        self, pool: ProcessExecutor
+    ) -> None:
+        """The child's traceback survives pickling as a note on the exception."""
+
+        def deep_in_the_job(task: Task) -> Outcome:
+            raise LookupError("where?")
+
+        [outcome] = pool.run(deep_in_the_job, _tasks(1))
+
+        assert isinstance(outcome, Raised)
+        notes = "".join(getattr(outcome.exception, "__notes__", []))
+        assert "deep_in_the_job" in notes
+
+    def test_system_exit_in_a_job_is_raised_after_the_batch(
+        self, pool: ProcessExecutor
+    ) -> None:
+        """A SystemExit escaping a job is re-raised by run() in the parent."""
+
+        def job(task: Task) -> Outcome:
+            if task.kwargs["n"] == 0:
+                raise SystemExit(4)
+            return Returned(task.kwargs["n"])
+
+        with pytest.raises(SystemExit) as caught:
+            pool.run(job, _tasks(3))
+
+        assert caught.value.code == 4
+
+    def test_process_died_error_pickles(self) -> None:
+        """ProcessDiedError survives a pickle round trip with its fields."""
+        error = pickle.loads(pickle.dumps(ProcessDiedError(12, -9)))
+
+        assert (error.pid, error.exitcode) == (12, -9)
+
+
+class TestLifecycle:
+    @pytest.mark.parametrize("processes", [0, -1, 1.5, "4", True, None])
+    def test_rejects_a_bad_process_count_naming_the_field(
+        self, processes: object
+    ) -> None:
+        """A process count that is not an int >= 1 raises ConfigError naming it."""
+        with pytest.raises(ConfigError, match=r"ProcessExecutor\.processes"):
+            ProcessExecutor(processes=processes)  # type: ignore[arg-type]
+
+    def test_run_after_shutdown_raises(self, pool: ProcessExecutor) -> None:
+        """run() after shutdown() raises RuntimeError; a second shutdown is harmless."""
+        pool.shutdown()
+        pool.shutdown()
+
+        with pytest.raises(RuntimeError):
+            pool.run(_echo, _tasks(1))
+
+    def test_a_new_job_gets_fresh_children(self, pool: ProcessExecutor) -> None:
+        """Another job re-forks the pool, since the children hold the job they run."""
+        pool.run(_echo, _tasks(3))
+        first = pool.pids()
+
+        outcomes = pool.run(lambda t: Returned(-t.kwargs["n"]), _tasks(3))
+
+        assert outcomes == [Returned(0), Returned(-1), Returned(-2)]
+        assert not set(first) & set(pool.pids())
+
+
+# -- with a real worker --------------------------------------------------------------
+
+
+class _Recording(Worker):
+    """Runs tasks by their kwargs; the parent-side handlers record what they saw."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.seen: list[tuple[str, int, Any]] = []
+
+    def work(self, task: Task) -> Any:
+        action = task.kwargs.get("do")
+        if action == "fail":
+            raise ValueError(task.kwargs["n"])
+        if action == "die":
+            os._exit(1)
+        if action == "stop":
+            return self.stop()
+        if action == "spin":
+            end = time.monotonic() + 30.0
+            while time.monotonic() < end:
+                pass
+        if action == "swallow":
+            try:
+                time.sleep(30.0)
+            except TaskTimedOut:
+                time.sleep(30.0)  # ignores the timeout: only SIGKILL ends this
+        return os.getpid()
+
+    def on_success(self, task: Task, returned_value: Any) -> None:
+        self.seen.append(("success", task.kwargs["n"], returned_value))
+
+    def on_failure(self, task: Task, exception: BaseException) -> None:
+        self.seen.append(("failure", task.kwargs["n"], type(exception).__name__))
+
+    def on_timeout(self, task: Task) -> None:
+        self.seen.append(("timeout", task.kwargs["n"], None))
+
+
+@pytest.fixture
+def make_recording() -> Iterator[Callable[..., _Recording]]:
+    made: list[_Recording] = []
+
+    def make(watchdog: Any = None, **config: Any) -> _Recording:
+        worker = _Recording(
+            broker=MemoryBroker(),
+            codec=PickleCodec(),
+            executor=ProcessExecutor(processes=2),
+            watchdog=watchdog or NullWatchdog(),
+            config=WorkerConfig(name="jobs", wait=0.0, **config),
+        )
+        made.append(worker)
+        return worker
+
+    yield make
+    for worker in made:
+        worker.executor.shutdown()
+        worker.watchdog.close()
+
+
+class TestWithAWorker:
+    def test_tasks_run_in_children_and_settle_in_the_parent(
+        self, make_recording: Callable[..., _Recording]
+    ) -> None:
+        """Successes, failures and a dead child are settled by the worker's handlers."""
+        worker = make_recording(tasks_per_transaction=4)
+        worker.push_tasks([{"n": 0}, {"n": 1, "do": "fail"}, {"n": 2, "do": "die"},
+                           {"n": 3}])  # fmt: skip
+
+        worker.step()
+
+        seen = sorted(worker.seen, key=lambda s: s[1])
+        assert [s[:2] for s in seen] == [("success", 0), ("failure", 1),
+                                         ("failure", 2), ("success", 3)]  # fmt: skip
+        assert seen[1][2] == "ValueError"
+        assert seen[2][2] == "ProcessDiedError"
+        assert os.getpid() not in {seen[0][2], seen[3][2]}
+        assert worker.broker.lengths("jobs").in_flight == 4  # acks ride on next reserve
+
+    def test_a_stop_returned_in_a_child_stops_the_worker(
+        self, make_recording: Callable[..., _Recording]
+    ) -> None:
+        """stop() returned in a child stops the real worker; that child is replaced."""
+        worker = make_recording(tasks_per_transaction=1)
+        worker.push_task({"n": 0})
+        worker.step()
+        before = set(worker.executor.pids())
+        worker.push_tasks([{"n": 1, "do": "stop"}, {"n": 2}])
+
+        reason = worker.run()
+
+        assert reason is StopReason.STOPPED
+        assert [s[:2] for s in worker.seen] == [("success", 0), ("success", 1)]
+        assert worker.broker.lengths("jobs").ready == 1
+        assert len(before & set(worker.executor.pids())) == 1  # the stopped copy went
+
+    def test_tasks_not_handed_out_once_stopping_are_not_started(
+        self, make_recording: Callable[..., _Recording]
+    ) -> None:
+        """Once the worker is stopping, tasks not yet handed out are NotStarted."""
+        worker = make_recording()
+        worker.request_stop()
+
+        outcomes = worker.executor.run(worker.run_one, _tasks(3))
+
+        assert outcomes == [NotStarted()] * 3
+
+    def test_with_a_process_watchdog_each_child_enforces_its_deadlines(
+        self, make_recording: Callable[..., _Recording]
+    ) -> None:
+        """In children a loop times out (on_timeout); a swallower is killed alone."""
+        worker = make_recording(
+            watchdog=ProcessWatchdog(),
+            tasks_per_transaction=3,
+            timeouts=Timeouts(timeout=0.3, grace_period=0.4),
+        )
+        worker.push_tasks([{"n": 0, "do": "spin"}, {"n": 1, "do": "swallow"},
+                           {"n": 2}])  # fmt: skip
+        start = time.monotonic()
+
+        worker.step()
+        elapsed = time.monotonic() - start
+
+        seen = sorted(worker.seen, key=lambda s: s[1])
+        assert [s[:2] for s in seen] == [("timeout", 0), ("failure", 1),
+                                         ("success", 2)]  # fmt: skip
+        assert seen[1][2] == "ProcessDiedError"
+        assert elapsed < 0.3 + 0.4 + 1.5
+        assert worker.watchdog.killer_pid is None  # the parent never armed
+
+    def test_a_thread_watchdog_not_armed_before_the_fork_works_in_children(
+        self, make_recording: Callable[..., _Recording]
+    ) -> None:
+        """A ThreadWatchdog first armed in the children starts its thread in each."""
+        worker = make_recording(
+            watchdog=ThreadWatchdog(),
+            tasks_per_transaction=2,
+            timeouts=Timeouts(timeout=0.3, grace_period=5.0),
+        )
+        worker.push_tasks([{"n": 0, "do": "spin"}, {"n": 1}])
+
+        worker.step()
+
+        assert sorted(s[:2] for s in worker.seen) == [("success", 1), ("timeout", 0)]

@@ -1,0 +1,261 @@
+"""ProcessWatchdog: the killer process, its signals, and what they can stop.
+
+The watchdog signals the process that arms it (SIGINT, then SIGKILL), so each
+scenario runs in a fresh interpreter (``process_watchdog_scenarios.py``); only the
+checks that never arm run in pytest itself.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from sergeant.adapters.watchdogs.processes import ProcessWatchdog
+
+from sergeant.errors import ConfigError, WatchdogError
+from sergeant.protocols import Watchdog
+
+pytestmark = pytest.mark.timeout(60)
+
+REPO = Path(__file__).resolve().parents[2]
+SLACK = 0.5
+
+
+class Scenario:
+    """One scenario process: its JSON events as they come, and its exit."""
+
+    def __init__(self, name: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.adapters.process_watchdog_scenarios", name],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.events: dict[str, dict[str, Any]] = {}
+
+    def expect(self, event: str) -> dict[str, Any]:
+        """Read lines until ``event`` (AssertionError if the process ends first)."""
+        assert self.process.stdout is not None
+        while event not in self.events:
+            line = self.process.stdout.readline()
+            if not line:
+                raise AssertionError(f"no {event!r} event; stderr: {self.stderr()}")
+            record = json.loads(line)
+            self.events[record["event"]] = record
+        return self.events[event]
+
+    def finish(self, timeout: float = 20.0) -> tuple[int, float]:
+        """Wait for the exit; return (exit code, monotonic time it was seen)."""
+        code = self.process.wait(timeout)
+        seen = time.monotonic()
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            record = json.loads(line)
+            self.events[record["event"]] = record
+        return code, seen
+
+    def stderr(self) -> str:
+        assert self.process.stderr is not None
+        if self.process.poll() is None:
+            self.process.kill()
+        return self.process.stderr.read()
+
+
+def _has_exited(process: psutil.Process) -> bool:
+    """Gone, or a zombie: exited (an orphan waits for init to reap it)."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def run(name: str) -> dict[str, Any]:
+    """Run a scenario that ends normally; return its ``done`` event."""
+    scenario = Scenario(name)
+    code, _ = scenario.finish()
+    assert code == 0, scenario.stderr()
+    return scenario.expect("done")
+
+
+class TestDeadlines:
+    def test_an_endless_python_loop_is_stopped_at_its_deadline(self) -> None:
+        """A pure-Python loop armed with 0.2 s gets TaskTimedOut within 0.2 + 0.5 s."""
+        done = run("loop")
+
+        assert 0.2 <= done["elapsed"] < 0.2 + SLACK
+        assert done["quick_disarm"] is True
+
+    def test_a_blocking_sleep_is_cut_short(self) -> None:
+        """time.sleep(10) under a 0.2 s deadline gets TaskTimedOut at about 0.2 s."""
+        done = run("blocking")
+
+        assert 0.2 <= done["elapsed"] < 0.2 + SLACK
+
+    def test_a_catastrophic_regex_is_stopped_by_the_sigint(self) -> None:
+        """A regex backtracking for hours in C is stopped within timeout + 0.5 s."""
+        done = run("regex")
+
+        assert 0.2 <= done["elapsed"] < 0.2 + SLACK
+
+    def test_disarm_prevents_firing(self) -> None:
+        """After disarm, running past the deadline and the grace raises nothing."""
+        done = run("disarmed")
+
+        assert done["first"] is True
+        assert done["second"] is True
+
+    def test_a_timeout_leaks_past_no_disarm_under_stress(self) -> None:
+        """800 arm/disarm cycles racing a 1 ms deadline never leak a TaskTimedOut."""
+        done = run("stress")
+
+        assert done["leaked"] == 0
+        assert done["interrupted"] > 0, "the deadline never raced the work: no test"
+        assert done["completed"] > 0
+
+
+class TestEscalation:
+    def test_a_task_swallowing_the_timeout_is_killed_after_the_grace(self) -> None:
+        """A task that swallows TaskTimedOut is SIGKILLed at timeout + grace."""
+        scenario = Scenario("swallow")
+
+        armed = scenario.expect("armed")["at"]
+        swallowed = scenario.expect("swallowed")["at"]
+        code, died = scenario.finish()
+
+        assert code == -signal.SIGKILL
+        assert 0.2 <= swallowed - armed < 0.2 + SLACK
+        assert 0.6 <= died - armed < 0.6 + 1.0
+        assert "survived" not in scenario.events
+        assert "still running" in scenario.stderr()
+
+    def test_c_code_holding_the_gil_is_killed_after_the_grace(self) -> None:
+        """An endless C loop that never checks signals is SIGKILLed at timeout+grace."""
+        scenario = Scenario("c_loop")
+
+        armed = scenario.expect("armed")["at"]
+        code, died = scenario.finish()
+
+        assert code == -signal.SIGKILL
+        assert 0.5 <= died - armed < 0.5 + 1.0
+
+    def test_a_process_over_its_memory_limit_is_killed(self) -> None:
+        """RSS over memory_limit gets the worker SIGKILLed within a few readings."""
+        scenario = Scenario("memory")
+
+        allocating = scenario.expect("allocating")["at"]
+        code, died = scenario.finish()
+
+        assert code == -signal.SIGKILL
+        assert died - allocating < 2.0
+        assert "survived" not in scenario.events
+        assert "over the limit" in scenario.stderr()
+
+
+class TestSignals:
+    def test_a_late_sigint_after_disarm_is_ignored(self) -> None:
+        """The killer's SIGINT landing after disarm raises nothing, is not passed on."""
+        done = run("late")
+
+        assert done["previous_handler_calls"] == 0
+        assert done["not_fired"] is True
+
+    def test_someone_elses_sigint_goes_to_the_previous_handler(self) -> None:
+        """A SIGINT the killer did not send reaches the handler installed before."""
+        done = run("foreign")
+
+        assert done["during_arm"] == 1
+        assert done["after_disarm"] == 1
+
+    def test_ctrl_c_during_a_task_is_still_keyboard_interrupt(self) -> None:
+        """With Python's default handler, a foreign SIGINT raises KeyboardInterrupt."""
+        done = run("keyboard")
+
+        assert done["raised"] == "KeyboardInterrupt"
+
+
+class TestKillerLifetime:
+    def test_the_killer_exits_when_its_worker_is_killed(self) -> None:
+        """SIGKILLing the worker makes its killer process exit within 2 s."""
+        scenario = Scenario("orphan")
+        killer = psutil.Process(scenario.expect("armed")["killer"])
+
+        scenario.process.kill()
+        scenario.finish()
+
+        deadline = time.monotonic() + 2.0
+        while not _has_exited(killer) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _has_exited(killer)
+
+    def test_close_stops_the_killer_and_restores_the_handler(self) -> None:
+        """close() reaps the killer and puts the previous SIGINT handler back."""
+        done = run("close")
+
+        assert done["killer_alive"] is False
+        assert done["handler_restored"] is True
+
+
+class TestInProcess:
+    def test_is_a_watchdog(self) -> None:
+        """The adapter satisfies the Watchdog protocol."""
+        assert isinstance(ProcessWatchdog(), Watchdog)
+
+    def test_arming_outside_the_main_thread_raises(self) -> None:
+        """arm() from another thread raises WatchdogError and starts no killer."""
+        watchdog = ProcessWatchdog()
+        errors: list[BaseException] = []
+
+        def arm() -> None:
+            try:
+                watchdog.arm(1.0, grace=1.0)
+            except WatchdogError as error:
+                errors.append(error)
+
+        thread = threading.Thread(target=arm)
+        thread.start()
+        thread.join()
+
+        assert len(errors) == 1
+        assert "main thread" in str(errors[0])
+        assert watchdog.killer_pid is None
+
+    @pytest.mark.parametrize(
+        ("settings", "field"),
+        [
+            ({"memory_interval": 0}, "memory_interval"),
+            ({"poll_interval": -1}, "poll_interval"),
+            ({"poll_interval": True}, "poll_interval"),
+            ({"memory_limit": "lots"}, "size"),
+        ],
+    )
+    def test_bad_settings_raise_config_error(
+        self, settings: dict[str, Any], field: str
+    ) -> None:
+        """A non-positive interval or an unreadable size raises ConfigError."""
+        with pytest.raises(ConfigError, match=field):
+            ProcessWatchdog(**settings)
+
+    def test_a_foreign_handle_is_refused(self) -> None:
+        """disarm() of a handle from another watchdog raises WatchdogError."""
+        with pytest.raises(WatchdogError):
+            ProcessWatchdog().disarm(object())
+
+    def test_arm_after_close_raises(self) -> None:
+        """arm() after close() raises WatchdogError, before any signal is touched."""
+        watchdog = ProcessWatchdog()
+        watchdog.close()
+        handler = signal.getsignal(signal.SIGINT)
+
+        with pytest.raises(WatchdogError):
+            watchdog.arm(1.0, grace=1.0)
+
+        assert signal.getsignal(signal.SIGINT) is handler
