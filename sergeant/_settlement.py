@@ -19,7 +19,7 @@ from sergeant import lifecycle as lc
 from sergeant._lease_keeper import LeaseKeeper
 from sergeant.config import DeliveryMode
 from sergeant.errors import BrokerError, DecodeError, EncodeError
-from sergeant.lifecycle import TaskState, advance
+from sergeant.lifecycle import TaskState, next_state
 from sergeant.outcome import (
     Expired,
     NotStarted,
@@ -28,6 +28,7 @@ from sergeant.outcome import (
     RejectRequested,
     RequeueRequested,
     RetryRequested,
+    Returned,
 )
 from sergeant.protocols import Delivery
 from sergeant.task import Task
@@ -98,7 +99,8 @@ class Settlement:
                 "worker died each time (killed, out of memory, crashed or hard "
                 "timeout)"
             )
-            self._walk(task, lc.Delivered(task), lc.Rejected(task, reason))
+            state = self._step(TaskState.QUEUED, lc.Delivered, task)
+            self._step(state, lc.Rejected, task, reason)
             self._dead_letter(task.queue or self.worker.config.name, delivery, reason)
         return kept
 
@@ -112,13 +114,22 @@ class Settlement:
         queue = worker.config.name
         acks: list[Delivery] = []
         releases: list[tuple[Delivery, Task]] = []
+        step = self._step
+        on_success = worker.call_handler if worker.handles_success else None
         for (delivery, task), outcome in zip(decoded, outcomes, strict=True):
-            state = self._walk(task, lc.Delivered(task))
+            state = step(TaskState.QUEUED, lc.Delivered, task)
+            if type(outcome) is Returned:  # the common case, kept short
+                state = step(state, lc.Started, task)
+                step(state, lc.Succeeded, task, outcome.value)
+                if on_success is not None:
+                    on_success("on_success", task, outcome.value)
+                acks.append(delivery)
+                continue
             if isinstance(outcome, NotStarted):
-                self._walk(task, lc.Released(task), state=state)
+                step(state, lc.Released, task)
                 releases.append((delivery, task))
                 continue
-            state = self._walk(task, lc.Started(task), state=state)
+            state = step(state, lc.Started, task)
             if self._settle_one(queue, delivery, task, outcome, state):
                 acks.append(delivery)
         if releases:
@@ -139,28 +150,28 @@ class Settlement:
         worker = self.worker
         decision: Any = outcome
         if isinstance(outcome, Raised):
-            state = self._walk(task, lc.Failed(task, outcome.exception), state=state)
+            state = self._step(state, lc.Failed, task, outcome.exception)
             decision = worker.call_handler("on_failure", task, outcome.exception)
         elif isinstance(outcome, Expired):
-            state = self._walk(task, lc.TimedOut(task), state=state)
+            state = self._step(state, lc.TimedOut, task)
             decision = worker.call_handler("on_timeout", task)
         elif not isinstance(
             outcome, RetryRequested | RequeueRequested | RejectRequested
         ):
             value = getattr(outcome, "value", None)
-            self._walk(task, lc.Succeeded(task, value), state=state)
+            self._step(state, lc.Succeeded, task, value)
             worker.call_handler("on_success", task, value)
             return True
         if isinstance(decision, RetryRequested):
             return self._retry(queue, delivery, task, decision, state)
         if isinstance(decision, RequeueRequested):
-            return self._push_again(queue, task.requeued(), lc.Requeued(task), state)
+            return self._push_again(queue, task, task.requeued(), state, lc.Requeued)
         if isinstance(decision, RejectRequested):
             reason = f"rejected: {decision.reason}"
-            self._walk(task, lc.Rejected(task, reason), state=state)
+            self._step(state, lc.Rejected, task, reason)
             self._dead_letter(queue, delivery, reason)
             return False
-        self._walk(task, lc.Dropped(task), state=state)
+        self._step(state, lc.Dropped, task)
         return True
 
     def _retry(
@@ -175,7 +186,7 @@ class Settlement:
         max_retries = worker.config.max_retries
         if task.attempt >= max_retries:
             reason = f"max retries ({max_retries}) exhausted"
-            self._walk(task, lc.RetriesExhausted(task, reason), state=state)
+            self._step(state, lc.RetriesExhausted, task, reason)
             self._dead_letter(queue, delivery, reason)
             worker.call_handler("on_max_retries", task)
             return False  # dead_letter removed it already
@@ -183,14 +194,22 @@ class Settlement:
         if delay is None:
             delay = worker.config.retry.delay(task.attempt, worker.rng)
         again = task.next_attempt(eta=worker.clock() + delay if delay > 0 else None)
-        if not self._push_again(queue, again, lc.RetryScheduled(task, delay), state):
+        pushed = self._push_again(queue, task, again, state, lc.RetryScheduled, delay)
+        if not pushed:
             return False
         worker.call_handler("on_retry", task, delay)
         return True
 
     def _push_again(
-        self, queue: str, again: Task, event: lc.Event, state: TaskState
+        self,
+        queue: str,
+        task: Task,
+        again: Task,
+        state: TaskState,
+        kind: type[lc.Event],
+        *details: Any,
     ) -> bool:
+        """Push ``again`` (the retried or requeued ``task``), then take the step."""
         worker = self.worker
         try:
             payload = worker.codec.encode(again)
@@ -204,19 +223,24 @@ class Settlement:
                 error,
             )
             return False
-        self._walk(again, event, state=state)
-        if isinstance(event, lc.Requeued):
+        self._step(state, kind, task, *details)
+        if kind is lc.Requeued:
             worker.call_handler("on_requeue", again)
         return True
 
     # -- helpers -------------------------------------------------------------------
 
-    def _walk(
-        self, task: Task, *events: lc.Event, state: TaskState = TaskState.QUEUED
+    def _step(
+        self, state: TaskState, kind: type[lc.Event], task: Task, *details: Any
     ) -> TaskState:
-        for event in events:
-            state = advance(state, event)
-            self.worker.publish(event)
+        """Advance ``task`` by one event of type ``kind`` and publish the event.
+
+        The event object is built only when someone listens: with no listener the
+        transition still goes through the table, without an allocation per step.
+        """
+        state = next_state(state, kind)
+        if self.worker._listeners:
+            self.worker.publish(kind(task, *details))
         return state
 
     def _dead_letter(self, queue: str, delivery: Delivery, reason: str) -> None:

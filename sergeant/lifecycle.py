@@ -49,6 +49,10 @@ class TaskState(enum.Enum):
     DROPPED = "dropped"
     DEAD = "dead"
 
+    # Enum's own __hash__ is Python code; members are singletons, so identity hashing
+    # is equivalent and keeps the per-task table lookups cheap.
+    __hash__ = object.__hash__
+
 
 @attrs.frozen(slots=True)
 class Event:
@@ -173,15 +177,27 @@ def initial_state(task: Task, *, now: float) -> TaskState:
     return _S.DELAYED if task.eta is not None and task.eta > now else _S.QUEUED
 
 
+def next_state(state: TaskState, kind: type[Event]) -> TaskState:
+    """The state an event of type ``kind`` leads to from ``state``.
+
+    The worker's hot path asks this with the event *type*, so that no event object
+    is built when nobody listens; ``advance`` is the same rule for an event.
+
+    Raises:
+        IllegalTransition: the table has no such transition; nothing was changed.
+    """
+    try:
+        return TRANSITIONS[(state, kind)]
+    except KeyError:
+        raise IllegalTransition(
+            f"{kind.__name__} is not allowed in state {state.name}"
+        ) from None
+
+
 def advance(state: TaskState, event: Event) -> TaskState:
     """Return the state that ``event`` leads to from ``state``.
 
     Raises:
         IllegalTransition: the table has no such transition; nothing was changed.
     """
-    try:
-        return TRANSITIONS[(state, type(event))]
-    except KeyError:
-        raise IllegalTransition(
-            f"{type(event).__name__} is not allowed in state {state.name}"
-        ) from None
+    return next_state(state, type(event))

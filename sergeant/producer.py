@@ -26,7 +26,7 @@ from sergeant.protocols import (
     QueueLengths,
     SupportsLocks,
 )
-from sergeant.task import Priority, Task, new_task_id
+from sergeant.task import Priority, Task, assemble_task, new_task_id
 
 
 class Producer:
@@ -103,11 +103,17 @@ class Producer:
         now = self.clock()
         if delay is not None:
             eta = now + delay
-        tasks = [
-            Task(kwargs=kwargs, queue=queue, created_at=now, priority=priority,
-                 eta=eta, timeout=timeout)
-            for kwargs in kwargs_list
-        ]  # fmt: skip
+        new_id = new_task_id
+        tasks = []
+        for kwargs in kwargs_list:
+            if not isinstance(kwargs, dict):
+                raise ConfigError(f"task kwargs must be a dict, got {kwargs!r:.80}")
+            task_id = new_id()
+            tasks.append(
+                assemble_task(
+                    kwargs, queue, task_id, task_id, now, 0, priority, eta, timeout
+                )
+            )
         encode = self.codec.encode
         payloads = [encode(task) for task in tasks]
         limit = self.max_payload_bytes

@@ -84,3 +84,44 @@ class Task:
     def requeued(self) -> Task:
         """The same task, due now, with its attempt count unchanged."""
         return self if self.eta is None else attrs.evolve(self, eta=None)
+
+
+_FIELDS = tuple(field.name for field in attrs.fields(Task))
+_SETTERS = tuple(getattr(Task, name).__set__ for name in _FIELDS)
+_new = object.__new__
+
+
+def assemble_task(  # noqa: PLR0917 - positional on purpose: a hot path
+    kwargs: dict[str, Any],
+    queue: str,
+    id: str,  # noqa: A002 - the field's name
+    trace_id: str,
+    created_at: float,
+    attempt: int,
+    priority: Priority,
+    eta: float | None,
+    timeout: float | None,
+) -> Task:
+    """Build a Task from fields already known to be valid, without ``__init__``.
+
+    The hot paths (bulk pushes, decoding a batch) build a Task per item; attrs' frozen
+    ``__init__`` costs about a microsecond more per task than setting the slots
+    directly. Every field must be given, in declaration order; nothing is checked.
+    """
+    task = _new(Task)
+    (s_kwargs, s_queue, s_id, s_trace, s_created, s_attempt, s_prio, s_eta,
+     s_timeout) = _SETTERS  # fmt: skip
+    s_kwargs(task, kwargs)
+    s_queue(task, queue)
+    s_id(task, id)
+    s_trace(task, trace_id)
+    s_created(task, created_at)
+    s_attempt(task, attempt)
+    s_prio(task, priority)
+    s_eta(task, eta)
+    s_timeout(task, timeout)
+    return task
+
+
+if assemble_task.__code__.co_varnames[:9] != _FIELDS:  # pragma: no cover
+    raise ImportError("assemble_task no longer lists Task's fields in order")

@@ -131,7 +131,12 @@ class Worker(Producer):
         self._settlement = Settlement(self)
         self.tasks_done = 0
         self._last_task_at = monotonic()
-        self._overrides_batch = type(self).work_batch is not Worker.work_batch
+        cls = type(self)
+        self._overrides_batch = cls.work_batch is not Worker.work_batch
+        # Hooks left as the no-op defaults are skipped on the per-task hot path.
+        self.handles_success = cls.on_success is not Worker.on_success
+        self._pre_work = cls.pre_work is not Worker.pre_work
+        self._post_work = cls.post_work is not Worker.post_work
 
     # -- what users implement ------------------------------------------------------
 
@@ -349,7 +354,8 @@ class Worker(Producer):
         for outcome in outcomes:
             # A job that ran in another process asked *its* copy of the worker to
             # stop; honour that here too.
-            self._honour_stop(outcome)
+            if type(outcome) is not Returned:
+                self._honour_stop(outcome)
         self.tasks_done += sum(not isinstance(o, NotStarted) for o in outcomes)
         self._pending_acks.extend(self._settlement.settle(decoded, outcomes))
 
@@ -361,16 +367,28 @@ class Worker(Producer):
         if self._stop.is_set():
             return NotStarted()
         timeout = task.timeout or self.config.timeouts.timeout
-        outcome = self._guarded(timeout, lambda: self._work_one(task))
-        self._honour_stop(outcome)
-        try:
-            self.post_work(task, outcome)
-        except Exception:
-            self.logger.exception("post_work raised; the worker carries on")
+        outcome: Outcome
+        if timeout:
+            outcome = self._guarded(timeout, lambda: self._work_one(task))
+        else:  # no deadline to enforce: the short way
+            try:
+                outcome = self._work_one(task)
+            except TaskTimedOut:  # raised by the work itself, or a stray one
+                outcome = Expired()
+            except Exception as error:
+                outcome = Raised(error)
+        if type(outcome) is not Returned:
+            self._honour_stop(outcome)
+        if self._post_work:
+            try:
+                self.post_work(task, outcome)
+            except Exception:
+                self.logger.exception("post_work raised; the worker carries on")
         return outcome
 
     def _work_one(self, task: Task) -> Outcome:
-        self.pre_work(task)
+        if self._pre_work:
+            self.pre_work(task)
         value = self.work(task)
         return value if isinstance(value, CONTROL) else Returned(value)
 

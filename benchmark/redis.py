@@ -1,0 +1,218 @@
+"""Our Redis broker against the original sergeant 0.27.0, same server, same run.
+
+Run from the repository root::
+
+    python -m benchmark.redis [--tasks 100000] [--single-tasks 10000] [--repeat 3]
+
+It starts its own redis-server, installs sergeant 0.27.0 into
+``benchmark/.venvs/sergeant027`` (once), and measures, interleaved (ours
+at-least-once, ours at-most-once, 0.27, then the next row): push one by one,
+push in bulk, drain one at a time and in batches of 1,000 (reserve + decode + a
+no-op + ack), then the wake-up latency of an idle worker and its CPU time while
+idle. Each number is the median of the repeats; the ratios are ours / 0.27,
+checked against the targets of the Redis broker's issue. ``python -m benchmark``
+runs this and the comparison with the other peers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+from . import _table
+from ._runner import ROWS, SINGLE_ROWS, Contender, Runner
+from ._server import RedisServer
+from ._venvs import OURS, SERGEANT027, ensure
+
+SECTION = "redis"
+ALO = Contender("ours", "ours, at-least-once", OURS)
+AMO = Contender("ours_amo", "ours, at-most-once", OURS, "at_most_once")
+OLD = Contender("sergeant027", "sergeant 0.27.0", SERGEANT027)
+
+# Targets from the issue: row -> (contender key, minimum ratio ours / 0.27).
+TARGETS: dict[str, list[tuple[str, float]]] = {
+    "push_single": [("ours", 1.0)],
+    "push_bulk": [("ours", 2.0)],
+    "drain_1": [("ours", 1.0)],
+    "drain_1000": [("ours", 1.2), ("ours_amo", 2.0)],
+}
+P99_TARGET_MS = 5.0
+IDLE_CPU_LIMIT_MS = 20.0  # 1% of one core over the 2 s sample: "no busy polling"
+
+
+def measure(
+    runner: Runner,
+    *,
+    tasks: int,
+    single_tasks: int,
+    repeat: int,
+    latency_tasks: int,
+    rate: float,
+    with_old: bool = True,
+) -> None:
+    """Run every row ``repeat`` times, contenders interleaved within each row.
+
+    ``with_old=False`` leaves sergeant 0.27.0 out (no venv needed): the ratio
+    columns then stay empty.
+    """
+    old = (OLD,) if with_old else ()
+    for turn in range(repeat):
+        runner.log(f"[redis vs 0.27] repeat {turn + 1}/{repeat}")
+        for row in ROWS:
+            count = single_tasks if row in SINGLE_ROWS else tasks
+            # Pushing does not depend on the delivery mode: one "ours" push row.
+            contenders = (ALO, AMO, *old) if row.startswith("drain") else (ALO, *old)
+            for who in contenders:
+                runner.measure(SECTION, who, row, count)
+        for who in (ALO, *old):
+            runner.measure(SECTION, who, "latency", latency_tasks, rate=rate)
+
+
+def _verdict(value: float, ok: Callable[[float], bool]) -> str:
+    if math.isnan(value):
+        return "not measured"
+    return "met" if ok(value) else "**missed**"
+
+
+def report(runner: Runner) -> str:
+    """The section's markdown: throughput, ratios and targets, then latency."""
+    med = runner.median
+    rows = []
+    for row, (_, _, label) in ROWS.items():
+        alo, old = med(SECTION, "ours", row), med(SECTION, "sergeant027", row)
+        amo = med(SECTION, "ours_amo", row) if row.startswith("drain") else alo
+        goals = []
+        for key, minimum in TARGETS[row]:
+            got = (alo if key == "ours" else amo) / old
+            mode = "ALO" if key == "ours" else "AMO"
+            goals.append(
+                f"{mode} ≥ {minimum:.1f}x: {_verdict(got, lambda g, m=minimum: g >= m)}"
+            )
+        rows.append(
+            [
+                label,
+                f"{runner.tasks(SECTION, 'ours', row):,}",
+                _table.rate(alo),
+                _table.rate(amo),
+                _table.rate(old),
+                _table.ratio(alo, old),
+                _table.ratio(amo, old),
+                "; ".join(goals),
+            ]
+        )
+    throughput = _table.table(
+        [
+            "tasks/s (median)",
+            "tasks",
+            "ours ALO",
+            "ours AMO",
+            "sergeant 0.27",
+            "ALO / 0.27",
+            "AMO / 0.27",
+            "target",
+        ],
+        rows,
+    )
+    return throughput + "\n\n" + _latency_table(runner)
+
+
+def _latency_table(runner: Runner) -> str:
+    med = runner.median
+    ours = {f: med(SECTION, "ours", "latency", f) for f in ("p50_ms", "p99_ms")}
+    old = {f: med(SECTION, "sergeant027", "latency", f) for f in ("p50_ms", "p99_ms")}
+    idle = med(SECTION, "ours", "latency", "idle_cpu_ms")
+    idle_old = med(SECTION, "sergeant027", "latency", "idle_cpu_ms")
+    count = runner.tasks(SECTION, "ours", "latency")
+    rows = [
+        [
+            "push to start, p50 (ms)",
+            _table.ms(ours["p50_ms"]),
+            _table.ms(old["p50_ms"]),
+            "",
+        ],
+        [
+            "push to start, p99 (ms)",
+            _table.ms(ours["p99_ms"]),
+            _table.ms(old["p99_ms"]),
+            f"p99 ≤ {P99_TARGET_MS:.0f} ms: "
+            + _verdict(ours["p99_ms"], lambda v: v <= P99_TARGET_MS),
+        ],
+        [
+            "idle worker CPU over 2 s (ms)",
+            _table.ms(idle),
+            _table.ms(idle_old),
+            f"no busy polling (≤ {IDLE_CPU_LIMIT_MS:.0f} ms): "
+            + _verdict(idle, lambda v: v <= IDLE_CPU_LIMIT_MS),
+        ],
+    ]
+    header = [
+        f"idle worker, {count} tasks pushed one by one (median)",
+        "ours ALO",
+        "sergeant 0.27",
+        "target",
+    ]
+    return _table.table(header, rows)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared with ``python -m benchmark``."""
+    parser.add_argument(
+        "--tasks",
+        type=int,
+        default=100_000,
+        help="tasks per bulk/batch row (default 100,000)",
+    )
+    parser.add_argument(
+        "--single-tasks",
+        type=int,
+        default=None,
+        help="tasks per one-by-one row (default: tasks / 10)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs per row; tables show the median (default 3)",
+    )
+    parser.add_argument(
+        "--latency-tasks",
+        type=int,
+        default=200,
+        help="tasks pushed to an idle worker (default 200)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=100.0,
+        help="pushes per second in latency runs (default 100)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure and print this section alone."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    ensure(SERGEANT027)
+    server = RedisServer()
+    try:
+        runner = Runner(server, verbose=not args.quiet)
+        measure(
+            runner,
+            tasks=args.tasks,
+            single_tasks=args.single_tasks or max(1, args.tasks // 10),
+            repeat=args.repeat,
+            latency_tasks=args.latency_tasks,
+            rate=args.rate,
+        )
+    finally:
+        server.stop()
+    print(report(runner))
+    if runner.errors:
+        raise SystemExit("errors:\n" + "\n".join(runner.errors))
+
+
+if __name__ == "__main__":
+    main()

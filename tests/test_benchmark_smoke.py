@@ -1,0 +1,44 @@
+"""The benchmark's quick mode runs end to end: the CI smoke test of ``benchmark/``.
+
+It runs ``python -m benchmark --quick --ours-only`` as a real program: its own
+redis-server, our library only (the peer venvs would take minutes to install in
+CI), every section that needs no venv (ours against sergeant 0.27.0 with the
+0.27.0 columns left empty, the floor, the scaling rows). Speed is never asserted;
+the command itself fails when a run errors or drains fewer tasks than it pushed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_quick_benchmark_prints_and_writes_its_tables(tmp_path: Path) -> None:
+    """The quick benchmark exits 0, prints every section's table and writes it."""
+    argv = [sys.executable, "-m", "benchmark", "--quick", "--ours-only", "--quiet",
+            "--out", str(tmp_path)]  # fmt: skip
+
+    done = subprocess.run(
+        argv, cwd=ROOT, capture_output=True, text=True, timeout=240, check=False
+    )
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    for heading in (
+        "| push, one by one | 1,000 |",
+        "| drain, batches of 1,000 | 10,000 |",
+        "| push to start, p99 (ms) |",
+        "| redis-benchmark LPUSH, 1 client, no pipeline |",
+        "| Redis, 3 nodes, 4 workers | 10,000 |",
+        "| memory (in-process), 1 worker | 10,000 |",
+    ):
+        assert heading in done.stdout
+    written = list(tmp_path.glob("*.md"))
+    assert len(written) == 1
+    assert "## Scaling (ours)" in written[0].read_text()
