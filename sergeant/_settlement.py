@@ -12,6 +12,7 @@ lapses, so a broker hiccup costs a duplicate, never a lost task.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +69,16 @@ class Settlement:
         else:
             self._backoff = min(self._backoff * 2, self.backoff_max)
         delay = self._backoff * (1.0 + self.worker.rng.uniform(0.0, 0.5))
-        self.worker._stop.wait(delay)  # a stop request cuts the wait short
+        self._pause(delay)
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds`` in short slices, so that a stop request cuts it short."""
+        end = time.monotonic() + seconds
+        while not self.worker.stopping:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.05))
 
     def recovered(self) -> None:
         """A broker call succeeded: end the outage, if there was one."""

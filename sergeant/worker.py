@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -125,7 +124,9 @@ class Worker(Producer):
         self.rng = rng or random.Random()
         self.logger = logger or logging.getLogger(f"sergeant.worker.{config.name}")
         self._listeners: list[Listener] = []
-        self._stop = threading.Event()
+        # A plain flag, not a threading.Event: request_stop runs in signal handlers,
+        # and Event.set takes a lock the interrupted thread may be holding.
+        self._stop_requested = False
         self._stop_reason: StopReason | None = None
         self._pending_acks: list[Delivery] = []
         self._settlement = Settlement(self)
@@ -251,12 +252,12 @@ class Worker(Producer):
         """
         if self._stop_reason is None:
             self._stop_reason = reason
-        self._stop.set()
+        self._stop_requested = True
 
     @property
     def stopping(self) -> bool:
         """Whether the loop will stop after the current step."""
-        return self._stop.is_set()
+        return self._stop_requested
 
     def run(self) -> StopReason:
         """Consume the queue until stopped; return why the loop ended."""
@@ -271,7 +272,7 @@ class Worker(Producer):
         self._settlement.keeper = keeper
         self.initialize()
         try:
-            while not self._stop.is_set():
+            while not self._stop_requested:
                 self.step()
                 if self._budget_spent():
                     self._stop_reason = self._stop_reason or StopReason.MAX_TASKS
@@ -280,7 +281,7 @@ class Worker(Producer):
             self._flush_acks()
             if keeper is not None:
                 keeper.close()
-            if self._stop.is_set():
+            if self._stop_requested:
                 self.call_handler("on_stop")
             self.call_handler("finalize")
         return self._stop_reason or StopReason.STOPPED
@@ -364,7 +365,7 @@ class Worker(Producer):
 
         This is the job the executor runs, in whatever thread it chooses.
         """
-        if self._stop.is_set():
+        if self._stop_requested:
             return NotStarted()
         timeout = task.timeout or self.config.timeouts.timeout
         outcome: Outcome
