@@ -22,8 +22,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import redis
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from sergeant.errors import ConfigError
 
@@ -33,6 +34,7 @@ from .faults import ConnectionGuard, RetryPolicy
 RID_LEN = 20
 HEADER_LEN = RID_LEN + 1 + 8  # rid, priority digit, delivery count (8 hex digits)
 _COUNTER_LIMIT = 16**10
+_HELD_LIMIT = 64  # batches a worker holds at once: one or two
 NOTIFY, DEAD = scripts.QUEUE_KEYS.index("notify"), scripts.QUEUE_KEYS.index("dead")
 
 
@@ -137,6 +139,11 @@ class Node:
         self.purge_script = register(scripts.PURGE)
         self.replay_script = register(scripts.REPLAY_DEAD)
         self.purge_dead_script = register(scripts.PURGE_DEAD)
+        self.held: dict[str, list[str]] = {}
+        self._direct = _direct_capable(client)
+        self._conn: Any = None
+        self._pid = os.getpid()
+        self._conn_lock = threading.Lock()
 
     def keys(self, queue: str) -> list[str]:
         """The queue's keys, in the order every script takes them."""
@@ -151,15 +158,70 @@ class Node:
         return self.guard.call(self._evalsha, script, self.keys(queue), args)
 
     def _evalsha(self, script: Script, keys: list[str], args: Sequence[Any]) -> Any:
-        # EVALSHA straight through the client (the hot path); ``Script.__call__``
-        # only when the server lacks the script (first use, restart, SCRIPT FLUSH):
-        # it loads the source and calls again.
+        # EVALSHA on the node's dedicated connection (the hot path), else through
+        # the client; ``Script.__call__`` only when the server lacks the script
+        # (first use, restart, SCRIPT FLUSH): it loads the source and calls again.
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
-            return self.client.execute_command(
-                "EVALSHA", script.sha, len(keys), *keys, *args
-            )
+            if self._direct:
+                if self._pid != os.getpid():
+                    self._forked()
+                lock = self._conn_lock
+                if lock.acquire(blocking=False):
+                    try:
+                        return self._send(command)
+                    finally:
+                        lock.release()
+            return self.client.execute_command(*command)
         except NoScriptError:
             return script(keys, args)
+
+    def _send(self, command: tuple[Any, ...]) -> Any:
+        """Send ``command`` on the dedicated connection and read its reply.
+
+        redis-py's ``execute_command`` checks a connection out of the pool and back
+        in, and wraps each call in its retry and metrics code: about half the cost
+        of a small call. The guard already retries, so one connection kept per node
+        and process does the same work for half the price. Any failure but a Redis
+        error reply (a lost connection, a timeout, an exception raised into the
+        thread mid-read) may leave a reply unread, so the connection is dropped and
+        the guard's retry starts on a fresh one. Callers hold ``_conn_lock``.
+        """
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = self.client.connection_pool.get_connection()
+        try:
+            conn.send_command(*command)
+            return conn.read_response()
+        except ResponseError:
+            raise  # a whole reply was read: the connection is fine
+        except BaseException:
+            self._conn = None
+            conn.disconnect()
+            self.client.connection_pool.release(conn)
+            raise
+
+    def _forked(self) -> None:
+        # The parent's socket is not ours to use (the pool resets itself in the
+        # child likewise), and another thread may have held the lock at the fork.
+        self._conn = None
+        self._conn_lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def hold(self, member: str, receipts: list[str]) -> None:
+        """Remember what batch ``member`` handed out, to recognise a whole-batch ack.
+
+        Only the latest ``_HELD_LIMIT`` batches are kept: one never acked whole
+        (partly dead-lettered, released, lapsed) is forgotten in time, and its ack
+        then simply names its tasks.
+        """
+        held = self.held
+        held[member] = receipts
+        while len(held) > _HELD_LIMIT:
+            try:
+                held.pop(next(iter(held)), None)
+            except (RuntimeError, StopIteration):  # another thread changed it
+                break
 
     def register(self, queue: str) -> None:
         """Record ``queue`` in the namespace's queue set (for ``queues()``).
@@ -183,8 +245,29 @@ class Node:
         self.guard.call(self.client.blpop, [self.keys(queue)[NOTIFY]], timeout)
 
     def close(self) -> None:
-        """Drop the client's connections."""
+        """Drop the client's connections, the dedicated one included."""
+        if self._pid != os.getpid():
+            self._forked()
+        with self._conn_lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                self.client.connection_pool.release(conn)
         self.client.close()
+
+
+def _direct_capable(client: Any) -> bool:
+    """Whether script calls may bypass ``execute_command`` on a dedicated connection.
+
+    Only a plain pooled ``redis.Redis``: a cluster client routes by slot, a
+    single-connection client already holds its one connection, and a subclass that
+    overrides ``execute_command`` (instrumentation, fault injection) must see
+    every call.
+    """
+    return (
+        isinstance(client, redis.Redis)
+        and type(client).execute_command is redis.Redis.execute_command
+        and getattr(client, "connection", None) is None
+    )
 
 
 def _block_cap(client: Any) -> float:

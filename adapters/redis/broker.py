@@ -117,11 +117,14 @@ class RedisBroker:
             return 0
         return zlib.crc32(name.encode()) % len(self._nodes)
 
-    def _groups(self, deliveries: Sequence[Delivery]) -> dict[int, list[str]]:
-        """Per node, the ``member, rids`` script arguments of leased tasks."""
+    def _groups(
+        self, deliveries: Sequence[Delivery], *, acks: bool = False
+    ) -> dict[int, list[str]]:
+        """Per node, the ``member, rids`` script arguments (``acks``: batches whole)."""
         groups: dict[int, list[str]] = {}
         for index, receipts in by_node(deliveries, len(self._nodes)).items():
-            args = batch_groups(receipts)
+            held = self._nodes[index].held if acks else None
+            args = batch_groups(receipts, held)
             if args:
                 groups[index] = args
         return groups
@@ -177,7 +180,7 @@ class RedisBroker:
         """
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
-        acks = self._groups(ack) if ack else {}
+        acks = self._groups(ack, acks=True) if ack else {}
         member = "" if lease is None else f"{new_batch_id()}:{owner}"
         give_up = time.monotonic() + wait
         while True:
@@ -227,7 +230,10 @@ class RedisBroker:
                 node.reserve_script, queue, args + acks.pop(index, [])
             )
             if entries:
-                out += deliveries(entries, again, member + self._tags[index])
+                got, bodies = deliveries(entries, again, member, self._tags[index])
+                out += got
+                if member:
+                    node.hold(member, bodies)
                 if len(out) >= count:
                     break
             elif nxt and (due is None or float(nxt) < due):
@@ -239,7 +245,7 @@ class RedisBroker:
 
     def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
         """Remove settled tasks, one script call per node holding any of them."""
-        for index, groups in self._groups(deliveries).items():
+        for index, groups in self._groups(deliveries, acks=True).items():
             node = self._nodes[index]
             node.run(node.ack_script, queue, groups)
 

@@ -18,7 +18,7 @@ Leasing per batch keeps a 1,000-task reserve at one sorted-set write, and acking
 task is one hash field delete.
 
 Acks arrive as groups ``member, rids`` (one group per batch, the batch's 20-character
-rids joined into one argument). Times
+rids joined into one argument, or ``*`` for every task of the batch). Times
 (``now``, deadlines, etas) are the client's wall clock, passed in ARGV.
 """
 
@@ -90,6 +90,16 @@ local function settle(member, key, rids)
   chunked('HDEL', key, rids, 1)
   if redis.call('EXISTS', key) == 0 then redis.call('ZREM', KEYS[4], member) end
 end
+-- An ack: the rids, or '*' when it covers every task the batch handed out (the
+-- hash never holds others), so the whole batch and its lease go at once.
+local function acked(member, key, rids)
+  if rids[1] == '*' then
+    redis.call('DEL', key)
+    redis.call('ZREM', KEYS[4], member)
+  else
+    settle(member, key, rids)
+  end
+end
 """
 
 PUSH = """
@@ -127,7 +137,7 @@ RESERVE = (
 -- ARGV: now, count, lease deadline ('' = at-most-once pop), batch member
 -- '<bid>:<owner>', levels (1: HIGH only, 2: HIGH then NORMAL), ack groups...
 local now, count, deadline, member = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-each_group(6, settle)
+each_group(6, acked)
 local function redelivered(got)
   -- Positions of entries delivered before: only their counts need parsing.
   local again = {}
@@ -201,7 +211,7 @@ return {got, '', again}
 ACK = (
     _HELPERS
     + """
-each_group(1, settle)
+each_group(1, acked)
 return 1
 """
 )
