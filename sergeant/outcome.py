@@ -25,6 +25,10 @@ class Returned(Outcome):
     value: Any = None
 
 
+#: The outcome of work that returned None (immutable, so one instance serves all).
+RETURNED_NONE = Returned(None)
+
+
 @attrs.frozen(slots=True)
 class Raised(Outcome):
     """The work raised ``exception``."""

@@ -34,6 +34,7 @@ from sergeant.errors import (
 from sergeant.lifecycle import Event
 from sergeant.outcome import (
     CONTROL,
+    RETURNED_NONE,
     Expired,
     NotStarted,
     Outcome,
@@ -129,6 +130,7 @@ class Worker(Producer):
         self._stop_requested = False
         self._stop_reason: StopReason | None = None
         self._pending_acks: list[Delivery] = []
+        self._crash_looped = False
         self._settlement = Settlement(self)
         self.tasks_done = 0
         self._last_task_at = monotonic()
@@ -300,7 +302,8 @@ class Worker(Producer):
             return 0
         self._last_task_at = self.monotonic()
         decoded = self._decode_all(queue, deliveries)
-        decoded = self._settlement.reject_crash_loops(decoded)
+        if self._crash_looped:
+            decoded = self._settlement.reject_crash_loops(decoded)
         if decoded:
             self._run_and_settle(decoded)
         return len(deliveries)
@@ -331,8 +334,12 @@ class Worker(Producer):
     ) -> list[tuple[Delivery, Task]]:
         decode = self.codec.decode
         limit = self.max_payload_bytes
+        most = self.config.max_deliveries
+        looped = False
         decoded = []
         for delivery in deliveries:
+            if delivery.deliveries > most:
+                looped = True  # the crash cap: settled before running (see step)
             if limit is not None and len(delivery.payload) > limit:
                 self._settlement.poison(queue, delivery, oversized(delivery, limit))
                 continue
@@ -340,6 +347,7 @@ class Worker(Producer):
                 decoded.append((delivery, decode(delivery.payload)))
             except DecodeError as error:
                 self._settlement.poison(queue, delivery, error)
+        self._crash_looped = looped
         return decoded
 
     def _run_and_settle(self, decoded: list[tuple[Delivery, Task]]) -> None:
@@ -352,12 +360,15 @@ class Worker(Producer):
                 outcomes = self.executor.run(self.run_one, tasks)
         finally:
             self._settlement.unhold()
+        done = len(outcomes)
         for outcome in outcomes:
-            # A job that ran in another process asked *its* copy of the worker to
-            # stop; honour that here too.
             if type(outcome) is not Returned:
+                # A job that ran in another process asked *its* copy of the worker
+                # to stop; honour that here too.
                 self._honour_stop(outcome)
-        self.tasks_done += sum(not isinstance(o, NotStarted) for o in outcomes)
+                if type(outcome) is NotStarted:
+                    done -= 1
+        self.tasks_done += done
         self._pending_acks.extend(self._settlement.settle(decoded, outcomes))
 
     def run_one(self, task: Task) -> Outcome:
@@ -391,6 +402,8 @@ class Worker(Producer):
         if self._pre_work:
             self.pre_work(task)
         value = self.work(task)
+        if value is None:
+            return RETURNED_NONE  # most work returns nothing: share one outcome
         return value if isinstance(value, CONTROL) else Returned(value)
 
     def _guarded(self, timeout: float, call: Callable[[], _T]) -> _T | Outcome:
