@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 
-from sergeant._clock import Clock
+from sergeant.clock import Clock
 
 
 class LockTable:

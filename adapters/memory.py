@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from sergeant._clock import Clock
+from sergeant.clock import Clock
 from sergeant.errors import BrokerError
 from sergeant.protocols import DeadLetter, Delivery, QueueLengths
 from sergeant.task import Priority

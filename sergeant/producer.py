@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sergeant import _clock
+from sergeant import clock as _clock
 from sergeant.errors import (
     BrokerError,
     ConfigError,

@@ -20,7 +20,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from sergeant import _clock
+from sergeant import clock as _clock
 from sergeant._lease_keeper import LeaseKeeper
 from sergeant._settlement import Settlement
 from sergeant.config import DeliveryMode, WorkerConfig

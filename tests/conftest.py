@@ -18,7 +18,7 @@ from sergeant.adapters.executors.serial import SerialExecutor
 from sergeant.adapters.memory import MemoryBroker
 from sergeant.adapters.watchdogs.null import NullWatchdog
 
-from sergeant._clock import FakeClock
+from sergeant.clock import FakeClock
 from sergeant.config import WorkerConfig
 from sergeant.lifecycle import Event
 from sergeant.worker import Worker

@@ -28,7 +28,7 @@ from typing import Any
 
 from pymongo import ReturnDocument
 
-from sergeant._clock import Clock
+from sergeant.clock import Clock
 from sergeant.protocols import Delivery
 
 from . import _queries as q

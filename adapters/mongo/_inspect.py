@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sergeant._clock import Clock
+from sergeant.clock import Clock
 from sergeant.protocols import DeadLetter
 
 from . import _queries as q

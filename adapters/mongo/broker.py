@@ -19,7 +19,7 @@ from typing import Any
 from pymongo import MongoClient, WriteConcern
 from pymongo.errors import BulkWriteError, PyMongoError
 
-from sergeant._clock import Clock
+from sergeant.clock import Clock
 from sergeant.errors import BrokerError, ConfigError
 from sergeant.protocols import DeadLetter, Delivery, QueueLengths
 from sergeant.task import Priority

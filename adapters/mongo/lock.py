@@ -18,7 +18,7 @@ from typing import Any
 from bson import Binary
 from pymongo.errors import DuplicateKeyError
 
-from sergeant._clock import Clock
+from sergeant.clock import Clock
 
 from ._guard import Guard
 

@@ -14,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 
-from sergeant._clock import Clock
+from sergeant.clock import Clock
 from sergeant.errors import ConfigError
 from sergeant.protocols.broker import DeadLetter, Delivery, QueueLengths
 from sergeant.task import Priority

@@ -13,7 +13,7 @@ import sqlite3
 import time
 import uuid
 
-from sergeant._clock import Clock
+from sergeant.clock import Clock
 
 from .database import Database
 

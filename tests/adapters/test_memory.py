@@ -12,7 +12,7 @@ import time
 import pytest
 from sergeant.adapters.memory import MemoryBroker
 
-from sergeant._clock import FakeClock
+from sergeant.clock import FakeClock
 from sergeant.errors import BrokerError
 from sergeant.protocols import QueueLengths
 from sergeant.task import Priority

@@ -30,7 +30,7 @@ from sergeant.adapters.mongo import MongoBroker, MongoNodesBroker, from_url
 from sergeant.adapters.mongo._guard import serialize_for
 from sergeant.adapters.mongo.schema import KEY_INDEXES, LOCK_INDEXES, TASK_INDEXES
 
-from sergeant._clock import FakeClock
+from sergeant.clock import FakeClock
 from sergeant.errors import BrokerError, BrokerUnavailable, ConfigError
 from sergeant.protocols import Delivery, QueueLengths
 from sergeant.task import Priority

@@ -19,7 +19,7 @@ from sergeant.adapters.sqlite import SqliteBroker, parse_url
 from sergeant.adapters.sqlite import database as database_module
 from sergeant.adapters.sqlite.broker import _RESERVE_IDS, BY_ID_SQL
 
-from sergeant._clock import FakeClock
+from sergeant.clock import FakeClock
 from sergeant.errors import BrokerError, BrokerUnavailable, ConfigError
 from sergeant.protocols import QueueLengths
 

@@ -13,7 +13,7 @@ import pytest
 from sergeant.adapters.memory import MemoryBroker
 
 from sergeant import lifecycle as lc
-from sergeant._clock import FakeClock
+from sergeant.clock import FakeClock
 from sergeant.errors import BrokerUnavailable, TaskTimedOut
 from sergeant.protocols import QueueLengths
 from sergeant.supervision import StopReason
