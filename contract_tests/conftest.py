@@ -78,11 +78,19 @@ EXECUTORS: dict[str, str] = {
     "serial": "serial_executor",
     "threads": "thread_executor",
     "asyncio": "asyncio_executor",
+    "process": "process_executor",
 }
 
-# name -> fixture name building a watchdog that fires
-WATCHDOGS: dict[str, str] = {
-    "threads": "thread_watchdog",
+# name -> (fixture name building a watchdog that fires, claims). Claims gate the
+# tests that not every watchdog can take inside pytest's own process:
+# "any_thread": arm() works from any thread, not only the main one;
+# "in_process_escalation": after the grace it raises in the task once more, rather
+# than killing the process. ProcessWatchdog SIGKILLs the process, which would end
+# pytest: its escalation is covered in fresh interpreters by
+# tests/adapters/test_process_watchdog.py and test_process_watchdog_supervised.py.
+WATCHDOGS: dict[str, tuple[str, frozenset[str]]] = {
+    "threads": ("thread_watchdog", frozenset({"any_thread", "in_process_escalation"})),
+    "process": ("process_watchdog", frozenset()),
 }
 
 
@@ -96,6 +104,14 @@ def _broker_params(capability: str | None = None) -> list[Any]:
 
 def _params(table: dict[str, str]) -> list[Any]:
     return [pytest.param(fixture, id=name) for name, fixture in table.items()]
+
+
+def _watchdog_params(claim: str | None = None) -> list[Any]:
+    return [
+        pytest.param(fixture, id=name)
+        for name, (fixture, claims) in WATCHDOGS.items()
+        if claim is None or claim in claims
+    ]
 
 
 @pytest.fixture(params=_broker_params())
@@ -154,7 +170,19 @@ def executor(request: pytest.FixtureRequest) -> Any:
     return request.getfixturevalue(request.param)
 
 
-@pytest.fixture(params=_params(WATCHDOGS))
+@pytest.fixture(params=_watchdog_params())
 def watchdog(request: pytest.FixtureRequest) -> Any:
     """Every registered watchdog that enforces deadlines, closed after the test."""
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(params=_watchdog_params("any_thread"))
+def any_thread_watchdog(request: pytest.FixtureRequest) -> Any:
+    """A watchdog that claims "any_thread": it can be armed from any thread."""
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(params=_watchdog_params("in_process_escalation"))
+def in_process_escalating_watchdog(request: pytest.FixtureRequest) -> Any:
+    """A watchdog that claims "in_process_escalation": it escalates in the task."""
     return request.getfixturevalue(request.param)

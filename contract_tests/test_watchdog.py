@@ -3,6 +3,10 @@
 The tasks here are pure-Python loops (interruptible at any bytecode) bounded by a
 far limit, so a watchdog that fails to fire fails the test instead of hanging it.
 Bounds are generous: the machine running them is shared and slow.
+
+The tests run in pytest's main thread, where a process watchdog's signal lands too.
+Two need a claim (see ``WATCHDOGS``): arming from another thread, and an escalation
+that raises in the task instead of killing the process (pytest itself).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import threading
 import time
 from typing import Any
 
+import psutil
 import pytest
 
 from sergeant.errors import TaskTimedOut
@@ -38,6 +43,11 @@ def _stopped_after(watchdog: Any, timeout: float, *, grace: float = 5.0) -> floa
     finally:
         watchdog.disarm(handle)
     return float("inf")
+
+
+def _living_children() -> set[int]:
+    """Pids of this process's descendants that have not been reaped."""
+    return {p.pid for p in psutil.Process().children(recursive=True)}
 
 
 class TestWatchdogContract:
@@ -84,9 +94,10 @@ class TestWatchdogContract:
         assert watchdog.disarm(handle) is True
 
     def test_a_task_that_ignores_the_timeout_is_stopped_after_the_grace(
-        self, watchdog: Any
+        self, in_process_escalating_watchdog: Any
     ) -> None:
         """A task swallowing TaskTimedOut is stopped by escalation at timeout+grace."""
+        watchdog = in_process_escalating_watchdog
         timeout, grace = 0.2, 0.4
         start = time.monotonic()
         swallowed_at = stopped_at = float("inf")
@@ -106,8 +117,9 @@ class TestWatchdogContract:
         assert timeout + grace <= stopped_at < timeout + grace + SLACK
 
     @pytest.mark.slow
-    def test_threads_are_watched_separately(self, watchdog: Any) -> None:
+    def test_threads_are_watched_separately(self, any_thread_watchdog: Any) -> None:
         """Threads armed at 0.2 s and 1.0 s are each stopped near their own deadline."""
+        watchdog = any_thread_watchdog
         elapsed: dict[float, float] = {}
 
         def task(timeout: float) -> None:
@@ -122,15 +134,21 @@ class TestWatchdogContract:
         assert 0.2 <= elapsed[0.2] < 0.2 + SLACK
         assert 1.0 <= elapsed[1.0] < 1.0 + SLACK
 
-    def test_close_stops_the_watchdogs_threads(self, watchdog: Any) -> None:
-        """After close(), no thread started by the watchdog is left running."""
+    def test_close_stops_the_watchdogs_threads_and_processes(
+        self, watchdog: Any
+    ) -> None:
+        """After close(), no thread or child process the watchdog started is left."""
         before = set(threading.enumerate())
+        children_before = _living_children()
         handle = watchdog.arm(10.0, grace=1.0)
         watchdog.disarm(handle)
 
         watchdog.close()
 
         deadline = time.monotonic() + 2.0
-        while set(threading.enumerate()) - before and time.monotonic() < deadline:
+        while time.monotonic() < deadline and (
+            set(threading.enumerate()) - before or _living_children() - children_before
+        ):
             time.sleep(0.01)
         assert not set(threading.enumerate()) - before
+        assert not _living_children() - children_before

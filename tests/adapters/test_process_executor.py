@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import psutil
 import pytest
 from sergeant.adapters.codecs.pickle import PickleCodec
 from sergeant.adapters.executors.processes import ProcessDiedError, ProcessExecutor
@@ -28,7 +27,6 @@ from sergeant.adapters.watchdogs.threads import ThreadWatchdog
 from sergeant.config import Timeouts, WorkerConfig
 from sergeant.errors import ConfigError, TaskTimedOut
 from sergeant.outcome import NotStarted, Outcome, Raised, Returned
-from sergeant.protocols import Executor
 from sergeant.supervision import StopReason
 from sergeant.task import Task
 from sergeant.worker import Worker
@@ -42,22 +40,6 @@ def _tasks(count: int, **extra: Any) -> list[Task]:
 
 def _echo(task: Task) -> Outcome:
     return Returned(task.kwargs["n"])
-
-
-def _interval(task: Task) -> Outcome:
-    start = time.monotonic()
-    time.sleep(task.kwargs.get("sleep", 0.3))
-    return Returned((start, time.monotonic()))
-
-
-def _peak(intervals: list[tuple[float, float]]) -> int:
-    """The most intervals that overlap at one instant."""
-    edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
-    running = peak = 0
-    for _, step in edges:  # an end sorts before a start at the same instant
-        running += step
-        peak = max(peak, running)
-    return peak
 
 
 @pytest.fixture
@@ -75,102 +57,6 @@ class _Unpicklable(Exception):
 class _NeedsTwo(Exception):
     def __init__(self, a: int, b: int) -> None:
         super().__init__(f"{a}/{b}")  # pickles, but cannot be rebuilt from its args
-
-
-class TestContractAcrossProcesses:
-    def test_is_an_executor(self, pool: ProcessExecutor) -> None:
-        """The adapter satisfies the Executor protocol."""
-        assert isinstance(pool, Executor)
-
-    def test_outcomes_come_back_in_input_order(self, pool: ProcessExecutor) -> None:
-        """Outcomes are returned in the order of the tasks, whatever order jobs end."""
-
-        def job(task: Task) -> Outcome:
-            time.sleep(0.002 * (12 - task.kwargs["n"]))
-            return Returned(task.kwargs["n"])
-
-        outcomes = pool.run(job, _tasks(12))
-
-        assert outcomes == [Returned(n) for n in range(12)]
-
-    def test_an_escaping_exception_becomes_raised_and_others_still_run(
-        self, pool: ProcessExecutor
-    ) -> None:
-        """An exception escaping one job becomes Raised for it; the others still run."""
-
-        def job(task: Task) -> Outcome:
-            if task.kwargs["n"] == 2:
-                raise ValueError("boom")
-            return Returned(task.kwargs["n"])
-
-        outcomes = pool.run(job, _tasks(6))
-
-        raised = outcomes[2]
-        assert isinstance(raised, Raised)
-        assert type(raised.exception) is ValueError
-        assert raised.exception.args == ("boom",)
-        assert outcomes[:2] + outcomes[3:] == [Returned(n) for n in (0, 1, 3, 4, 5)]
-
-    def test_outcomes_returned_by_jobs_are_passed_through(
-        self, pool: ProcessExecutor
-    ) -> None:
-        """Whatever Outcome a job returns, even a Raised, is handed back (as a copy)."""
-        outcomes = pool.run(
-            lambda t: Raised(KeyError("k")) if t.kwargs["n"] else Returned("v"),
-            _tasks(2),
-        )
-
-        assert outcomes[0] == Returned("v")
-        assert isinstance(outcomes[1], Raised)
-        assert repr(outcomes[1].exception) == "KeyError('k')"
-
-    def test_never_more_jobs_at_once_than_the_concurrency(
-        self, pool: ProcessExecutor
-    ) -> None:
-        """A batch of 2N+1 runs exactly N jobs at once (intervals measured in jobs)."""
-        outcomes = pool.run(_interval, _tasks(7))
-
-        intervals = [o.value for o in outcomes if isinstance(o, Returned)]
-        assert len(intervals) == 7
-        assert _peak(intervals) == 3
-
-    def test_a_batch_of_two_runs_both_at_once(self, pool: ProcessExecutor) -> None:
-        """A batch of two runs its two jobs side by side."""
-        outcomes = pool.run(_interval, _tasks(2))
-
-        assert _peak([o.value for o in outcomes if isinstance(o, Returned)]) == 2
-
-    def test_many_batches_in_a_row_reuse_the_same_processes(
-        self, pool: ProcessExecutor
-    ) -> None:
-        """Successive batches run in the same N child processes, never the parent."""
-
-        def job(task: Task) -> Outcome:
-            return Returned(os.getpid())
-
-        outcomes = [o for _ in range(20) for o in pool.run(job, _tasks(6))]
-
-        pids = {o.value for o in outcomes if isinstance(o, Returned)}
-        assert pids == set(pool.pids())
-        assert len(pids) == 3
-        assert os.getpid() not in pids
-
-    def test_an_empty_batch_returns_an_empty_list(self, pool: ProcessExecutor) -> None:
-        """Running an empty batch starts no process and returns []."""
-        outcomes = pool.run(_echo, [])
-
-        assert outcomes == []
-        assert pool.pids() == []
-
-    def test_shutdown_leaves_no_process_behind(self, pool: ProcessExecutor) -> None:
-        """After shutdown() every child process has exited and been reaped."""
-        pool.run(_echo, _tasks(5))
-        children = [psutil.Process(pid) for pid in pool.pids()]
-
-        pool.shutdown()
-
-        assert len(children) == 3
-        assert not [c for c in children if c.is_running()]
 
 
 class TestCrashes:

@@ -6,8 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 from sergeant.adapters.executors.asyncio import AsyncioExecutor
+from sergeant.adapters.executors.processes import ProcessExecutor
 from sergeant.adapters.executors.serial import SerialExecutor
 from sergeant.adapters.executors.threads import ThreadExecutor
+from sergeant.adapters.watchdogs.processes import ProcessWatchdog
 from sergeant.adapters.watchdogs.threads import ThreadWatchdog
 
 
@@ -36,8 +38,27 @@ def asyncio_executor() -> Iterator[AsyncioExecutor]:
 
 
 @pytest.fixture
+def process_executor() -> Iterator[ProcessExecutor]:
+    """A ProcessExecutor with 2 children (forked on first run), shut down after."""
+    executor = ProcessExecutor(processes=2)
+    yield executor
+    executor.shutdown()
+
+
+@pytest.fixture
 def thread_watchdog() -> Iterator[ThreadWatchdog]:
     """A ThreadWatchdog with its default escalation, closed after the test."""
     watchdog = ThreadWatchdog()
+    yield watchdog
+    watchdog.close()
+
+
+@pytest.fixture
+def process_watchdog() -> Iterator[ProcessWatchdog]:
+    """A ProcessWatchdog (its killer starts on the first arm), closed after the test.
+
+    It signals this very process: arm it from pytest's main thread only.
+    """
+    watchdog = ProcessWatchdog()
     yield watchdog
     watchdog.close()
