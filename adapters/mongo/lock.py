@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import datetime
 import os
-import time
 from typing import Any
 
 from bson import Binary
 from pymongo.errors import DuplicateKeyError
 
 from sergeant.clock import Clock
+from sergeant.waiting import poll
 
 from ._guard import Guard
 
@@ -79,17 +79,11 @@ class MongoLock:
         ttl: float | None = 60.0,
     ) -> bool:
         """Take the lock, trying every ``check_interval`` s for up to ``timeout`` s."""
-        give_up = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if self._try_acquire(ttl):
-                return True
-            if give_up is not None:
-                left = give_up - time.monotonic()
-                if left <= 0:
-                    return False
-                time.sleep(min(check_interval, left))
-            else:
-                time.sleep(check_interval)
+        return poll(
+            lambda: self._try_acquire(ttl),
+            timeout=timeout,
+            check_interval=check_interval,
+        )
 
     def _try_acquire(self, ttl: float | None) -> bool:
         now = self._clock()

@@ -8,7 +8,8 @@ a second process has taken since.
 from __future__ import annotations
 
 import secrets
-import time
+
+from sergeant.waiting import poll
 
 from ._node import Node
 
@@ -65,18 +66,14 @@ class RedisLock:
         lock lapse by itself; None keeps it until released.
         """
         px = None if ttl is None else _millis(ttl)
-        give_up = None if timeout is None else time.monotonic() + timeout
         guard, client = self._node.guard, self._node.client
-        while True:
-            if guard.call(client.set, self._key, self._token, nx=True, px=px):
-                return True
-            if give_up is None:
-                time.sleep(check_interval)
-                continue
-            left = give_up - time.monotonic()
-            if left <= 0:
-                return False
-            time.sleep(min(check_interval, left))
+        return poll(
+            lambda: bool(
+                guard.call(client.set, self._key, self._token, nx=True, px=px)
+            ),
+            timeout=timeout,
+            check_interval=check_interval,
+        )
 
     def release(self) -> bool:
         """Release the lock if this handle holds it; False (no change) otherwise."""

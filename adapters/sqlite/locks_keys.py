@@ -10,10 +10,10 @@ broker's wall clock on every read, so a lapsed lock or key needs no sweeper.
 from __future__ import annotations
 
 import sqlite3
-import time
 import uuid
 
 from sergeant.clock import Clock
+from sergeant.waiting import poll
 
 from .database import Database
 
@@ -49,17 +49,11 @@ class SqliteLock:
 
         Not re-entrant: a handle that already holds the lock waits like any other.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if self._db.write(lambda c: self._try_take(c, ttl)):
-                return True
-            if deadline is None:
-                time.sleep(check_interval)
-                continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            time.sleep(min(check_interval, remaining))
+        return poll(
+            lambda: self._db.write(lambda c: self._try_take(c, ttl)),
+            timeout=timeout,
+            check_interval=check_interval,
+        )
 
     def _try_take(self, connection: sqlite3.Connection, ttl: float | None) -> bool:
         now = self._clock()
