@@ -30,8 +30,8 @@ from pathlib import Path
 
 from . import _floor, _peers, _report, _scaling
 from . import redis as redis_section
+from ._redis_server import RedisServer
 from ._runner import Runner
-from ._server import RedisServer
 from ._venvs import ALL, HERE, PEERS, SERGEANT027, ensure
 
 SECTIONS = ("redis", "peers", "floor", "scaling")
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         for lib in (SERGEANT027, *args.peer_libs):
             ensure(lib, log=lambda text: print(text, file=sys.stderr, flush=True))
     started = time.monotonic()
-    server = RedisServer()
+    server = RedisServer.started()
     try:
         runner = Runner(server, verbose=not args.quiet)
         parts = run(args, runner)

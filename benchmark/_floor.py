@@ -19,7 +19,7 @@ from sergeant.adapters.codecs import PickleCodec
 from sergeant.task import Task
 
 from . import _table
-from ._server import HOST, RedisServer
+from ._redis_server import HOST, RedisServer
 from .peers._common import KWARGS
 
 

@@ -6,9 +6,11 @@ a known configuration and can restart or kill it without harming anyone.
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,16 +37,28 @@ class RedisServer:
             even a SIGKILL of the server.
     """
 
-    def __init__(self, directory: Path, *, appendonly: bool) -> None:
-        program = shutil.which("redis-server")
-        if program is None:
-            raise SystemExit("redis-server not found on PATH (apt-get install it)")
-        self.program = program
+    def __init__(
+        self, directory: Path | None = None, *, appendonly: bool = False
+    ) -> None:
+        self.program = _require("redis-server")
+        self._folder = None
+        if directory is None:  # a throwaway server: its folder goes with it
+            self._folder = tempfile.TemporaryDirectory(prefix="sergeant-bench-")
+            directory = Path(self._folder.name)
         self.directory = directory
         self.appendonly = appendonly
         self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def started(cls) -> RedisServer:
+        """A throwaway server (temporary folder, no persistence), already running
+        and stopped at exit at the latest."""
+        server = cls()
+        server.start()
+        atexit.register(server.stop)
+        return server
 
     @property
     def url(self) -> str:
@@ -91,16 +105,32 @@ class RedisServer:
             process.wait(timeout=30)
 
     def stop(self) -> None:
-        """Stop the server gracefully (SIGTERM), or kill it after 30 s."""
+        """Stop the server gracefully (SIGTERM), or kill it after 30 s; idempotent.
+
+        A throwaway server's folder is removed too.
+        """
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=30)
+        if self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None
+
+    def cli(self, *args: str) -> str:
+        """Run ``redis-cli`` against the server; return its output."""
+        argv = [_require("redis-cli"), "-h", HOST, "-p", str(self.port), *args]
+        return subprocess.run(
+            argv, capture_output=True, text=True, check=True, timeout=60
+        ).stdout
+
+    def flush(self) -> None:
+        """Drop every key, so each measurement starts from an empty server."""
+        self.cli("FLUSHALL")
 
     def client(self, **options: object) -> redis.Redis:
         """A new bytes client of this server."""
@@ -112,3 +142,26 @@ class RedisServer:
         if not log.exists():
             return "(no log)"
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _require(program: str) -> str:
+    path = shutil.which(program)
+    if path is None:
+        raise SystemExit(
+            f"{program} not found on PATH: apt-get install redis-server redis-tools"
+        )
+    return path
+
+
+def redis_version() -> str:
+    """The installed redis-server's version string."""
+    out = subprocess.run(
+        [_require("redis-server"), "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    for part in out.split():
+        if part.startswith("v="):
+            return part[2:]
+    return out.strip()

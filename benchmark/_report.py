@@ -8,8 +8,8 @@ import platform
 import subprocess
 from pathlib import Path
 
+from ._redis_server import redis_version
 from ._runner import ROWS
-from ._server import redis_version
 
 
 def machine() -> str:

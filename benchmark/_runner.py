@@ -19,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._server import RedisServer
+from ._redis_server import RedisServer
 from ._venvs import DRIVERS, HERE, Lib
 
 # Rows of the throughput tables: key -> (operation, batch, label).

@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 
 from . import _table
+from ._redis_server import RedisServer
 from ._runner import Contender, Runner
-from ._server import RedisServer
 from ._venvs import OURS
 
 SECTION = "scaling"
@@ -34,7 +34,7 @@ def _rows(one: str, three: str, sqlite: str) -> list[tuple[str, str, int]]:
 
 def measure(runner: Runner, *, tasks: int, repeat: int) -> list[str]:
     """Run every row ``repeat`` times; return the row labels in order."""
-    extra = [RedisServer() for _ in range(2)]
+    extra = [RedisServer.started() for _ in range(2)]
     folder = tempfile.TemporaryDirectory(prefix="sergeant-bench-")
     try:
         nodes = [runner.server, *extra]

@@ -84,9 +84,9 @@ def _broker(name: str) -> Iterator[Any]:
         import redis
         from sergeant.adapters.redis import RedisBroker
 
-        from ._server import RedisServer
+        from ._redis_server import RedisServer
 
-        server = RedisServer()
+        server = RedisServer.started()
         try:
             broker = RedisBroker(client=redis.Redis.from_url(server.url))
             yield broker

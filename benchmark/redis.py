@@ -21,8 +21,8 @@ import math
 from collections.abc import Callable
 
 from . import _table
+from ._redis_server import RedisServer
 from ._runner import ROWS, SINGLE_ROWS, Contender, Runner
-from ._server import RedisServer
 from ._venvs import OURS, SERGEANT027, ensure
 
 SECTION = "redis"
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     add_arguments(parser)
     args = parser.parse_args(argv)
     ensure(SERGEANT027)
-    server = RedisServer()
+    server = RedisServer.started()
     try:
         runner = Runner(server, verbose=not args.quiet)
         measure(
