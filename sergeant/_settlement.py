@@ -38,6 +38,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from sergeant.worker import Worker
 
 
+# settle() skips the per-task walk of a success when nobody listens: check once, at
+# import, that the path it skips (QUEUED -> ... -> SUCCEEDED) is legal in the table.
+_walked = TaskState.QUEUED
+for _kind in (lc.Delivered, lc.Started, lc.Succeeded):
+    _walked = next_state(_walked, _kind)  # raises IllegalTransition if not
+if _walked is not TaskState.SUCCEEDED:  # pragma: no cover - a table edit broke it
+    raise ImportError(f"a successful task ends in {_walked.name}, not SUCCEEDED")
+
+
 class Settlement:
     """The worker's settling half; it holds no state of its own beyond back-off."""
 
@@ -126,17 +135,15 @@ class Settlement:
         releases: list[tuple[Delivery, Task]] = []
         step = self._step
         on_success = worker.call_handler if worker.handles_success else None
-        quiet = not worker._listeners
-        table = lc.TRANSITIONS
+        listened = bool(worker._listeners)
         queued, delivered, started, succeeded = (
             TaskState.QUEUED, lc.Delivered, lc.Started, lc.Succeeded
         )  # fmt: skip
         for (delivery, task), outcome in zip(decoded, outcomes, strict=True):
             if type(outcome) is Returned:  # the common case, kept short
-                if quiet:  # the same table walk as _step, minus building events
-                    state = table[(queued, delivered)]
-                    state = table[(table[(state, started)], succeeded)]
-                else:
+                # With nobody listening there is nothing to publish, and the path
+                # is fixed (checked against the table at import, above).
+                if listened:
                     state = step(queued, delivered, task)
                     state = step(state, started, task)
                     step(state, succeeded, task, outcome.value)

@@ -106,8 +106,6 @@ class Producer:
         new_id = new_task_id
         tasks = []
         for kwargs in kwargs_list:
-            if not isinstance(kwargs, dict):
-                raise ConfigError(f"task kwargs must be a dict, got {kwargs!r:.80}")
             task_id = new_id()
             tasks.append(
                 assemble_task(
