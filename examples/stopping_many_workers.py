@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -42,7 +43,10 @@ class Encoder(sergeant.Worker):
         self.done += 1
 
     def finalize(self) -> None:
-        print(f"worker pid {os.getpid()} encoded {self.done} videos", flush=True)
+        # One write per line: four processes share this pipe, and a line written
+        # in one call (shorter than PIPE_BUF) is never split by another's.
+        sys.stdout.write(f"worker pid {os.getpid()} encoded {self.done} videos\n")
+        sys.stdout.flush()
 
 
 def main() -> None:

@@ -41,7 +41,7 @@ EXPECTED: dict[str, list[str]] = {
     "stopping_many_workers": [
         r"stopping 4 workers",
         r"stopped 4 workers \d+\.\d s after SIGTERM\n",
-        r"(worker pid \d+ encoded \d+ videos\n(.*\n)*){4}",
+        r"(?s)(worker pid \d+ encoded \d+ videos.*){4}",
         r"still queued \d+, in flight 0\n",
     ],
 }
