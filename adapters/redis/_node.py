@@ -35,6 +35,9 @@ RID_LEN = 20
 HEADER_LEN = RID_LEN + 1 + 8  # rid, priority digit, delivery count (8 hex digits)
 _COUNTER_LIMIT = 16**10
 _HELD_LIMIT = 64  # batches a worker holds at once: one or two
+# How long (broker clock) a busy at-most-once reserve may skip promoting due
+# delayed tasks and reclaiming lapsed leases (see ``Node.pop``).
+MAINTAIN_EVERY = 0.05
 NOTIFY, DEAD = scripts.QUEUE_KEYS.index("notify"), scripts.QUEUE_KEYS.index("dead")
 
 
@@ -130,6 +133,7 @@ class Node:
         self.push_script = register(scripts.PUSH)
         self.notify_script = register(scripts.NOTIFY)
         self.reserve_script = register(scripts.RESERVE)
+        self.maintain_script = register(scripts.MAINTAIN)
         self.ack_script = register(scripts.ACK)
         self.release_script = register(scripts.RELEASE)
         self.release_owner_script = register(scripts.RELEASE_OWNER)
@@ -140,7 +144,8 @@ class Node:
         self.replay_script = register(scripts.REPLAY_DEAD)
         self.purge_dead_script = register(scripts.PURGE_DEAD)
         self.held: dict[str, list[str]] = {}
-        self._direct = _direct_capable(client)
+        self._maintained: dict[str, float] = {}
+        self.direct = _direct_capable(client)
         self._conn: Any = None
         self._pid = os.getpid()
         self._conn_lock = threading.Lock()
@@ -157,49 +162,173 @@ class Node:
         """Run a queue script on this endpoint, under the guard."""
         return self.guard.call(self._evalsha, script, self.keys(queue), args)
 
+    def run_flagging_retries(
+        self, script: Script, queue: str, args: list[Any], flags_at: int
+    ) -> Any:
+        """``run``, appending ``r`` to ``args[flags_at]`` when the guard retries.
+
+        A retried call may follow a first attempt that ran on the server but whose
+        reply was lost; the flag lets the script look for that (an extra command
+        that a first attempt need not pay for).
+        """
+        keys = self.keys(queue)
+        attempts = 0
+
+        def attempt() -> Any:
+            nonlocal attempts
+            if attempts:
+                args[flags_at] += "r"
+            attempts += 1
+            return self._evalsha(script, keys, args)
+
+        return self.guard.call(attempt)
+
+    def push_ready(self, queue: str, priority: int, entries: list[bytes]) -> None:
+        """Append ``entries`` to a ready list and leave a wake-up token, atomically.
+
+        On a plain connection this is MULTI/RPUSH/LPUSH/LTRIM/EXEC in one write:
+        the same effect as the push script without copying every payload into Lua
+        and out again, which costs the server about four times the RPUSH itself.
+        """
+        if not self.direct:
+            self.run(self.push_script, queue, [priority, "", *entries])
+            return
+        keys = self.keys(queue)
+        commands = (
+            ("MULTI",),
+            ("RPUSH", keys[priority], *entries),
+            ("LPUSH", keys[NOTIFY], "1"),
+            ("LTRIM", keys[NOTIFY], 0, 0),
+            ("EXEC",),
+        )
+        self.guard.call(self._transact, commands)
+
+    def _transact(self, commands: Sequence[tuple[Any, ...]]) -> None:
+        """``_call`` a MULTI ... EXEC block; raise its first error, if any."""
+        replies = self._call(commands)
+        outcome = replies[-1]
+        for reply in (*replies[:-1], *(outcome if isinstance(outcome, list) else ())):
+            if isinstance(reply, ResponseError):
+                raise reply
+        if isinstance(outcome, ResponseError):
+            raise outcome
+
+    def pop(
+        self, queue: str, now: float, count: int, levels: str, chain: bool
+    ) -> tuple[list[bytes], str]:
+        """Pop up to ``count`` ready entries without a lease; if none, when next.
+
+        For plain connections only (see ``direct``). Payloads never pass through
+        Lua: a plain LMPOP takes them, and the maintenance script (reclaim lapsed
+        leases, promote due delayed tasks, pass a wake-up on) runs in the same
+        write only when needed: when this client has not run it for
+        ``MAINTAIN_EVERY`` seconds, when the pop comes up short, or when the
+        caller was woken. A script call costs several times a plain command, and
+        while the ready lists are full a task falling due would only join their
+        tail anyway. Returns the entries and, when there are none, the next due
+        time ('' for none).
+        """
+        keys = self.keys(queue)
+        entries: list[bytes] = []
+        if not chain and now - self._maintained.get(queue, -MAINTAIN_EVERY) < (
+            MAINTAIN_EVERY
+        ):
+            entries, _ = self.guard.call(self._pop, keys, None, count, levels)
+            if len(entries) == count:
+                return entries, ""
+        maintain = (repr(now), count - len(entries), levels, "1" if chain else "0")
+        more, nxt = self.guard.call(
+            self._pop, keys, maintain, count - len(entries), levels
+        )
+        self._maintained[queue] = now
+        return entries + more, nxt
+
+    def _pop(
+        self,
+        keys: list[str],
+        maintain: tuple[Any, ...] | None,
+        count: int,
+        levels: str,
+    ) -> tuple[list[bytes], str]:
+        lists = keys[:1] if levels == "1" else keys[:2]
+        pop = ("LMPOP", len(lists), *lists, "LEFT", "COUNT", count)
+        if maintain is None:
+            (popped,) = self._call((pop,))
+            if isinstance(popped, ResponseError):
+                raise popped
+            return (popped[1] if popped else []), ""
+        script = ("EVALSHA", self.maintain_script.sha, len(keys), *keys, *maintain)
+        done, popped = self._call((script, pop))
+        if isinstance(popped, ResponseError):
+            raise popped
+        entries: list[bytes] = popped[1] if popped else []
+        if isinstance(done, NoScriptError) and not entries:
+            # The server lost its scripts (restart, SCRIPT FLUSH): load and redo.
+            self.client.script_load(scripts.MAINTAIN)
+            done, popped = self._call((script, pop))
+            if isinstance(popped, ResponseError):
+                raise popped
+            entries = popped[1] if popped else []
+        if isinstance(done, ResponseError):
+            if entries:
+                return entries, ""  # popped: never drop them; the error recurs
+            raise done
+        return entries, "" if entries else done.decode()
+
     def _evalsha(self, script: Script, keys: list[str], args: Sequence[Any]) -> Any:
         # EVALSHA on the node's dedicated connection (the hot path), else through
         # the client; ``Script.__call__`` only when the server lacks the script
         # (first use, restart, SCRIPT FLUSH): it loads the source and calls again.
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
-            if self._direct:
-                if self._pid != os.getpid():
-                    self._forked()
-                lock = self._conn_lock
-                if lock.acquire(blocking=False):
-                    try:
-                        return self._send(command)
-                    finally:
-                        lock.release()
+            if self.direct:
+                (reply,) = self._call((command,))
+                if isinstance(reply, ResponseError):
+                    raise reply
+                return reply
             return self.client.execute_command(*command)
         except NoScriptError:
             return script(keys, args)
 
-    def _send(self, command: tuple[Any, ...]) -> Any:
-        """Send ``command`` on the dedicated connection and read its reply.
+    def _call(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write and read every reply, in order.
 
-        redis-py's ``execute_command`` checks a connection out of the pool and back
-        in, and wraps each call in its retry and metrics code: about half the cost
-        of a small call. The guard already retries, so one connection kept per node
-        and process does the same work for half the price. Any failure but a Redis
-        error reply (a lost connection, a timeout, an exception raised into the
-        thread mid-read) may leave a reply unread, so the connection is dropped and
-        the guard's retry starts on a fresh one. Callers hold ``_conn_lock``.
+        An error reply comes back as a ``ResponseError`` value, so every reply is
+        read and the connection stays in step. redis-py's ``execute_command``
+        checks a connection out of the pool and back in, and wraps each call in
+        its retry and metrics code: about half the cost of a small call. The guard
+        already retries, so one connection kept per node and process does the same
+        work for half the price (a pooled one while another thread holds it). Any
+        failure but an error reply (a lost connection, a timeout, an exception
+        raised into the thread mid-read) may leave a reply unread, so the
+        connection is dropped and the guard's retry starts on a fresh one.
         """
-        conn = self._conn
-        if conn is None:
-            conn = self._conn = self.client.connection_pool.get_connection()
+        if self._pid != os.getpid():
+            self._forked()
+        pool = self.client.connection_pool
+        lock = self._conn_lock
+        if lock.acquire(blocking=False):
+            try:
+                conn = self._conn
+                if conn is None:
+                    conn = self._conn = pool.get_connection()
+                try:
+                    return _exchange(conn, commands)
+                except BaseException:
+                    self._conn = None
+                    conn.disconnect()
+                    pool.release(conn)
+                    raise
+            finally:
+                lock.release()
+        conn = pool.get_connection()
         try:
-            conn.send_command(*command)
-            return conn.read_response()
-        except ResponseError:
-            raise  # a whole reply was read: the connection is fine
+            return _exchange(conn, commands)
         except BaseException:
-            self._conn = None
             conn.disconnect()
-            self.client.connection_pool.release(conn)
             raise
+        finally:
+            pool.release(conn)
 
     def _forked(self) -> None:
         # The parent's socket is not ours to use (the pool resets itself in the
@@ -253,6 +382,18 @@ class Node:
             if conn is not None:
                 self.client.connection_pool.release(conn)
         self.client.close()
+
+
+def _exchange(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Write ``commands`` at once on ``conn``; their replies, errors as values."""
+    conn.send_packed_command(conn.pack_commands(commands))
+    replies: list[Any] = []
+    for _ in commands:
+        try:
+            replies.append(conn.read_response())
+        except ResponseError as error:  # a whole reply was read: stay in step
+            replies.append(error)
+    return replies
 
 
 def _direct_capable(client: Any) -> bool:

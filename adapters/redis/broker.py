@@ -1,9 +1,11 @@
 """The Redis broker: one server, several independent servers, or a Redis Cluster.
 
-Every queue operation is one Lua script call per node it touches (see
-``scripts.py``): a reserve acks the previous batch, reclaims lapsed leases,
-promotes due delayed tasks, pops up to N (HIGH first) and leases them, atomically
-and in one round trip. Times are the client's wall clock (``time.time``), the same
+Every queue operation is one round trip per node it touches. An at-least-once
+reserve is one Lua script call (see ``scripts.py``): it acks the previous batch,
+reclaims lapsed leases, promotes due delayed tasks, pops up to N (HIGH first) and
+leases them, atomically. On plain connections a push and an at-most-once reserve
+keep payloads out of Lua, which costs more than the list operations themselves
+(``Node.push_ready``, ``Node.pop``). Times are the client's wall clock (``time.time``), the same
 clock a task's eta is written in; hosts sharing a queue need synchronised clocks.
 
 With several independent nodes, pushes go round robin (one node per push call),
@@ -38,6 +40,8 @@ from .lock import RedisLock
 
 # Below this, a wait is not worth another round trip (Redis blocks in whole ms).
 _MIN_BLOCK = 0.002
+# The delivery count field of an entry never delivered before.
+_FIRST = b"00000000"
 
 
 class RedisBroker:
@@ -156,9 +160,12 @@ class RedisBroker:
         else:
             index = next(self._push_turn) % len(self._nodes)
         node = self._nodes[index]
-        at = "" if eta is None or eta <= self._clock() else repr(float(eta))
         entries = new_entries(payloads, int(priority))
-        node.run(node.push_script, queue, [int(priority), at, *entries])
+        if eta is None or eta <= self._clock():
+            node.push_ready(queue, int(priority), entries)
+        else:
+            at = repr(float(eta))
+            node.run(node.push_script, queue, [int(priority), at, *entries])
         node.register(queue)
         if not self._single:
             self._wake(queue, index)
@@ -183,8 +190,9 @@ class RedisBroker:
         acks = self._groups(ack, acks=True) if ack else {}
         member = "" if lease is None else f"{new_batch_id()}:{owner}"
         give_up = time.monotonic() + wait
+        woken = False
         while True:
-            got, due = self._reserve_once(queue, member, count, lease, acks)
+            got, due = self._reserve_once(queue, member, count, lease, acks, woken)
             acks = {}
             left = give_up - time.monotonic()
             if got or left < _MIN_BLOCK:
@@ -194,6 +202,8 @@ class RedisBroker:
                 if left <= 0:
                     continue
             self._nodes[self._home(queue)].block(queue, left)
+            # Whoever took the wake-up token passes it on if it leaves more ready.
+            woken = True
 
     def _visits(self, queue: str) -> list[tuple[int, str]]:
         """Which nodes a reserve asks, in order, and for which priorities.
@@ -210,25 +220,32 @@ class RedisBroker:
         home = self._home(queue)
         return visits if start == home else [(home, "1"), *visits]
 
-    def _reserve_once(
+    def _reserve_once(  # noqa: PLR0917 - one call of reserve's loop
         self,
         queue: str,
         member: str,
         count: int,
         lease: float | None,
         acks: dict[int, list[str]],
+        woken: bool,
     ) -> tuple[list[Delivery], float | None]:
         now = self._clock()
         deadline = "" if lease is None else now + lease
-        args: list[Any] = [repr(now), count, deadline, member, "2"]
+        flags = "c" if woken else "-"
+        args: list[Any] = [repr(now), count, deadline, member, "2", flags]
         out: list[Delivery] = []
         due: float | None = None
         for index, levels in self._visits(queue):
             node = self._nodes[index]
-            args[1], args[4] = count - len(out), levels
-            entries, nxt, again = node.run(
-                node.reserve_script, queue, args + acks.pop(index, [])
-            )
+            want = count - len(out)
+            if lease is None and node.direct:
+                entries, nxt = node.pop(queue, now, want, levels, woken)
+                again = [i for i, e in enumerate(entries, 1) if e[21:29] != _FIRST]
+            else:
+                args[1], args[4] = want, levels
+                entries, nxt, again = node.run_flagging_retries(
+                    node.reserve_script, queue, [*args, *acks.pop(index, ())], 5
+                )
             if entries:
                 got, bodies = deliveries(entries, again, member, self._tags[index])
                 out += got

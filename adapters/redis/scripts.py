@@ -27,9 +27,12 @@ from __future__ import annotations
 # Key suffixes in the order every queue script receives them as KEYS[1..6].
 QUEUE_KEYS = ("ready:0", "ready:1", "delayed", "leases", "notify", "dead")
 
-# Shared helpers, prepended to the queue scripts. Redis' Lua stack takes at most
-# ~8000 unpacked values, hence the chunking.
-_HELPERS = """
+# Shared helpers, composed into the queue scripts. Every ``local function`` costs
+# a closure on each call of a script, so a script takes only the snippets it uses,
+# and the rarely needed ones (reclaiming, ack groups) are defined inside the branch
+# that needs them. Redis' Lua stack takes at most ~8000 unpacked values, hence the
+# chunking.
+_BASE = """
 local CHUNK = 1000
 local function chunked(cmd, key, items, width)
   local step = CHUNK * width
@@ -40,13 +43,16 @@ end
 local function batch_key(member)
   return KEYS[4] .. ':' .. string.sub(member, 1, string.find(member, ':', 1, true) - 1)
 end
-local function bump(e)
-  local n = tonumber(string.sub(e, 22, 29), 16) + 1
-  return string.sub(e, 1, 21) .. string.format('%08x', n) .. string.sub(e, 30)
-end
 local function notify()
   redis.call('LPUSH', KEYS[5], '1')
   redis.call('LTRIM', KEYS[5], 0, 0)
+end
+"""
+
+_RECLAIM = """
+local function bump(e)
+  local n = tonumber(string.sub(e, 22, 29), 16) + 1
+  return string.sub(e, 1, 21) .. string.format('%08x', n) .. string.sub(e, 30)
 end
 -- Put entries back at the head of their ready lists, in the order given.
 local function to_front(entries)
@@ -75,6 +81,9 @@ local function reclaim(members)
   to_front(back)
   return #back
 end
+"""
+
+_GROUPS = """
 -- Walk groups ``member, rids joined`` in ARGV from position i: fn(member, key,
 -- rids) per group. Joined 20-character rids make one argument instead of
 -- thousands, which saves the client more than the split costs here.
@@ -99,6 +108,46 @@ local function acked(member, key, rids)
   else
     settle(member, key, rids)
   end
+end
+"""
+
+_HELPERS = _BASE + _RECLAIM + _GROUPS
+
+# Reclaim lapsed leases first (they were handed out before anything still ready),
+# then promote due delayed entries to the tail of their ready lists, in eta order.
+# Expects the local ``now``.
+_MAINTAIN = (
+    """
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
+if #lapsed > 0 then
+"""
+    + _RECLAIM
+    + """
+  reclaim(lapsed)
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)
+if #due > 0 then
+  local ready = {{}, {}}
+  for i = 1, #due do
+    local p = ready[string.byte(due[i], 21) - 47]
+    p[#p + 1] = due[i]
+  end
+  if #ready[1] > 0 then chunked('RPUSH', KEYS[1], ready[1], 1) end
+  if #ready[2] > 0 then chunked('RPUSH', KEYS[2], ready[2], 1) end
+  chunked('ZREM', KEYS[3], due, 1)
+end
+"""
+)
+
+# For a caller that found nothing ready: when something will be (a delayed eta or
+# a lease deadline), so it can block exactly that long; '' for never.
+_NEXT_DUE = """
+local function next_due()
+  local d = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  local l = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+  local nxt = d[2]
+  if l[2] and (not nxt or tonumber(l[2]) < tonumber(nxt)) then nxt = l[2] end
+  return nxt or ''
 end
 """
 
@@ -131,13 +180,45 @@ redis.call('LTRIM', KEYS[5], 0, 0)
 return 1
 """
 
+# The at-most-once fast path sends this, now and then, before a plain LMPOP of
+# the ready lists in the same write (see ``Node.pop``): payloads never pass
+# through Lua. ARGV: now, count, levels ('1': HIGH only, '2': HIGH then NORMAL),
+# chain ('1': pass a wake-up on when more than ``count`` are ready). Returns ''
+# when tasks are ready, else the next due time ('' for none).
+MAINTAIN = (
+    _BASE
+    + _NEXT_DUE
+    + """
+local now, count = ARGV[1], tonumber(ARGV[2])
+"""
+    + _MAINTAIN
+    + """
+local ready = redis.call('LLEN', KEYS[1])
+if ARGV[3] == '2' then ready = ready + redis.call('LLEN', KEYS[2]) end
+if ready == 0 then return next_due() end
+if ARGV[4] == '1' and ready > count and redis.call('EXISTS', KEYS[5]) == 0 then
+  notify()
+end
+return ''
+"""
+)
+
 RESERVE = (
-    _HELPERS
+    _BASE
+    + _NEXT_DUE
     + """
 -- ARGV: now, count, lease deadline ('' = at-most-once pop), batch member
--- '<bid>:<owner>', levels (1: HIGH only, 2: HIGH then NORMAL), ack groups...
+-- '<bid>:<owner>', levels (1: HIGH only, 2: HIGH then NORMAL), flags, ack
+-- groups... Flags: 'r' this call retries one whose reply may have been lost;
+-- 'c' pass a wake-up on when the batch leaves more ready (the caller was woken).
 local now, count, deadline, member = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-each_group(6, acked)
+local flags = ARGV[6]
+if #ARGV > 6 then
+"""
+    + _GROUPS
+    + """
+  each_group(7, acked)
+end
 local function redelivered(got)
   -- Positions of entries delivered before: only their counts need parsing.
   local again = {}
@@ -146,10 +227,10 @@ local function redelivered(got)
   end
   return again
 end
-if deadline ~= '' then
+if deadline ~= '' and string.find(flags, 'r', 1, true) then
   -- The batch id is new for every reserve call, so a batch already stored under
-  -- it means this is a retry of a call whose reply was lost: hand out the same
-  -- tasks again rather than leasing more (which would strand the first ones).
+  -- it means this call's first attempt ran and its reply was lost: hand out the
+  -- same tasks again rather than leasing more (which would strand the first ones).
   local held = redis.call('HVALS', batch_key(member))
   if #held > 0 then
     table.sort(held)
@@ -157,36 +238,26 @@ if deadline ~= '' then
     return {held, '', redelivered(held)}
   end
 end
--- Reclaim lapsed leases first: they were handed out before anything still ready.
-local lapsed = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
-if #lapsed > 0 then reclaim(lapsed) end
--- Promote due delayed entries to the tail of their ready lists, in eta order.
-local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)
-if #due > 0 then
-  local ready = {{}, {}}
-  for i = 1, #due do
-    local p = ready[string.byte(due[i], 21) - 47]
-    p[#p + 1] = due[i]
+"""
+    + _MAINTAIN
+    + """
+local got
+if ARGV[5] == '2' then
+  -- HIGH first: LMPOP takes from the first non-empty list, so top up from
+  -- NORMAL only when HIGH ran short.
+  local popped = redis.call('LMPOP', 2, KEYS[1], KEYS[2], 'LEFT', 'COUNT', count)
+  got = popped and popped[2] or {}
+  if #got < count and popped and popped[1] == KEYS[1] then
+    local more = redis.call('LPOP', KEYS[2], count - #got)
+    if more then
+      for i = 1, #more do got[#got + 1] = more[i] end
+    end
   end
-  if #ready[1] > 0 then chunked('RPUSH', KEYS[1], ready[1], 1) end
-  if #ready[2] > 0 then chunked('RPUSH', KEYS[2], ready[2], 1) end
-  chunked('ZREM', KEYS[3], due, 1)
-end
-local got = redis.call('LPOP', KEYS[1], count) or {}
-if #got < count and ARGV[5] == '2' then
-  local more = redis.call('LPOP', KEYS[2], count - #got)
-  if more then
-    for i = 1, #more do got[#got + 1] = more[i] end
-  end
+else
+  got = redis.call('LPOP', KEYS[1], count) or {}
 end
 if #got == 0 then
-  -- Nothing ready: tell the caller when something will be (a delayed eta or a
-  -- lease deadline), so it can block exactly that long.
-  local d = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-  local l = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-  local nxt = d[2]
-  if l[2] and (not nxt or tonumber(l[2]) < tonumber(nxt)) then nxt = l[2] end
-  return {got, nxt or '', {}}
+  return {got, next_due(), {}}
 end
 local again = redelivered(got)
 if deadline ~= '' then
@@ -198,9 +269,10 @@ if deadline ~= '' then
   chunked('HSET', batch_key(member), h, 2)
   redis.call('ZADD', KEYS[4], deadline, member)
 end
--- More may be ready: pass the wake-up on to the next blocked worker (unless a
--- token already waits, as it does while every worker is busy).
-if #got == count and redis.call('EXISTS', KEYS[5]) == 0
+-- More may be ready: a woken caller passes the wake-up on to the next blocked
+-- worker (unless a token already waits, as it does while every worker is busy).
+if #got == count and string.find(flags, 'c', 1, true)
+    and redis.call('EXISTS', KEYS[5]) == 0
     and redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
   notify()
 end
@@ -209,7 +281,8 @@ return {got, '', again}
 )
 
 ACK = (
-    _HELPERS
+    _BASE
+    + _GROUPS
     + """
 each_group(1, acked)
 return 1

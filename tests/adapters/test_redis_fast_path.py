@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -132,3 +133,106 @@ def test_a_forked_child_does_not_use_the_parents_connection(
 
     assert os.waitstatus_to_exitcode(status) == 0
     assert broker.lengths("q") == QueueLengths(ready=601)
+
+
+# -- at most once without Lua on the payload path ------------------------------------
+
+
+class _Clock:
+    """A settable wall clock for the broker (etas and maintenance intervals)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clocked(
+    redis_server: RedisServer,
+) -> Iterator[tuple[RedisBroker, redis.Redis, _Clock]]:
+    """A broker on the shared server whose clock the test sets."""
+    namespace = new_namespace()
+    clock = _Clock()
+    broker = RedisBroker(
+        redis_server.client(), namespace=namespace, retry=TEST_RETRY, clock=clock
+    )
+    raw = redis_server.client()
+    yield broker, raw, clock
+    broker.close()
+    raw.close()
+    delete_namespace([redis_server], namespace)
+
+
+def test_a_busy_pop_skips_maintenance_but_a_short_one_promotes_due_tasks(
+    clocked: tuple[RedisBroker, redis.Redis, _Clock],
+) -> None:
+    """Full pops inside MAINTAIN_EVERY send no script; a short pop still gets due tasks.
+
+    A task falling due while the ready list is full would only join its tail, so
+    skipping the script then changes no order that matters; once the pop comes up
+    short, the due task is promoted and handed out in that same call.
+    """
+    broker, raw, clock = clocked
+    broker.push("q", [b"1", b"2", b"3"])
+    broker.push("q", [b"later"], eta=clock.now + 0.01)
+    first = broker.reserve("q", owner="w", lease=None)  # maintains: nothing due
+    clock.now += 0.02  # "later" is due; still inside MAINTAIN_EVERY
+    raw.config_resetstat()
+
+    second = broker.reserve("q", owner="w", lease=None)
+    scripts_in_a_full_pop = raw.info("commandstats").get("cmdstat_evalsha", {})
+    rest = broker.reserve("q", owner="w", count=5, lease=None)
+
+    assert [d.payload for d in first + second] == [b"1", b"2"]
+    assert scripts_in_a_full_pop == {}
+    assert [d.payload for d in rest] == [b"3", b"later"]
+    assert broker.lengths("q") == QueueLengths()
+
+
+def test_an_at_most_once_pop_survives_a_script_flush(
+    single: tuple[RedisBroker, redis.Redis, str],
+) -> None:
+    """After SCRIPT FLUSH the maintenance script is loaded again; no task is lost."""
+    broker, raw, _ = single
+    broker.push("q", [b"a", b"b"])
+    got = broker.reserve("q", owner="w", lease=None)
+
+    raw.script_flush()
+    more = broker.reserve("q", owner="w", count=5, lease=None)
+    none = broker.reserve("q", owner="w", count=5, lease=None)
+
+    assert [d.payload for d in got + more] == [b"a", b"b"]
+    assert none == []
+    assert broker.lengths("q") == QueueLengths()
+
+
+def test_a_woken_reserve_passes_the_wake_up_on_to_the_next_waiter(
+    single: tuple[RedisBroker, redis.Redis, str],
+) -> None:
+    """Two idle workers, one push of two tasks: both wake, each takes one.
+
+    The push leaves one wake-up token; the worker that takes it sees a task left
+    after its own and passes the token on, so the second waiter does not sleep
+    until its wait runs out.
+    """
+    broker, _, _ = single
+    woke: list[float] = []
+
+    def wait(lease: float | None) -> None:
+        got = broker.reserve("q", owner="w", wait=20.0, lease=lease)
+        if got:
+            woke.append(time.monotonic())
+
+    waiters = [threading.Thread(target=wait, args=(lease,)) for lease in (60.0, None)]
+    for waiter in waiters:
+        waiter.start()
+    time.sleep(0.3)  # both are blocked now
+    pushed = time.monotonic()
+    broker.push("q", [b"a", b"b"])
+    for waiter in waiters:
+        waiter.join(timeout=30)
+
+    assert len(woke) == 2
+    assert max(woke) - pushed < 2.0
