@@ -5,8 +5,9 @@ reserve is one Lua script call (see ``scripts.py``): it acks the previous batch,
 reclaims lapsed leases, promotes due delayed tasks, pops up to N (HIGH first) and
 leases them, atomically. On plain connections a push and an at-most-once reserve
 keep payloads out of Lua, which costs more than the list operations themselves
-(``Node.push_ready``, ``Node.pop``). Times are the client's wall clock (``time.time``), the same
-clock a task's eta is written in; hosts sharing a queue need synchronised clocks.
+(``Node.push_ready``, ``Node.pop``). Times are the client's wall clock
+(``time.time``), the same clock a task's eta is written in; hosts sharing a queue
+need synchronised clocks.
 
 With several independent nodes, pushes go round robin (one node per push call),
 reserve visits the nodes in turn from a rotating start, counts and purges sum over
