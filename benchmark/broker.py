@@ -10,8 +10,11 @@ in bulks, draining in batches at least once (reserve under a lease, the ack ridi
 on the next reserve) and at most once (``lease=None``), and the same one task at a
 time. Payloads are real pickled tasks and every drained payload is decoded, so the
 rows include the codec but none of the worker's settlement. The Redis rows run on a
-redis-server this script starts on a free loopback port. Compare runs made on the
-same machine; the side-by-side with other libraries is ``python -m benchmark``.
+redis-server this script starts on a free loopback port, and also print the
+server's own CPU time per 1,000 tasks (``INFO cpu``, user + system): the figure
+that bounds how many workers one Redis can feed, and one that a noisy client
+machine barely moves. Compare runs made on the same machine; the side-by-side with
+other libraries is ``python -m benchmark``.
 """
 
 from __future__ import annotations
@@ -37,13 +40,22 @@ def _payloads(count: int) -> list[bytes]:
     return [CODEC.encode(Task(kwargs=KWARGS, queue="q")) for _ in range(count)]
 
 
-def _rate(count: int, run: Callable[[], int]) -> float:
+CpuReader = Callable[[], float] | None
+
+
+def _rate(
+    count: int, run: Callable[[], int], server_cpu: CpuReader
+) -> tuple[float, float | None]:
+    """Tasks per second, and server CPU µs per 1,000 tasks (None: no server)."""
+    cpu_before = server_cpu() if server_cpu else 0.0
     started = time.perf_counter()
     done = run()
     elapsed = time.perf_counter() - started
     if done != count:
         raise SystemExit(f"expected {count} tasks, handled {done}")
-    return done / elapsed
+    if server_cpu is None:
+        return done / elapsed, None
+    return done / elapsed, (server_cpu() - cpu_before) * 1e9 / done
 
 
 def _push(broker: Broker, queue: str, payloads: list[bytes], bulk: int) -> int:
@@ -68,17 +80,17 @@ def _drain(broker: Broker, queue: str, batch: int, lease: float | None) -> int:
 
 
 @contextmanager
-def _broker(name: str) -> Iterator[Any]:
+def _broker(name: str) -> Iterator[tuple[Any, CpuReader]]:
     if name == "memory":
         from sergeant.adapters.memory import MemoryBroker
 
-        yield MemoryBroker()
+        yield MemoryBroker(), None
     elif name == "sqlite":
         from sergeant.adapters.sqlite import SqliteBroker
 
         with tempfile.TemporaryDirectory() as folder:
             broker = SqliteBroker(str(Path(folder) / "bench.db"))
-            yield broker
+            yield broker, None
             broker.close()
     elif name == "redis":
         import redis
@@ -87,11 +99,18 @@ def _broker(name: str) -> Iterator[Any]:
         from ._redis_server import RedisServer
 
         server = RedisServer.started()
+        probe = redis.Redis.from_url(server.url)
+
+        def server_cpu() -> float:
+            info = probe.info("cpu")
+            return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
         try:
             broker = RedisBroker(client=redis.Redis.from_url(server.url))
-            yield broker
+            yield broker, server_cpu
             broker.close()
         finally:
+            probe.close()
             server.stop()
     else:
         raise SystemExit(f"unknown broker {name!r} (memory, sqlite, redis)")
@@ -99,10 +118,10 @@ def _broker(name: str) -> Iterator[Any]:
 
 def measure(
     name: str, *, tasks: int, single: int, bulk: int, batch: int
-) -> list[tuple[str, int, float]]:
-    """The rows for broker ``name``: (operation, tasks, tasks/s)."""
+) -> list[tuple[str, int, float, float | None]]:
+    """Rows for broker ``name``: operation, tasks, tasks/s, server CPU µs/1,000."""
     many, few = _payloads(tasks), _payloads(single)
-    with _broker(name) as b:
+    with _broker(name) as (b, server_cpu):
         rows: list[tuple[str, int, Callable[[], int]]] = [
             ("push, one per call", single, lambda: _push(b, "one", few, 1)),
             (f"push, bulks of {bulk:,}", tasks, lambda: _push(b, "alo", many, bulk)),
@@ -118,7 +137,9 @@ def measure(
             ("drain at most once, one at a time", single,
              lambda: _drain(b, "one", 1, None)),
         ]  # fmt: skip
-        return [(label, count, _rate(count, run)) for label, count, run in rows]
+        return [
+            (label, count, *_rate(count, run, server_cpu)) for label, count, run in rows
+        ]
 
 
 def main(argv: list[str] | None = None, **defaults: Any) -> None:
@@ -136,9 +157,11 @@ def main(argv: list[str] | None = None, **defaults: Any) -> None:
             name, tasks=args.tasks, single=args.single, bulk=args.bulk,
             batch=args.batch,
         )  # fmt: skip
-        print(f"\n{name}\n{'operation':<42} {'tasks':>8} {'tasks/s':>10}")
-        for label, count, rate in rows:
-            print(f"{label:<42} {count:>8,} {rate:>10,.0f}")
+        print(f"\n{name}")
+        print(f"{'operation':<42} {'tasks':>8} {'tasks/s':>10} {'server CPU':>12}")
+        for label, count, rate, cpu in rows:
+            used = "" if cpu is None else f"{cpu:,.0f} µs/1k"
+            print(f"{label:<42} {count:>8,} {rate:>10,.0f} {used:>12}")
 
 
 if __name__ == "__main__":
