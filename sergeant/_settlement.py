@@ -98,8 +98,21 @@ class Settlement:
     # -- tasks that never run ------------------------------------------------------
 
     def poison(self, queue: str, delivery: Delivery, error: DecodeError) -> None:
-        """An undecodable or forged payload: dead-letter it with the reason."""
-        self._dead_letter(queue, delivery, f"undecodable payload: {error}")
+        """An undecodable or forged payload: dead-letter it with the reason.
+
+        There is no Task to publish a lifecycle event for, so it is logged instead:
+        one WARNING per payload (rare, and worth an operator's eye: a producer with
+        the wrong codec or key, or someone writing into the queue). The payload
+        itself is never logged; it is kept byte for byte in the dead letter.
+        """
+        reason = f"undecodable payload: {error}"
+        self.worker.logger.warning(
+            "dead-lettered a payload of %d bytes from queue %s: %s",
+            len(delivery.payload),
+            queue,
+            reason,
+        )
+        self._dead_letter(queue, delivery, reason)
 
     def reject_crash_loops(
         self, decoded: list[tuple[Delivery, Task]]

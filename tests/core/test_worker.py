@@ -304,20 +304,28 @@ def test_a_raising_handler_is_logged_and_the_loop_goes_on(
 
 
 def test_poison_payloads_are_dead_lettered_and_the_loop_continues(
-    make_worker: WorkerFactory, broker: MemoryBroker
+    make_worker: WorkerFactory, broker: MemoryBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Undecodable bytes go to dead letters with the reason; good tasks still run."""
+    """Undecodable bytes go to dead letters with the reason; good tasks still run.
+
+    Each is logged once at WARNING with its size and reason, never its bytes.
+    """
     worker = _worker(make_worker, lambda w, t: None, max_tasks_per_run=2)
     worker.push_task({"n": 1})
     broker.push("jobs", [b"\x00garbage", b"not a task at all"])
     worker.push_task({"n": 2})
 
-    worker.run()
+    with caplog.at_level(logging.WARNING):
+        worker.run()
 
     assert worker.names().count("work") == 2
     dead = broker.dead_letters("jobs")
     assert [d.payload for d in dead] == [b"\x00garbage", b"not a task at all"]
     assert all(d.reason.startswith("undecodable payload: ") for d in dead)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert warnings[0].startswith("dead-lettered a payload of 8 bytes from queue jobs")
+    assert "garbage" not in caplog.text
 
 
 def test_a_task_that_keeps_killing_its_worker_is_dead_lettered(
