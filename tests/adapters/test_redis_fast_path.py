@@ -85,6 +85,20 @@ def test_a_connection_killed_by_the_server_is_replaced(
     assert broker.lengths("q") == QueueLengths(in_flight=1)
 
 
+def test_a_push_after_the_server_dropped_the_connection_lands_once(
+    single: tuple[RedisBroker, redis.Redis, str],
+) -> None:
+    """The MULTI/EXEC push retries on a fresh connection; the tasks land once."""
+    broker, raw, _ = single
+    broker.push("q", [b"a"])  # the dedicated connection is open
+
+    raw.client_kill_filter(_type="normal", skipme=True)
+    broker.push("q", [b"b", b"c"])
+
+    got = broker.reserve("q", owner="w", count=10, lease=None)
+    assert [d.payload for d in got] == [b"a", b"b", b"c"]
+
+
 def test_threads_sharing_a_broker_get_their_own_replies(
     single: tuple[RedisBroker, redis.Redis, str],
 ) -> None:
