@@ -26,7 +26,7 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError, ResponseError
 
-from sergeant.errors import ConfigError
+from sergeant.errors import BrokerError, ConfigError
 
 from . import scripts
 from .faults import ConnectionGuard, RetryPolicy
@@ -237,9 +237,14 @@ class Node:
             if len(entries) == count:
                 return entries, ""
         maintain = (repr(now), count - len(entries), levels, "1" if chain else "0")
-        more, nxt = self.guard.call(
-            self._pop, keys, maintain, count - len(entries), levels
-        )
+        try:
+            more, nxt = self.guard.call(
+                self._pop, keys, maintain, count - len(entries), levels
+            )
+        except BrokerError:
+            if entries:  # popped already: they exist nowhere else, hand them out
+                return entries, ""
+            raise
         self._maintained[queue] = now
         return entries + more, nxt
 
