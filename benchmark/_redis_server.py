@@ -1,7 +1,9 @@
-"""A private ``redis-server`` for the benchmarks: free loopback port, temp directory.
+"""A private ``redis-server``: free loopback port, its own directory.
 
-The benchmarks start their own server, never the one on 6379, so they measure
-a known configuration and can restart or kill it without harming anyone.
+The benchmarks (and the tests, through ``tests/support/redis_servers.py``) start
+their own servers, never the one on 6379, so they run a known configuration and
+can restart or kill it without harming anyone. Bound to 127.0.0.1 only, no RDB
+snapshots, and no append-only file unless asked.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -35,10 +38,15 @@ class RedisServer:
         appendonly: keep an append-only file fsynced on every write
             (``appendfsync always``), so a write Redis acknowledged survives
             even a SIGKILL of the server.
+        extra: more ``redis-server`` command-line options (a cluster node's).
     """
 
     def __init__(
-        self, directory: Path | None = None, *, appendonly: bool = False
+        self,
+        directory: Path | None = None,
+        *,
+        appendonly: bool = False,
+        extra: Sequence[str] = (),
     ) -> None:
         self.program = _require("redis-server")
         self._folder = None
@@ -47,6 +55,7 @@ class RedisServer:
             directory = Path(self._folder.name)
         self.directory = directory
         self.appendonly = appendonly
+        self.extra = list(extra)
         self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
@@ -76,6 +85,7 @@ class RedisServer:
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", "always",
+            *self.extra,
         ]  # fmt: skip
         self._process = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -109,6 +119,17 @@ class RedisServer:
 
         A throwaway server's folder is removed too.
         """
+        self._terminate()
+        if self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None
+
+    def restart(self) -> None:
+        """Stop gracefully and start again on the same port and directory."""
+        self._terminate()
+        self.start()
+
+    def _terminate(self) -> None:
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.terminate()
@@ -117,9 +138,6 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=30)
-        if self._folder is not None:
-            self._folder.cleanup()
-            self._folder = None
 
     def cli(self, *args: str) -> str:
         """Run ``redis-cli`` against the server; return its output."""

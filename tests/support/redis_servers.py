@@ -1,16 +1,17 @@
 """Real ``redis-server`` processes for tests, on free loopback ports.
 
-Each server runs in the foreground as a child of the test process, bound to
+One launcher serves the tests and the benchmarks (``benchmark/_redis_server.py``):
+each server runs in the foreground as a child of the test process, bound to
 127.0.0.1 only, with its data directory under a temporary folder, no RDB snapshots
 and (unless asked) no append-only file. ``RedisServer.restart()`` stops and starts
-the same server on the same port and directory, for connection-fault tests.
-A missing ``redis-server`` is an error, never a skip.
+the same server on the same port and directory, for connection-fault tests. This
+module adds the tests' client defaults and the 3-master cluster. A missing
+``redis-server`` is an error, never a skip.
 """
 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -21,7 +22,10 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-HOST = "127.0.0.1"
+from benchmark._redis_server import HOST, free_port
+from benchmark._redis_server import RedisServer as BenchmarkServer
+
+__all__ = ["HOST", "LocalCluster", "RedisServer", "client", "free_port", "require"]
 
 
 def require(program: str) -> str:
@@ -35,14 +39,6 @@ def require(program: str) -> str:
     return path
 
 
-def free_port() -> int:
-    """A TCP port on the loopback interface that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def client(port: int, **options: object) -> redis.Redis:
     """A bytes client without redis-py's own retries (the broker's guard retries)."""
     settings: dict[str, object] = {"socket_timeout": 10, "retry": Retry(NoBackoff(), 0)}
@@ -50,13 +46,9 @@ def client(port: int, **options: object) -> redis.Redis:
     return redis.Redis(host=HOST, port=port, **settings)  # type: ignore[arg-type]
 
 
-class RedisServer:
-    """One ``redis-server`` child process.
-
-    Args:
-        directory: its working directory (append-only files and the log go there).
-        appendonly: keep an fsync-always append-only file, so a restart keeps data.
-        extra: more ``redis-server`` command-line options.
+class RedisServer(BenchmarkServer):
+    """One ``redis-server`` child process in ``directory`` (the benchmarks' launcher),
+    whose ``client()`` has the broker tests' defaults (see ``client``).
     """
 
     def __init__(
@@ -66,90 +58,11 @@ class RedisServer:
         appendonly: bool = False,
         extra: Sequence[str] = (),
     ) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.appendonly = appendonly
-        self.extra = list(extra)
-        self._process: subprocess.Popen[bytes] | None = None
-        directory.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def url(self) -> str:
-        """The server's ``redis://`` URL."""
-        return f"redis://{HOST}:{self.port}/0"
-
-    @property
-    def running(self) -> bool:
-        """Whether the process is alive."""
-        return self._process is not None and self._process.poll() is None
-
-    def start(self) -> None:
-        """Start the process and wait until it answers PING."""
-        argv = [
-            require("redis-server"),
-            "--port", str(self.port),
-            "--bind", HOST,
-            "--dir", str(self.directory),
-            "--logfile", "redis.log",
-            "--daemonize", "no",
-            "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "always",
-            *self.extra,
-        ]  # fmt: skip
-        self._process = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 20.0) -> None:
-        probe = client(self.port, socket_timeout=1.0, socket_connect_timeout=1.0)
-        give_up = time.monotonic() + timeout
-        try:
-            while True:
-                if not self.running:
-                    raise RuntimeError(f"redis-server exited: {self.log_tail()}")
-                try:
-                    if probe.ping():
-                        return
-                except (redis.ConnectionError, redis.TimeoutError):
-                    pass
-                except redis.ResponseError as error:  # still loading its data
-                    if "LOADING" not in str(error):
-                        raise
-                if time.monotonic() > give_up:
-                    raise RuntimeError(f"redis-server not ready: {self.log_tail()}")
-                time.sleep(0.02)
-        finally:
-            probe.close()
-
-    def stop(self) -> None:
-        """Stop the process gracefully (SIGTERM, then SIGKILL after 10 s)."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-    def restart(self) -> None:
-        """Stop and start again on the same port and directory."""
-        self.stop()
-        self.start()
+        super().__init__(directory, appendonly=appendonly, extra=extra)
 
     def client(self, **options: object) -> redis.Redis:
         """A new client of this server (see ``client``)."""
         return client(self.port, **options)
-
-    def log_tail(self, lines: int = 20) -> str:
-        """The end of the server's log, for error messages."""
-        log = self.directory / "redis.log"
-        if not log.exists():
-            return "(no log)"
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
 class LocalCluster:
