@@ -25,20 +25,24 @@ if tuple(f.name for f in attrs.fields(Delivery)) != _FIELDS:  # pragma: no cover
     raise ImportError(f"Delivery no longer has exactly the fields {_FIELDS}")
 _SETTERS = tuple(getattr(Delivery, name).__set__ for name in _FIELDS)
 _new = object.__new__
+_NEVER = b"0" * (HEADER_LEN - RID_LEN - 1)  # the count of an entry never delivered
 
 
 def deliveries(
-    entries: list[bytes], again: list[int], member: str, tag: str
+    entries: list[bytes], again: list[int] | None, member: str, tag: str
 ) -> tuple[list[Delivery], list[str]]:
     """Deliveries of stored ``entries``, and their receipts without ``tag``.
 
     A receipt is the entry's rid, the batch ``member`` and the node ``tag``. The
     untagged receipts are what an ack of the whole batch will be compared with
     (see ``batch_groups``). ``again`` lists the (1-based) positions of entries
-    delivered before: only their counts are parsed, everything else is a first
-    delivery. An entry holds the count from before this delivery, hence ``+ 1``.
+    delivered before (a script computes it server-side), or is None to find them
+    here: only their counts are parsed, everything else is a first delivery. An
+    entry holds the count from before this delivery, hence ``+ 1``.
     """
     r, h = RID_LEN, HEADER_LEN
+    if again is None:
+        again = [i for i, e in enumerate(entries, 1) if e[r + 1 : h] != _NEVER]
     set_receipt, set_payload, set_count = _SETTERS
     bodies = [e[:r].decode() + member for e in entries]
     out = [_new(Delivery) for _ in entries]

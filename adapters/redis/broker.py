@@ -41,8 +41,6 @@ from .lock import RedisLock
 
 # Below this, a wait is not worth another round trip (Redis blocks in whole ms).
 _MIN_BLOCK = 0.002
-# The delivery count field of an entry never delivered before.
-_FIRST = b"00000000"
 
 
 class RedisBroker:
@@ -241,7 +239,7 @@ class RedisBroker:
             want = count - len(out)
             if lease is None and node.direct:
                 entries, nxt = node.pop(queue, now, want, levels, woken)
-                again = [i for i, e in enumerate(entries, 1) if e[21:29] != _FIRST]
+                again = None  # deliveries() reads the counts
             else:
                 args[1], args[4] = want, levels
                 entries, nxt, again = node.run_flagging_retries(

@@ -27,12 +27,9 @@ from __future__ import annotations
 # Key suffixes in the order every queue script receives them as KEYS[1..6].
 QUEUE_KEYS = ("ready:0", "ready:1", "delayed", "leases", "notify", "dead")
 
-# Shared helpers, composed into the queue scripts. Every ``local function`` costs
-# a closure on each call of a script, so a script takes only the snippets it uses,
-# and the rarely needed ones (reclaiming, ack groups) are defined inside the branch
-# that needs them. Redis' Lua stack takes at most ~8000 unpacked values, hence the
-# chunking.
-_BASE = """
+# Shared helpers, prepended to the queue scripts. Redis' Lua stack takes at most
+# ~8000 unpacked values, hence the chunking.
+_HELPERS = """
 local CHUNK = 1000
 local function chunked(cmd, key, items, width)
   local step = CHUNK * width
@@ -47,9 +44,6 @@ local function notify()
   redis.call('LPUSH', KEYS[5], '1')
   redis.call('LTRIM', KEYS[5], 0, 0)
 end
-"""
-
-_RECLAIM = """
 local function bump(e)
   local n = tonumber(string.sub(e, 22, 29), 16) + 1
   return string.sub(e, 1, 21) .. string.format('%08x', n) .. string.sub(e, 30)
@@ -81,9 +75,6 @@ local function reclaim(members)
   to_front(back)
   return #back
 end
-"""
-
-_GROUPS = """
 -- Walk groups ``member, rids joined`` in ARGV from position i: fn(member, key,
 -- rids) per group. Joined 20-character rids make one argument instead of
 -- thousands, which saves the client more than the split costs here.
@@ -109,22 +100,23 @@ local function acked(member, key, rids)
     settle(member, key, rids)
   end
 end
+-- For a caller that found nothing ready: when something will be (a delayed eta or
+-- a lease deadline), so it can block exactly that long; '' for never.
+local function next_due()
+  local d = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  local l = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+  local nxt = d[2]
+  if l[2] and (not nxt or tonumber(l[2]) < tonumber(nxt)) then nxt = l[2] end
+  return nxt or ''
+end
 """
-
-_HELPERS = _BASE + _RECLAIM + _GROUPS
 
 # Reclaim lapsed leases first (they were handed out before anything still ready),
 # then promote due delayed entries to the tail of their ready lists, in eta order.
 # Expects the local ``now``.
-_MAINTAIN = (
-    """
+_MAINTAIN = """
 local lapsed = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
-if #lapsed > 0 then
-"""
-    + _RECLAIM
-    + """
-  reclaim(lapsed)
-end
+if #lapsed > 0 then reclaim(lapsed) end
 local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)
 if #due > 0 then
   local ready = {{}, {}}
@@ -135,19 +127,6 @@ if #due > 0 then
   if #ready[1] > 0 then chunked('RPUSH', KEYS[1], ready[1], 1) end
   if #ready[2] > 0 then chunked('RPUSH', KEYS[2], ready[2], 1) end
   chunked('ZREM', KEYS[3], due, 1)
-end
-"""
-)
-
-# For a caller that found nothing ready: when something will be (a delayed eta or
-# a lease deadline), so it can block exactly that long; '' for never.
-_NEXT_DUE = """
-local function next_due()
-  local d = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-  local l = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-  local nxt = d[2]
-  if l[2] and (not nxt or tonumber(l[2]) < tonumber(nxt)) then nxt = l[2] end
-  return nxt or ''
 end
 """
 
@@ -186,8 +165,7 @@ return 1
 # chain ('1': pass a wake-up on when more than ``count`` are ready). Returns ''
 # when tasks are ready, else the next due time ('' for none).
 MAINTAIN = (
-    _BASE
-    + _NEXT_DUE
+    _HELPERS
     + """
 local now, count = ARGV[1], tonumber(ARGV[2])
 """
@@ -204,8 +182,7 @@ return ''
 )
 
 RESERVE = (
-    _BASE
-    + _NEXT_DUE
+    _HELPERS
     + """
 -- ARGV: now, count, lease deadline ('' = at-most-once pop), batch member
 -- '<bid>:<owner>', levels (1: HIGH only, 2: HIGH then NORMAL), flags, ack
@@ -213,12 +190,7 @@ RESERVE = (
 -- 'c' pass a wake-up on when the batch leaves more ready (the caller was woken).
 local now, count, deadline, member = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local flags = ARGV[6]
-if #ARGV > 6 then
-"""
-    + _GROUPS
-    + """
-  each_group(7, acked)
-end
+each_group(7, acked)
 local function redelivered(got)
   -- Positions of entries delivered before: only their counts need parsing.
   local again = {}
@@ -281,8 +253,7 @@ return {got, '', again}
 )
 
 ACK = (
-    _BASE
-    + _GROUPS
+    _HELPERS
     + """
 each_group(1, acked)
 return 1

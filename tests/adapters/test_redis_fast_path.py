@@ -207,6 +207,22 @@ def test_a_busy_pop_skips_maintenance_but_a_short_one_promotes_due_tasks(
     assert broker.lengths("q") == QueueLengths()
 
 
+def test_an_at_most_once_pop_reports_a_lapsed_tasks_delivery_count(
+    clocked: tuple[RedisBroker, redis.Redis, _Clock],
+) -> None:
+    """Counts are read from the popped entries: a task whose lease lapsed is on
+    its second delivery, a fresh one on its first."""
+    broker, _, clock = clocked
+    broker.push("q", [b"lapsed"])
+    broker.reserve("q", owner="w", lease=10.0)
+    broker.push("q", [b"fresh"])
+    clock.now += 11.0
+
+    got = broker.reserve("q", owner="w", count=5, lease=None)
+
+    assert [(d.payload, d.deliveries) for d in got] == [(b"lapsed", 2), (b"fresh", 1)]
+
+
 def test_an_at_most_once_pop_survives_a_script_flush(
     single: tuple[RedisBroker, redis.Redis, str],
 ) -> None:
