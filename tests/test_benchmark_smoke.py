@@ -42,3 +42,21 @@ def test_quick_benchmark_prints_and_writes_its_tables(tmp_path: Path) -> None:
     written = list(tmp_path.glob("*.md"))
     assert len(written) == 1
     assert "## Scaling (ours)" in written[0].read_text()
+
+
+@pytest.mark.redis
+def test_redis_costs_prints_a_positive_figure_for_every_operation() -> None:
+    """``python -m benchmark.redis_costs`` runs and measures each of its rows."""
+    argv = [sys.executable, "-m", "benchmark.redis_costs", "--rounds", "1"]
+
+    done = subprocess.run(
+        argv, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = done.stdout.splitlines()[1:]
+    assert len(rows) == 7
+    for row in rows:
+        *_, cpu, wall = row.split()
+        assert float(cpu.replace(",", "")) > 0, row
+        assert float(wall.replace(",", "")) > 0, row

@@ -188,7 +188,8 @@ class Node:
 
         On a plain connection this is MULTI/RPUSH/LPUSH/LTRIM/EXEC in one write:
         the same effect as the push script without copying every payload into Lua
-        and out again, which costs the server about four times the RPUSH itself.
+        and out again, which costs the server about twice the RPUSH itself
+        (``python -m benchmark.redis_costs``).
         """
         if not self.direct:
             self.run(self.push_script, queue, [priority, "", *entries])
@@ -223,7 +224,7 @@ class Node:
         leases, promote due delayed tasks, pass a wake-up on) runs in the same
         write only when needed: when this client has not run it for
         ``MAINTAIN_EVERY`` seconds, when the pop comes up short, or when the
-        caller was woken. A script call costs several times a plain command, and
+        caller was woken. A script call costs more than a plain command, and
         while the ready lists are full a task falling due would only join their
         tail anyway. Returns the entries and, when there are none, the next due
         time ('' for none).

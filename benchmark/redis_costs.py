@@ -1,0 +1,137 @@
+"""What Redis commands and Lua scripts cost the server (not a test).
+
+Run from the repository root::
+
+    python -m benchmark.redis_costs [--rounds 5]
+
+It starts its own redis-server and prints, per call, the server's CPU time
+(``INFO cpu``, user + system, read before and after a run of calls; it includes
+reading each request and writing its reply) and the wall time seen by one client,
+for: a PING; 1,000 entries pushed by a plain RPUSH and by the broker's push script;
+1,000 entries popped by a plain LMPOP and by a one-line Lua LPOP; and one
+at-least-once reserve of one task (the ack of the previous one riding along) by
+the broker's reserve script, against the same seven commands sent as a plain
+pipeline. The numbers behind keeping payloads out of Lua where atomicity allows
+(``docs/redis.md``). Medians of
+``--rounds`` rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from sergeant.adapters.redis import scripts
+from sergeant.adapters.redis._node import _exchange
+
+from ._redis_server import RedisServer
+
+KEYS = [f"{{bench:q}}:{k}" for k in scripts.QUEUE_KEYS]
+ENTRIES = [b"%020d1%08x" % (i, 0) + b"x" * 110 for i in range(1_000)]
+
+
+def _measure(
+    probe: redis.Redis, setup: Callable[[int], None], call: Callable[[], None], n: int
+) -> tuple[float, float]:
+    """Server CPU µs and wall µs per ``call``, over ``n`` calls after ``setup(n)``."""
+    setup(n)
+    before = probe.info("cpu")
+    started = time.perf_counter()
+    for _ in range(n):
+        call()
+    wall = time.perf_counter() - started
+    after = probe.info("cpu")
+    cpu = sum(float(after[k]) - float(before[k]) for k in _CPU)
+    return cpu / n * 1e6, wall / n * 1e6
+
+
+_CPU = ("used_cpu_user", "used_cpu_sys")
+
+
+def rows(server: RedisServer, rounds: int) -> list[tuple[str, float, float]]:
+    """(operation, server CPU µs per call, wall µs per call), medians of rounds."""
+    probe = server.client()
+    conn: Any = server.client().connection_pool.get_connection()
+    push = probe.script_load(scripts.PUSH)
+    lua_pop = probe.script_load("return redis.call('LPOP', KEYS[1], ARGV[1])")
+    reserve = probe.script_load(scripts.RESERVE)
+    members = iter(range(10**9))
+
+    def fill(n: int) -> None:  # enough entries for n pops of 1,000
+        probe.delete(*KEYS)
+        for _ in range(n):
+            probe.rpush(KEYS[1], *ENTRIES)
+
+    def empty(n: int) -> None:
+        probe.delete(*KEYS)
+
+    held = ["b:w"]  # the batch the previous reserve leased
+
+    def one_reserve() -> None:
+        # A lease of one task, acking the previous one: the one-at-a-time step.
+        member = f"b{next(members)}:w"
+        args = [repr(time.time()), 1, repr(time.time() + 60), member, "2", "-"]
+        _exchange(conn, [("EVALSHA", reserve, 6, *KEYS, *args, held[0], "*")])
+        held[0] = member
+
+    def same_as_plain_commands() -> None:
+        now = time.time()
+        _exchange(conn, [
+            ("DEL", KEYS[3] + ":b"), ("ZREM", KEYS[3], "b:w"),
+            ("ZRANGEBYSCORE", KEYS[3], "-inf", now, "LIMIT", 0, 100),
+            ("ZRANGEBYSCORE", KEYS[2], "-inf", now, "LIMIT", 0, 1000),
+            ("LMPOP", 2, KEYS[0], KEYS[1], "LEFT", "COUNT", 1),
+            ("HSET", KEYS[3] + ":b", "rid", ENTRIES[0]),
+            ("ZADD", KEYS[3], now + 60, "b:w"),
+        ])  # fmt: skip
+
+    cases: list[tuple[str, Callable[[int], None], Callable[[], None], int]] = [
+        ("PING", empty, lambda: _exchange(conn, [("PING",)]), 300),
+        ("RPUSH 1,000 entries, plain", empty,
+         lambda: _exchange(conn, [("RPUSH", KEYS[1], *ENTRIES)]), 30),
+        ("RPUSH 1,000 entries, push script", empty,
+         lambda: _exchange(conn, [("EVALSHA", push, 6, *KEYS, 1, "", *ENTRIES)]), 30),
+        ("pop 1,000 entries, plain LMPOP", fill,
+         lambda: _exchange(conn, [("LMPOP", 1, KEYS[1], "LEFT", "COUNT", 1000)]), 30),
+        ("pop 1,000 entries, Lua LPOP", fill,
+         lambda: _exchange(conn, [("EVALSHA", lua_pop, 1, KEYS[1], 1000)]), 30),
+        ("reserve one + ack one, reserve script", fill, one_reserve, 300),
+        ("the same 7 commands, plain pipeline", fill, same_as_plain_commands, 300),
+    ]  # fmt: skip
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name, *_ in cases}
+    for _ in range(rounds):
+        for name, setup, call, n in cases:
+            results[name].append(_measure(probe, setup, call, n))
+    conn.disconnect()
+    probe.close()
+    return [
+        (
+            name,
+            statistics.median(cpu for cpu, _ in got),
+            statistics.median(wall for _, wall in got),
+        )
+        for name, got in results.items()
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+    server = RedisServer.started()
+    try:
+        table = rows(server, args.rounds)
+    finally:
+        server.stop()
+    print(f"{'operation':<42} {'server CPU µs':>14} {'wall µs':>10}")
+    for name, cpu, wall in table:
+        print(f"{name:<42} {cpu:>14,.1f} {wall:>10,.1f}")
+
+
+if __name__ == "__main__":
+    main()
