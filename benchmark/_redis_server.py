@@ -162,6 +162,16 @@ class RedisServer:
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
+def server_cpu_seconds(client: redis.Redis) -> float:
+    """The CPU time the server behind ``client`` has used, user + system (INFO cpu).
+
+    Read before and after a run of calls: the difference is what they cost the
+    server, request parsing and reply writing included.
+    """
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def _require(program: str) -> str:
     path = shutil.which(program)
     if path is None:

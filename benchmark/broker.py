@@ -96,18 +96,13 @@ def _broker(name: str) -> Iterator[tuple[Any, CpuReader]]:
         import redis
         from sergeant.adapters.redis import RedisBroker
 
-        from ._redis_server import RedisServer
+        from ._redis_server import RedisServer, server_cpu_seconds
 
         server = RedisServer.started()
         probe = redis.Redis.from_url(server.url)
-
-        def server_cpu() -> float:
-            info = probe.info("cpu")
-            return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
         try:
             broker = RedisBroker(client=redis.Redis.from_url(server.url))
-            yield broker, server_cpu
+            yield broker, lambda: server_cpu_seconds(probe)
             broker.close()
         finally:
             probe.close()

@@ -28,7 +28,7 @@ import redis
 from sergeant.adapters.redis import scripts
 from sergeant.adapters.redis._node import _exchange
 
-from ._redis_server import RedisServer
+from ._redis_server import RedisServer, server_cpu_seconds
 
 KEYS = [f"{{bench:q}}:{k}" for k in scripts.QUEUE_KEYS]
 ENTRIES = [b"%020d1%08x" % (i, 0) + b"x" * 110 for i in range(1_000)]
@@ -39,17 +39,13 @@ def _measure(
 ) -> tuple[float, float]:
     """Server CPU µs and wall µs per ``call``, over ``n`` calls after ``setup(n)``."""
     setup(n)
-    before = probe.info("cpu")
+    before = server_cpu_seconds(probe)
     started = time.perf_counter()
     for _ in range(n):
         call()
     wall = time.perf_counter() - started
-    after = probe.info("cpu")
-    cpu = sum(float(after[k]) - float(before[k]) for k in _CPU)
+    cpu = server_cpu_seconds(probe) - before
     return cpu / n * 1e6, wall / n * 1e6
-
-
-_CPU = ("used_cpu_user", "used_cpu_sys")
 
 
 def rows(server: RedisServer, rounds: int) -> list[tuple[str, float, float]]:
