@@ -118,7 +118,7 @@ class ConnectionGuard:
         except _TRANSIENT as exc:
             return self._retry(exc, fn, *args, **kwargs)
         except rex.RedisError as exc:
-            raise BrokerError(f"redis {self.name}: {exc}") from exc
+            raise self._failure(exc) from exc
         if self._down_since is not None:
             self._recovered()
         return result
@@ -148,9 +148,27 @@ class ConnectionGuard:
                 error = exc
                 continue
             except rex.RedisError as exc:
-                raise BrokerError(f"redis {self.name}: {exc}") from exc
+                raise self._failure(exc) from exc
             self._recovered()
             return result
+
+    def _failure(self, error: rex.RedisError) -> BrokerError:
+        """The BrokerError for a failure that retrying cannot fix.
+
+        A server older than Redis 7.0 answers LMPOP (sent directly, or from a
+        script) with "unknown command"; say which version is needed rather than
+        leave users to work it out from the raw reply.
+        """
+        text = str(error)
+        if "unknown command" in text.lower() and (
+            "lmpop" in text.lower() or "from script" in text.lower()
+        ):
+            return BrokerError(
+                f"redis {self.name}: the server does not know a command the broker "
+                f"uses (LMPOP); sergeant's Redis broker needs Redis 7.0 or newer "
+                f"({error})"
+            )
+        return BrokerError(f"redis {self.name}: {error}")
 
     def _outage(self, error: Exception) -> None:
         with self._lock:
