@@ -159,9 +159,9 @@ class ConnectionGuard:
         script) with "unknown command"; say which version is needed rather than
         leave users to work it out from the raw reply.
         """
-        text = str(error)
-        if "unknown command" in text.lower() and (
-            "lmpop" in text.lower() or "from script" in text.lower()
+        text = str(error).lower()
+        if ("unknown command" in text and "lmpop" in text) or (
+            "unknown redis command called from" in text  # from a script
         ):
             return BrokerError(
                 f"redis {self.name}: the server does not know a command the broker "

@@ -11,17 +11,20 @@ on a namespace of its own and delete that namespace's keys afterwards.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sergeant.adapters.redis import RedisBroker, RetryPolicy
 
+from sergeant.protocols import Delivery
 from tests.support.redis_servers import LocalCluster, RedisServer
 
 # Short enough that a test of a dead server fails fast, long enough for a busy CI.
 TEST_RETRY = RetryPolicy(budget=1.0, base=0.02, cap=0.2)
+# For servers a test stops on purpose: give up on them quickly.
+FAST_FAIL = RetryPolicy(budget=0.5, base=0.02, cap=0.1)
 
 
 @pytest.fixture(scope="session")
@@ -136,3 +139,8 @@ def redis_cluster_broker(redis_cluster: LocalCluster) -> Iterator[RedisBroker]:
         redis_cluster.servers,
         lambda ns: RedisBroker(redis_cluster.client(), namespace=ns, retry=TEST_RETRY),
     )
+
+
+def payloads(deliveries: Sequence[Delivery]) -> list[bytes]:
+    """The payloads of ``deliveries``, in order: what most assertions compare."""
+    return [d.payload for d in deliveries]

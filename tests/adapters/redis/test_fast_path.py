@@ -24,18 +24,6 @@ from tests.support.redis_servers import RedisServer
 pytestmark = pytest.mark.redis
 
 
-@pytest.fixture
-def single(redis_server: RedisServer) -> Iterator[tuple[RedisBroker, redis.Redis, str]]:
-    """A broker on the shared server, a raw client of that server, and the namespace."""
-    namespace = new_namespace()
-    broker = RedisBroker(redis_server.client(), namespace=namespace, retry=TEST_RETRY)
-    raw = redis_server.client()
-    yield broker, raw, namespace
-    broker.close()
-    raw.close()
-    delete_namespace([redis_server], namespace)
-
-
 def _lease_keys(raw: redis.Redis, namespace: str) -> list[bytes]:
     return sorted(raw.scan_iter(match=f"{{{namespace}:q}}:leases*"))
 

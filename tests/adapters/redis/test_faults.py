@@ -1,0 +1,267 @@
+"""The Redis broker under faults: outages, restarts, a worker killed mid-batch.
+
+Real ``redis-server`` processes: the shared one, and private ones (``private``)
+that a test stops and restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+from sergeant.adapters.codecs.pickle import PickleCodec
+from sergeant.adapters.executors.serial import SerialExecutor
+from sergeant.adapters.redis import RedisBroker, RetryPolicy
+from sergeant.adapters.redis.faults import ConnectionGuard
+from sergeant.adapters.watchdogs.null import NullWatchdog
+
+from sergeant.config import Starvation, WorkerConfig
+from sergeant.errors import BrokerError, BrokerUnavailable
+from sergeant.producer import Producer
+from sergeant.protocols import QueueLengths
+from sergeant.task import Task
+from sergeant.worker import Worker
+from tests.support.redis_backend import FAST_FAIL, payloads
+from tests.support.redis_servers import RedisServer
+
+pytestmark = pytest.mark.redis
+
+LOGGER = "sergeant.adapters.redis"
+
+
+# -- connection faults ---------------------------------------------------------------
+
+
+def test_a_stopped_server_raises_broker_unavailable_after_the_budget(
+    private: Callable[..., tuple[RedisServer, RedisBroker]],
+) -> None:
+    """With Redis down, a call retries for its budget, then raises BrokerUnavailable."""
+    server, broker = private()
+    server.stop()
+    started = time.monotonic()
+
+    with pytest.raises(BrokerUnavailable):
+        broker.push("q", [b"a"])
+    elapsed = time.monotonic() - started
+
+    assert 0.2 <= elapsed < 5.0
+
+
+def test_the_next_call_succeeds_once_the_server_is_back(
+    private: Callable[..., tuple[RedisServer, RedisBroker]],
+) -> None:
+    """A restarted server (same port) serves the broker's next call."""
+    server, broker = private()
+    server.stop()
+    with pytest.raises(BrokerUnavailable):
+        broker.reserve("q", owner="w")
+
+    server.start()
+    broker.push("q", [b"a"])
+
+    assert payloads(broker.reserve("q", owner="w")) == [b"a"]
+
+
+def test_a_restart_with_appendonly_keeps_pushed_and_leased_tasks(
+    private: Callable[..., tuple[RedisServer, RedisBroker]],
+) -> None:
+    """With appendonly on, a restart keeps ready, leased and acked state."""
+    server, broker = private(appendonly=True)
+    broker.push("q", [b"%d" % i for i in range(100)])
+    held = broker.reserve("q", owner="w", count=30)
+    broker.ack("q", held[:10])
+
+    server.restart()
+    lengths = broker.lengths("q")
+    broker.ack("q", held[10:])
+    rest = broker.reserve("q", owner="w", count=100)
+
+    assert lengths == QueueLengths(ready=70, in_flight=20)
+    assert payloads(rest) == [b"%d" % i for i in range(30, 100)]
+
+
+def test_an_outage_is_logged_once_and_its_end_once(
+    private: Callable[..., tuple[RedisServer, RedisBroker]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Many failing calls in one outage log one warning, and recovery logs one."""
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    server, broker = private()
+    server.stop()
+    for _ in range(3):
+        with pytest.raises(BrokerUnavailable):
+            broker.lengths("q")
+
+    server.start()
+    broker.lengths("q")
+    broker.lengths("q")
+
+    messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert len(messages) == 2
+    assert "unreachable" in messages[0]
+    assert "reachable again" in messages[1]
+
+
+def test_retry_delays_grow_with_jitter_up_to_the_cap() -> None:
+    """Back-off doubles from base, keeps at least half of it, and never passes cap."""
+    policy = RetryPolicy(budget=10, base=0.1, cap=1.0)
+
+    delays = [policy.delay(attempt) for attempt in range(8)]
+
+    assert 0.05 <= delays[0] <= 0.1
+    assert 0.1 <= delays[1] <= 0.2
+    assert all(0.5 <= d <= 1.0 for d in delays[4:])
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "unknown command `LMPOP`, with args beginning with: `2` `{ns:q}:ready:0` ",
+        "Error running script (call to f_0): @user_script:1: @user_script: 1: "
+        "Unknown Redis command called from Lua script",
+    ],
+)
+def test_a_server_without_lmpop_gets_an_error_naming_the_version_needed(
+    reply: str,
+) -> None:
+    """Redis 6 rejects LMPOP (directly or in a script): the error says what to run."""
+    guard = ConnectionGuard(FAST_FAIL, name="127.0.0.1:1")
+
+    def call() -> None:
+        raise redis.ResponseError(reply)
+
+    with pytest.raises(BrokerError) as caught:
+        guard.call(call)
+
+    assert "needs Redis 7.0 or newer" in str(caught.value)
+    assert reply in str(caught.value)
+
+
+def test_other_error_replies_pass_through_unchanged() -> None:
+    """Only the missing command gets the version hint; other replies are as sent."""
+    guard = ConnectionGuard(FAST_FAIL, name="127.0.0.1:1")
+    reply = "WRONGTYPE Operation against a key holding the wrong kind of value"
+
+    def call() -> None:
+        raise redis.ResponseError(reply)
+
+    with pytest.raises(BrokerError) as caught:
+        guard.call(call)
+
+    assert str(caught.value) == f"redis 127.0.0.1:1: {reply}"
+
+
+# -- a real worker -------------------------------------------------------------------
+
+_STUCK_WORKER = """
+import sys, time
+import redis
+from sergeant.adapters.codecs.pickle import PickleCodec
+from sergeant.adapters.executors.serial import SerialExecutor
+from sergeant.adapters.redis import RedisBroker
+from sergeant.adapters.watchdogs.null import NullWatchdog
+from sergeant.config import WorkerConfig
+from sergeant.worker import Worker
+
+port, namespace, signal_file = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+
+class Stuck(Worker):
+    def work(self, task):
+        open(signal_file, "w").close()  # holding the whole batch now
+        time.sleep(3600)
+
+Stuck(
+    broker=RedisBroker(redis.Redis(port=port), namespace=namespace),
+    codec=PickleCodec(), executor=SerialExecutor(), watchdog=NullWatchdog(),
+    config=WorkerConfig(name="jobs", tasks_per_transaction=1000, lease=1.0, wait=0.2),
+).run()
+"""
+
+
+class _Ledger(Worker):
+    """Records each task's number; stops itself once the queue stays empty."""
+
+    def __init__(self, broker: RedisBroker, *, batch: int, lease: float) -> None:
+        super().__init__(
+            broker=broker,
+            codec=PickleCodec(),
+            executor=SerialExecutor(),
+            watchdog=NullWatchdog(),
+            config=WorkerConfig(
+                name="jobs",
+                tasks_per_transaction=batch,
+                lease=lease,
+                wait=0.2,
+                starvation=Starvation(time_with_no_tasks=3.0),
+            ),
+        )
+        self.ran: list[int] = []
+
+    def work(self, task: Task) -> None:
+        self.ran.append(task.kwargs["n"])
+        time.sleep(0.0005)
+
+    def on_starvation(self, time_with_no_tasks: float) -> None:
+        self.request_stop()
+
+
+@pytest.mark.slow
+def test_a_sigkilled_worker_holding_1000_tasks_loses_none(
+    single: tuple[RedisBroker, redis.Redis, str],
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """SIGKILL a worker holding 1,000 leased tasks: all 1,000 run again elsewhere."""
+    broker, _, namespace = single
+    Producer(broker=broker, codec=PickleCodec(), queue="jobs").push_tasks(
+        [{"n": n} for n in range(1000)]
+    )
+    signal_file = tmp_path / "holding"
+    args = [str(redis_server.port), namespace, str(signal_file)]
+    child = subprocess.Popen([sys.executable, "-c", _STUCK_WORKER, *args])
+    give_up = time.monotonic() + 60
+    while not signal_file.exists() and time.monotonic() < give_up:
+        time.sleep(0.05)
+    held = broker.lengths("jobs")
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=30)
+
+    rescuer = _Ledger(broker, batch=100, lease=60.0)
+    rescuer.run()
+
+    assert held == QueueLengths(in_flight=1000)
+    assert sorted(rescuer.ran) == list(range(1000))
+    assert broker.lengths("jobs") == QueueLengths()
+
+
+@pytest.mark.slow
+def test_a_worker_rides_out_a_redis_restart_without_losing_acked_work(
+    private: Callable[..., tuple[RedisServer, RedisBroker]],
+) -> None:
+    """Restart redis-server (appendonly) under a running worker: it resumes, no loss."""
+    server, broker = private(appendonly=True)
+    Producer(broker=broker, codec=PickleCodec(), queue="jobs").push_tasks(
+        [{"n": n} for n in range(2000)]
+    )
+    worker = _Ledger(broker, batch=50, lease=30.0)
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    while len(worker.ran) < 300 and runner.is_alive():
+        time.sleep(0.01)
+
+    server.restart()
+    runner.join(timeout=120)
+
+    assert not runner.is_alive()
+    assert sorted(set(worker.ran)) == list(range(2000))
+    assert len(worker.ran) - 2000 <= 100  # at most the batches in flight re-run
+    assert broker.lengths("jobs") == QueueLengths()
