@@ -6,7 +6,9 @@ Run from the repository root::
 
 Prints a markdown table: payload size, encodes/s, decodes/s and full round trips/s
 (encode then decode), the best of R runs. The hot path of a queue is encode -> push
-and reserve -> decode, so these are the per-task costs a broker adds to.
+and reserve -> decode, so these are the per-task costs a broker adds to. Then how
+fast a Task is built from its fields: by ``assemble_task`` (what pushes and
+decoders use) and by the public constructor.
 
 Decoded tasks are dropped as they are made, as a worker drops them once run:
 keeping 100k decoded tasks alive would mostly measure the garbage collector
@@ -29,7 +31,7 @@ from sergeant.adapters.codecs import (
 )
 from sergeant.adapters.codecs.msgpack import MsgpackCodec
 
-from sergeant.task import Task
+from sergeant.task import Priority, Task, assemble_task
 
 KEY = b"benchmark-key-benchmark-key-32by"
 
@@ -93,6 +95,30 @@ def main(argv: list[str] | None = None) -> None:
         size, encodes, decodes = measure(build(), sample, args.repeat)
         both = 1 / (1 / encodes + 1 / decodes)
         print(f"| {name} | {size} | {encodes:,.0f} | {decodes:,.0f} | {both:,.0f} |")
+    print()
+    print("| building a Task from its fields | tasks/s |")
+    print("| --- | ---: |")
+    for name, rate in build_rates(args.tasks, args.repeat).items():
+        print(f"| {name} | {rate:,.0f} |")
+
+
+def build_rates(count: int, repeat: int) -> dict[str, float]:
+    """Tasks built per second by ``assemble_task`` and by ``Task(...)``."""
+    kwargs = {"url": "https://example.com/x", "n": 1}
+    normal = Priority.NORMAL
+
+    def assembled() -> None:
+        for _ in range(count):
+            assemble_task(kwargs, "bench", "id", "id", 1.0, 0, normal, None, None)
+
+    def constructed() -> None:
+        for _ in range(count):
+            Task(kwargs=kwargs, queue="bench", id="id", trace_id="id", created_at=1.0)
+
+    return {
+        "assemble_task (pushes, decoders)": best_rate(assembled, count, repeat),
+        "Task(...) (the public constructor)": best_rate(constructed, count, repeat),
+    }
 
 
 if __name__ == "__main__":

@@ -60,3 +60,27 @@ def test_redis_costs_prints_a_positive_figure_for_every_operation() -> None:
         *_, cpu, wall = row.split()
         assert float(cpu.replace(",", "")) > 0, row
         assert float(wall.replace(",", "")) > 0, row
+
+
+def test_codecs_benchmark_prints_every_codec_and_the_task_build_rows() -> None:
+    """``python -m benchmark.codecs`` runs, with a rate for every row it prints."""
+    argv = [sys.executable, "-m", "benchmark.codecs", "--tasks", "200", "--repeat", "1"]
+
+    done = subprocess.run(
+        argv, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [
+        line.split("|")[1:-1]
+        for line in done.stdout.splitlines()
+        if line.startswith("| ") and "---" not in line
+    ]
+    rates = {cells[0].strip(): cells[-1].strip() for cells in rows}
+    for name in (
+        "pickle",
+        "msgpack",
+        "hmac+pickle",
+        "assemble_task (pushes, decoders)",
+    ):
+        assert float(rates[name].replace(",", "")) > 0, rates
