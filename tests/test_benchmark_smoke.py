@@ -54,12 +54,17 @@ def test_redis_costs_prints_a_positive_figure_for_every_operation() -> None:
     )
 
     assert done.returncode == 0, done.stderr[-2000:]
-    rows = done.stdout.splitlines()[1:]
+    server_part, client_part = done.stdout.strip().split("\n\n")
+    rows = server_part.splitlines()[1:]
     assert len(rows) == 7
     for row in rows:
         *_, cpu, wall = row.split()
         assert float(cpu.replace(",", "")) > 0, row
         assert float(wall.replace(",", "")) > 0, row
+    packers = client_part.splitlines()[1:]
+    assert len(packers) == 2
+    for row in packers:
+        assert float(row.split()[-1].replace(",", "")) > 0, row
 
 
 def test_codecs_benchmark_prints_every_codec_and_the_task_build_rows() -> None:

@@ -40,7 +40,12 @@ from sergeant.adapters.sqlite import SqliteBroker
 from sergeant.adapters.watchdogs.null import NullWatchdog
 
 from sergeant.config import Starvation, WorkerConfig
-from sergeant.errors import BrokerError, BrokerUnavailable, ConfigError
+from sergeant.errors import (
+    BrokerError,
+    BrokerUnavailable,
+    ConfigError,
+    SignatureError,
+)
 from sergeant.event_log import EventLogger
 from sergeant.task import Task
 from sergeant.worker import Worker
@@ -281,6 +286,80 @@ def test_a_bad_key_file_is_named_but_not_shown(
 
     assert str(path) in str(caught.value)
     assert content is None or content.strip() not in messages(caught.value)
+
+
+# -- key rotation: sign with one key, accept others -------------------------------
+
+NEW_KEY = bytes.fromhex("a7" * 32)
+
+
+def test_a_rotating_signer_signs_with_its_key_and_still_accepts_the_old_one() -> None:
+    """During a rotation, payloads signed with the old key still decode, and what
+    the rotating signer writes carries the new key only."""
+    task = Task(kwargs={"n": 1}, queue=QUEUE)
+    old_only = HmacSigner(PickleCodec(), key=KEY)
+    new_only = HmacSigner(PickleCodec(), key=NEW_KEY)
+    rotating = HmacSigner(PickleCodec(), key=NEW_KEY, also_accepted=[KEY])
+
+    written = rotating.encode(task)
+
+    assert rotating.decode(old_only.encode(task)) == task
+    assert rotating.decode(written) == task
+    assert new_only.decode(written) == task
+    with pytest.raises(SignatureError, match="does not match"):
+        old_only.decode(written)
+
+
+def test_a_key_neither_signing_nor_accepted_is_still_refused() -> None:
+    """Accepting a second key does not open the door to a third."""
+    rotating = HmacSigner(PickleCodec(), key=NEW_KEY, also_accepted=[KEY])
+    forged = HmacSigner(PickleCodec(), key=b"f" * 32).encode(Task(queue=QUEUE))
+
+    with pytest.raises(SignatureError, match="does not match"):
+        rotating.decode(forged)
+
+
+def test_a_bad_accepted_key_is_named_by_its_position() -> None:
+    """A short or non-bytes accepted key fails at construction, naming which one."""
+    with pytest.raises(ConfigError, match=r"also_accepted\[1\] must be at least 16"):
+        HmacSigner(PickleCodec(), key=KEY, also_accepted=[NEW_KEY, b"short"])
+    with pytest.raises(ConfigError, match=r"also_accepted\[0\] must be bytes"):
+        HmacSigner(PickleCodec(), key=KEY, also_accepted=[NEW_KEY.hex()])  # type: ignore[list-item]
+
+
+def test_rotation_keys_come_from_the_environment_and_from_a_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    """SERGEANT_HMAC_ALSO_ACCEPTED (comma-separated hex) and the key file's further
+    lines are accepted keys; the first key signs; none of them shows in a repr."""
+    task = Task(kwargs={"n": 1}, queue=QUEUE)
+    other = bytes.fromhex("3c" * 32)
+    monkeypatch.setenv("SERGEANT_HMAC_KEY", NEW_KEY.hex())
+    monkeypatch.setenv("SERGEANT_HMAC_ALSO_ACCEPTED", f" {KEY_HEX} ,{other.hex()}")
+    path = tmp_path / "keys"
+    path.write_text(f"{NEW_KEY.hex()}\n\n{KEY_HEX}\n")
+
+    for signer in (
+        HmacSigner.from_env(PickleCodec()),
+        HmacSigner.from_file(PickleCodec(), path),
+    ):
+        assert signer.decode(HmacSigner(PickleCodec(), key=KEY).encode(task)) == task
+        assert (
+            HmacSigner(PickleCodec(), key=NEW_KEY).decode(signer.encode(task)) == task
+        )
+        assert KEY_HEX not in repr(signer)
+        assert NEW_KEY.hex() not in repr(signer)
+    from_env = HmacSigner.from_env(PickleCodec())
+    assert from_env.decode(HmacSigner(PickleCodec(), key=other).encode(task)) == task
+
+
+def test_a_key_file_without_a_key_is_a_config_error(tmp_path: pathlib.Path) -> None:
+    """A key file holding only blank lines names the file and says it has no key."""
+    path = tmp_path / "keys"
+    path.write_text("\n  \n")
+
+    with pytest.raises(ConfigError, match="holds no HMAC key"):
+        HmacSigner.from_file(PickleCodec(), path)
 
 
 def test_the_key_never_reaches_the_logs(

@@ -6,12 +6,17 @@ signer is always the outermost layer, and it verifies the HMAC-SHA256 of the
 header and body, in constant time, before the inner codec sees a single byte; a
 payload from anyone without the key is rejected with ``SignatureError`` and
 dead-lettered by the worker, never unpickled or decompressed.
+
+Key rotation: a signer signs with one key and may also accept others
+(``also_accepted``), so producers and workers can move to a new key one process
+at a time without dead-lettering what the old key signed (see ``docs/codecs.md``).
 """
 
 from __future__ import annotations
 
 import hmac
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from sergeant.errors import ConfigError, SignatureError
@@ -38,21 +43,26 @@ class HmacSigner:
 
     Args:
         inner: the codec to sign (a serializer, or a compressor around one).
-        key: the shared secret, at least 16 bytes.
+        key: the shared secret, at least 16 bytes; every payload is signed with it.
+        also_accepted: more keys whose signatures decode accepts, for rotation:
+            the key being retired, or the next one before producers switch to it.
+            Each is tried only after ``key`` fails to match.
 
     Raises:
-        ConfigError: the key is not bytes or is shorter than 16 bytes, or ``inner``
-            is signed already.
+        ConfigError: a key is not bytes or is shorter than 16 bytes (the message
+            says which one, never its value), or ``inner`` is signed already.
     """
 
-    def __init__(self, inner: _frame.Layer, *, key: bytes) -> None:
-        if not isinstance(key, bytes | bytearray):
-            raise ConfigError(f"HmacSigner key must be bytes, got {type(key).__name__}")
-        if len(key) < MIN_KEY_SIZE:
-            raise ConfigError(
-                f"HmacSigner key must be at least {MIN_KEY_SIZE} bytes, got "
-                f"{len(key)}: use secrets.token_bytes(32)"
-            )
+    def __init__(
+        self,
+        inner: _frame.Layer,
+        *,
+        key: bytes,
+        also_accepted: Sequence[bytes] = (),
+    ) -> None:
+        _check_key(key, "key")
+        for index, other in enumerate(also_accepted):
+            _check_key(other, f"also_accepted[{index}]")
         self.header = _frame.inner_header(inner, "HmacSigner").with_signature()
         self._inner = inner
         self._prefix = self.header.prefix
@@ -60,18 +70,26 @@ class HmacSigner:
         # The MAC of every payload starts with the same header: hash it once and
         # copy the state per payload (cheaper than hmac.digest over header+body).
         self._mac = hmac.new(bytes(key), self._prefix, "sha256")
+        self._accepted = tuple(
+            hmac.new(bytes(other), self._prefix, "sha256") for other in also_accepted
+        )
 
     @classmethod
     def from_env(
-        cls, inner: _frame.Layer, variable: str = "SERGEANT_HMAC_KEY"
+        cls,
+        inner: _frame.Layer,
+        variable: str = "SERGEANT_HMAC_KEY",
+        accepted_variable: str = "SERGEANT_HMAC_ALSO_ACCEPTED",
     ) -> HmacSigner:
         """A signer whose key is the hex string in environment ``variable``.
 
-        Keeps the secret out of code and command lines (which ``ps`` shows).
-        Error messages name the variable, never its value.
+        ``accepted_variable``, when set, holds more hex keys, comma-separated,
+        that decode also accepts (``also_accepted``, for rotation). Keeps the
+        secrets out of code and command lines (which ``ps`` shows). Error messages
+        name the variable, never its value.
 
         Raises:
-            ConfigError: the variable is unset, not hex, or too short a key.
+            ConfigError: ``variable`` is unset, or a key is not hex or too short.
         """
         text = os.environ.get(variable)
         if text is None:
@@ -80,17 +98,27 @@ class HmacSigner:
                 "HMAC key in hex (python -c 'import secrets; "
                 "print(secrets.token_hex(32))')"
             )
-        return cls(inner, key=_hex_key(text, f"environment variable {variable}"))
+        source = f"environment variable {accepted_variable}"
+        accepted = [
+            _hex_key(part, source)
+            for part in os.environ.get(accepted_variable, "").split(",")
+            if part.strip()
+        ]
+        key = _hex_key(text, f"environment variable {variable}")
+        return cls(inner, key=key, also_accepted=accepted)
 
     @classmethod
     def from_file(cls, inner: _frame.Layer, path: str | os.PathLike[str]) -> HmacSigner:
         """A signer whose key is the hex string in file ``path`` (a mounted secret).
 
-        Surrounding whitespace (a trailing newline) is ignored. Error messages
-        name the file, never its content.
+        The first non-empty line is the signing key; further non-empty lines are
+        keys that decode also accepts (``also_accepted``, for rotation).
+        Surrounding whitespace is ignored. Error messages name the file, never its
+        content.
 
         Raises:
-            ConfigError: the file cannot be read, is not hex, or is too short a key.
+            ConfigError: the file cannot be read or holds no key, or a key is not
+                hex or too short.
         """
         try:
             text = Path(path).read_text(encoding="ascii", errors="replace")
@@ -99,10 +127,17 @@ class HmacSigner:
                 f"cannot read the HMAC key file {os.fspath(path)!r}: "
                 f"{error.strerror or type(error).__name__}"
             ) from None
-        return cls(inner, key=_hex_key(text, f"key file {os.fspath(path)!r}"))
+        source = f"key file {os.fspath(path)!r}"
+        keys = [_hex_key(line, source) for line in text.splitlines() if line.strip()]
+        if not keys:
+            raise ConfigError(f"the {source} holds no HMAC key")
+        return cls(inner, key=keys[0], also_accepted=keys[1:])
 
     def __repr__(self) -> str:
-        return f"HmacSigner({self._inner!r}, key=<hidden>)"
+        extra = (
+            f", also_accepted=<{len(self._accepted)} hidden>" if self._accepted else ""
+        )
+        return f"HmacSigner({self._inner!r}, key=<hidden>{extra})"
 
     @property
     def name(self) -> str:
@@ -132,16 +167,37 @@ class HmacSigner:
         if data[: _frame.HEADER_SIZE] != self._prefix:
             raise _frame.mismatch(data, self.header)
         body = data[self._body_at :]
+        sent = data[_frame.HEADER_SIZE : self._body_at]
         mac = self._mac.copy()
         mac.update(body)
-        if not hmac.compare_digest(
-            mac.digest(), data[_frame.HEADER_SIZE : self._body_at]
+        if not hmac.compare_digest(mac.digest(), sent) and not self._accepts(
+            body, sent
         ):
             raise SignatureError(
                 f"payload signature does not match ({self.name}): tampered, "
                 "truncated, or signed with another key"
             )
         return self._inner.decode_body(body)
+
+    def _accepts(self, body: bytes, sent: bytes) -> bool:
+        """Whether one of the ``also_accepted`` keys signed ``body``."""
+        for accepted in self._accepted:
+            mac = accepted.copy()
+            mac.update(body)
+            if hmac.compare_digest(mac.digest(), sent):
+                return True
+        return False
+
+
+def _check_key(key: object, name: str) -> None:
+    """Raise ConfigError naming ``name`` when ``key`` is not a usable secret."""
+    if not isinstance(key, bytes | bytearray):
+        raise ConfigError(f"HmacSigner {name} must be bytes, got {type(key).__name__}")
+    if len(key) < MIN_KEY_SIZE:
+        raise ConfigError(
+            f"HmacSigner {name} must be at least {MIN_KEY_SIZE} bytes, got "
+            f"{len(key)}: use secrets.token_bytes(32)"
+        )
 
 
 def _hex_key(text: str, source: str) -> bytes:
