@@ -115,16 +115,22 @@ class Settlement:
         self._dead_letter(queue, delivery, reason)
 
     def reject_crash_loops(
-        self, decoded: list[tuple[Delivery, Task]]
-    ) -> list[tuple[Delivery, Task]]:
-        """Dead-letter tasks delivered more than ``max_deliveries`` times unsettled."""
+        self, held: list[Delivery], tasks: list[Task]
+    ) -> tuple[list[Delivery], list[Task]]:
+        """Dead-letter tasks delivered more than ``max_deliveries`` times unsettled.
+
+        ``held[i]`` is the delivery of ``tasks[i]``; returns the same pairing for
+        the tasks kept.
+        """
         limit = self.worker.config.max_deliveries
-        if all(delivery.deliveries <= limit for delivery, _ in decoded):
-            return decoded
-        kept = []
-        for delivery, task in decoded:
+        if all(delivery.deliveries <= limit for delivery in held):
+            return held, tasks
+        kept_held: list[Delivery] = []
+        kept_tasks: list[Task] = []
+        for delivery, task in zip(held, tasks, strict=True):
             if delivery.deliveries <= limit:
-                kept.append((delivery, task))
+                kept_held.append(delivery)
+                kept_tasks.append(task)
                 continue
             reason = (
                 f"delivered {delivery.deliveries} times without being settled: its "
@@ -134,14 +140,20 @@ class Settlement:
             state = self._step(TaskState.QUEUED, lc.Delivered, task)
             self._step(state, lc.Rejected, task, reason)
             self._dead_letter(task.queue or self.worker.config.name, delivery, reason)
-        return kept
+        return kept_held, kept_tasks
 
     # -- the batch -----------------------------------------------------------------
 
     def settle(
-        self, decoded: Sequence[tuple[Delivery, Task]], outcomes: Sequence[Outcome]
+        self,
+        held: Sequence[Delivery],
+        tasks: Sequence[Task],
+        outcomes: Sequence[Outcome],
     ) -> list[Delivery]:
-        """Settle every task of a batch; return the deliveries to ack."""
+        """Settle every task of a batch; return the deliveries to ack.
+
+        ``held[i]`` is the delivery of ``tasks[i]``, ``outcomes[i]`` how it ran.
+        """
         worker = self.worker
         queue = worker.config.name
         acks: list[Delivery] = []
@@ -152,7 +164,7 @@ class Settlement:
         queued, delivered, started, succeeded = (
             TaskState.QUEUED, lc.Delivered, lc.Started, lc.Succeeded
         )  # fmt: skip
-        for (delivery, task), outcome in zip(decoded, outcomes, strict=True):
+        for delivery, task, outcome in zip(held, tasks, outcomes, strict=True):
             if type(outcome) is Returned:  # the common case, kept short
                 # With nobody listening there is nothing to publish, and the path
                 # is fixed (checked against the table at import, above).
