@@ -48,7 +48,7 @@ class RedisServer:
         appendonly: bool = False,
         extra: Sequence[str] = (),
     ) -> None:
-        self.program = _require("redis-server")
+        self.program = require("redis-server")
         self._folder = None
         if directory is None:  # a throwaway server: its folder goes with it
             self._folder = tempfile.TemporaryDirectory(prefix="sergeant-bench-")
@@ -141,7 +141,7 @@ class RedisServer:
 
     def cli(self, *args: str) -> str:
         """Run ``redis-cli`` against the server; return its output."""
-        argv = [_require("redis-cli"), "-h", HOST, "-p", str(self.port), *args]
+        argv = [require("redis-cli"), "-h", HOST, "-p", str(self.port), *args]
         return subprocess.run(
             argv, capture_output=True, text=True, check=True, timeout=60
         ).stdout
@@ -172,11 +172,16 @@ def server_cpu_seconds(client: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def _require(program: str) -> str:
+def require(program: str) -> str:
+    """The path of ``program``; a RuntimeError saying how to install it if missing.
+
+    An error, not a skip: the benchmark and the Redis tests both need real servers.
+    """
     path = shutil.which(program)
     if path is None:
-        raise SystemExit(
-            f"{program} not found on PATH: apt-get install redis-server redis-tools"
+        raise RuntimeError(
+            f"{program} not found on PATH: the benchmark and the redis tests need "
+            "real servers (apt-get install redis-server redis-tools)"
         )
     return path
 
@@ -184,7 +189,7 @@ def _require(program: str) -> str:
 def redis_version() -> str:
     """The installed redis-server's version string."""
     out = subprocess.run(
-        [_require("redis-server"), "--version"],
+        [require("redis-server"), "--version"],
         capture_output=True,
         text=True,
         check=False,

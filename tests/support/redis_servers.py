@@ -11,7 +11,6 @@ module adds the tests' client defaults and the 3-master cluster. A missing
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from collections.abc import Sequence
@@ -22,21 +21,10 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from benchmark._redis_server import HOST, free_port
+from benchmark._redis_server import HOST, free_port, require
 from benchmark._redis_server import RedisServer as BenchmarkServer
 
 __all__ = ["HOST", "LocalCluster", "RedisServer", "client", "free_port", "require"]
-
-
-def require(program: str) -> str:
-    """The path of ``program``; raises (the test errors, never skips) when missing."""
-    path = shutil.which(program)
-    if path is None:
-        raise RuntimeError(
-            f"{program} not found on PATH: the redis tests need real servers "
-            "(apt-get install redis-server redis-tools)"
-        )
-    return path
 
 
 def client(port: int, **options: object) -> redis.Redis:
