@@ -104,8 +104,8 @@ class Runner:
         name = f"{who.label} {row} ({tasks:,} tasks)"
         env = dict(os.environ)
         env.pop("PYTHONPATH", None)
-        if not who.lib.requirements:  # ours: the repository's own packages
-            env["PYTHONPATH"] = str(HERE.parent)
+        if not who.lib.requirements and not who.lib.interpreter:
+            env["PYTHONPATH"] = str(HERE.parent)  # ours: this repository's packages
         budget = 120 + tasks / 100 + (tasks / rate if row == "latency" else 0)
         try:
             done = subprocess.run(

@@ -30,6 +30,8 @@ class Lib:
         requirements: pinned pip requirements (empty: the running interpreter).
         settings: how it is driven, for the report.
         hints: rough tasks/s per row on a 2-core machine, to size slow rows.
+        interpreter: a Python to run the driver with instead (its environment
+            provides the library: another build of ours, for a before/after).
     """
 
     key: str
@@ -37,6 +39,7 @@ class Lib:
     requirements: tuple[str, ...] = ()
     settings: str = ""
     hints: dict[str, float] = field(default_factory=dict)
+    interpreter: str = ""
 
     @property
     def script(self) -> Path:
@@ -46,6 +49,8 @@ class Lib:
     @property
     def python(self) -> str:
         """The interpreter that runs the driver."""
+        if self.interpreter:
+            return self.interpreter
         if not self.requirements:
             return sys.executable
         return str(VENVS / self.key / "bin" / "python")

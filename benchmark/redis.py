@@ -3,6 +3,7 @@
 Run from the repository root::
 
     python -m benchmark.redis [--tasks 100000] [--single-tasks 10000] [--repeat 3]
+                              [--baseline PYTHON]
 
 It starts its own redis-server, installs sergeant 0.27.0 into
 ``benchmark/.venvs/sergeant027`` (once), and measures, interleaved (ours
@@ -12,6 +13,12 @@ no-op + ack), then the wake-up latency of an idle worker and its CPU time while
 idle. Each number is the median of the repeats; the ratios are ours / 0.27,
 checked against the targets of the Redis broker's issue. ``python -m benchmark``
 runs this and the comparison with the other peers.
+
+``--baseline PYTHON`` adds another build of ours, interleaved in the same rows: the
+driver runs under that interpreter, whose environment provides the library (for
+example a venv with an older checkout installed by ``pip install -e``). A second
+table then gives ours / baseline per row: a before/after of a change, measured
+against one server in one run.
 """
 
 from __future__ import annotations
@@ -23,12 +30,22 @@ from collections.abc import Callable
 from . import _table
 from ._redis_server import RedisServer
 from ._runner import ROWS, SINGLE_ROWS, Contender, Runner
-from ._venvs import OURS, SERGEANT027, ensure
+from ._venvs import OURS, SERGEANT027, Lib, ensure
 
 SECTION = "redis"
 ALO = Contender("ours", "ours, at-least-once", OURS)
 AMO = Contender("ours_amo", "ours, at-most-once", OURS, "at_most_once")
 OLD = Contender("sergeant027", "sergeant 0.27.0", SERGEANT027)
+
+
+def baselines(python: str) -> tuple[Contender, Contender]:
+    """The at-least-once and at-most-once contenders of a baseline build."""
+    lib = Lib("ours", "baseline build", interpreter=python)
+    return (
+        Contender("baseline", "baseline, at-least-once", lib),
+        Contender("baseline_amo", "baseline, at-most-once", lib, "at_most_once"),
+    )
+
 
 # Targets from the issue: row -> (contender key, minimum ratio ours / 0.27).
 TARGETS: dict[str, list[tuple[str, float]]] = {
@@ -50,21 +67,25 @@ def measure(
     latency_tasks: int,
     rate: float,
     with_old: bool = True,
+    baseline: str | None = None,
 ) -> None:
     """Run every row ``repeat`` times, contenders interleaved within each row.
 
     ``with_old=False`` leaves sergeant 0.27.0 out (no venv needed): the ratio
-    columns then stay empty.
+    columns then stay empty. ``baseline`` (a Python) adds that build of ours.
     """
     old = (OLD,) if with_old else ()
+    base_alo, base_amo = baselines(baseline) if baseline else (None, None)
     for turn in range(repeat):
         runner.log(f"[redis vs 0.27] repeat {turn + 1}/{repeat}")
         for row in ROWS:
             count = single_tasks if row in SINGLE_ROWS else tasks
             # Pushing does not depend on the delivery mode: one "ours" push row.
-            contenders = (ALO, AMO, *old) if row.startswith("drain") else (ALO, *old)
-            for who in contenders:
-                runner.measure(SECTION, who, row, count)
+            drain = row.startswith("drain")
+            contenders = [ALO, base_alo, AMO, base_amo] if drain else [ALO, base_alo]
+            for who in [*contenders, *old]:
+                if who is not None:
+                    runner.measure(SECTION, who, row, count)
         for who in (ALO, *old):
             runner.measure(SECTION, who, "latency", latency_tasks, rate=rate)
 
@@ -114,7 +135,42 @@ def report(runner: Runner) -> str:
         ],
         rows,
     )
-    return throughput + "\n\n" + _latency_table(runner)
+    text = throughput + "\n\n" + _latency_table(runner)
+    if runner.tasks(SECTION, "baseline", "push_bulk"):
+        text += "\n\n" + _baseline_table(runner)
+    return text
+
+
+def _baseline_table(runner: Runner) -> str:
+    """Ours against the baseline build, per row and delivery mode."""
+    med = runner.median
+    rows = []
+    for row, (_, _, label) in ROWS.items():
+        drain = row.startswith("drain")
+        alo, base = med(SECTION, "ours", row), med(SECTION, "baseline", row)
+        amo = med(SECTION, "ours_amo", row) if drain else alo
+        base_amo = med(SECTION, "baseline_amo", row) if drain else base
+        rows.append(
+            [
+                label,
+                _table.rate(base),
+                _table.rate(alo),
+                _table.ratio(alo, base),
+                _table.rate(base_amo),
+                _table.rate(amo),
+                _table.ratio(amo, base_amo),
+            ]
+        )
+    header = [
+        "tasks/s (median)",
+        "baseline ALO",
+        "ours ALO",
+        "ALO ours / baseline",
+        "baseline AMO",
+        "ours AMO",
+        "AMO ours / baseline",
+    ]
+    return _table.table(header, rows)
 
 
 def _latency_table(runner: Runner) -> str:
@@ -194,6 +250,12 @@ def main(argv: list[str] | None = None) -> None:
     """Measure and print this section alone."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     add_arguments(parser)
+    parser.add_argument(
+        "--baseline",
+        metavar="PYTHON",
+        help="also run the build of ours that this interpreter's environment has "
+        "installed (e.g. an older checkout), interleaved; adds ours / baseline",
+    )
     args = parser.parse_args(argv)
     ensure(SERGEANT027)
     server = RedisServer.started()
@@ -206,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
             repeat=args.repeat,
             latency_tasks=args.latency_tasks,
             rate=args.rate,
+            baseline=args.baseline,
         )
     finally:
         server.stop()

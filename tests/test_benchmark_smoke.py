@@ -15,6 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmark import redis as section
+from benchmark._redis_server import RedisServer as BenchmarkServer
+from benchmark._runner import Runner
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -89,3 +93,31 @@ def test_codecs_benchmark_prints_every_codec_and_the_task_build_rows() -> None:
         "assemble_task (pushes, decoders)",
     ):
         assert float(rates[name].replace(",", "")) > 0, rates
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_a_baseline_build_runs_interleaved_and_gets_its_own_table() -> None:
+    """``--baseline PYTHON`` measures that interpreter's build in the same rows and
+    reports ours / baseline (here both are this checkout, so only shape is
+    checked: every row measured, every ratio printed)."""
+    server = BenchmarkServer.started()
+    try:
+        runner = Runner(server, verbose=False)
+        section.measure(
+            runner, tasks=2000, single_tasks=200, repeat=1, latency_tasks=5,
+            rate=50.0, with_old=False, baseline=sys.executable,
+        )  # fmt: skip
+    finally:
+        server.stop()
+    text = section.report(runner)
+
+    assert runner.errors == []
+    assert "| baseline ALO | ours ALO | ALO ours / baseline |" in text
+    table = text.split("| tasks/s (median) | baseline ALO")[1]
+    for label in ("push, bulk (1,000 per call)", "drain, batches of 1,000"):
+        line = next(x for x in table.splitlines() if x.startswith(f"| {label} |"))
+        cells = [c.strip() for c in line.split("|")[2:-1]]
+        assert all(c not in ("", "—", "nan") for c in cells), line
+        assert cells[2].endswith("x"), line
+        assert cells[5].endswith("x"), line
