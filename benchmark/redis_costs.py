@@ -7,7 +7,8 @@ Run from the repository root::
 It starts its own redis-server and prints, per call, the server's CPU time
 (``INFO cpu``, user + system, read before and after a run of calls; it includes
 reading each request and writing its reply) and the wall time seen by one client,
-for: a PING; 1,000 entries pushed by a plain RPUSH and by the broker's push script;
+for: a PING and a Lua script that does nothing (what calling a script costs by
+itself); 1,000 entries pushed by a plain RPUSH and by the broker's push script;
 1,000 entries popped by a plain LMPOP and by a one-line Lua LPOP; and one
 at-least-once reserve of one task (the ack of the previous one riding along) by
 the broker's reserve script, against the same seven commands sent as a plain
@@ -59,6 +60,7 @@ def rows(server: RedisServer, rounds: int) -> list[tuple[str, float, float]]:
     conn: Any = server.client().connection_pool.get_connection()
     push = probe.script_load(scripts.PUSH)
     lua_pop = probe.script_load("return redis.call('LPOP', KEYS[1], ARGV[1])")
+    nothing = probe.script_load("return 1")
     reserve = probe.script_load(scripts.RESERVE)
     members = iter(range(10**9))
 
@@ -92,6 +94,8 @@ def rows(server: RedisServer, rounds: int) -> list[tuple[str, float, float]]:
 
     cases: list[tuple[str, Callable[[int], None], Callable[[], None], int]] = [
         ("PING", empty, lambda: _exchange(conn, [("PING",)]), 300),
+        ("a script that does nothing", empty,
+         lambda: _exchange(conn, [("EVALSHA", nothing, 0)]), 300),
         ("RPUSH 1,000 entries, plain", empty,
          lambda: _exchange(conn, [("RPUSH", KEYS[1], *ENTRIES)]), 30),
         ("RPUSH 1,000 entries, push script", empty,
