@@ -98,13 +98,13 @@ class HmacSigner:
                 "HMAC key in hex (python -c 'import secrets; "
                 "print(secrets.token_hex(32))')"
             )
+        key = _hex_key(text, f"environment variable {variable}")
         source = f"environment variable {accepted_variable}"
         accepted = [
             _hex_key(part, source)
             for part in os.environ.get(accepted_variable, "").split(",")
             if part.strip()
         ]
-        key = _hex_key(text, f"environment variable {variable}")
         return cls(inner, key=key, also_accepted=accepted)
 
     @classmethod
