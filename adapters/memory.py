@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from sergeant.clock import Clock
 from sergeant.errors import BrokerError
-from sergeant.protocols import DeadLetter, Delivery, QueueLengths
+from sergeant.protocols import DeadLetter, Delivery, PendingReserve, QueueLengths
 from sergeant.task import Priority
 
 from ._memory_lock import LocksAndKeys, MemoryLock
@@ -73,6 +73,23 @@ class MemoryBroker(LocksAndKeys):
                     StoredTask(bytes(p), priority) for p in payloads
                 )
             self._cond.notify_all()
+
+    def begin_reserve(
+        self,
+        queue: str,
+        *,
+        owner: str,
+        count: int = 1,
+        lease: float = 60.0,
+        ack: Sequence[Delivery] = (),
+    ) -> PendingReserve:
+        """Reserve now (memory answers at once), hand the batch over when asked.
+
+        There is nothing to overlap in memory; this exists so tests of a
+        prefetching worker can run on the in-memory broker.
+        """
+        got = self.reserve(queue, owner=owner, count=count, lease=lease, ack=ack)
+        return lambda: got
 
     def reserve(
         self,

@@ -9,7 +9,8 @@ It starts its own redis-server, installs sergeant 0.27.0 into
 ``benchmark/.venvs/sergeant027`` (once), and measures, interleaved (ours
 at-least-once, ours at-most-once, 0.27, then the next row): push one by one,
 push in bulk, drain one at a time and in batches of 1,000 (reserve + decode + a
-no-op + ack), then the wake-up latency of an idle worker and its CPU time while
+no-op + ack; ours at least once also with ``WorkerConfig(prefetch=True)``, a
+column of its own), then the wake-up latency of an idle worker and its CPU time while
 idle. Each number is the median of the repeats; the ratios are ours / 0.27,
 checked against the targets of the Redis broker's issue. ``python -m benchmark``
 runs this and the comparison with the other peers.
@@ -35,6 +36,10 @@ from ._venvs import OURS, SERGEANT027, Lib, ensure
 SECTION = "redis"
 ALO = Contender("ours", "ours, at-least-once", OURS)
 AMO = Contender("ours_amo", "ours, at-most-once", OURS, "at_most_once")
+# WorkerConfig(prefetch=True): the next batch is reserved while this one runs.
+PREFETCH = Contender(
+    "ours_pf", "ours, at-least-once, prefetch", OURS, "at_least_once+prefetch"
+)
 OLD = Contender("sergeant027", "sergeant 0.27.0", SERGEANT027)
 
 
@@ -82,7 +87,9 @@ def measure(
             count = single_tasks if row in SINGLE_ROWS else tasks
             # Pushing does not depend on the delivery mode: one "ours" push row.
             drain = row.startswith("drain")
-            contenders = [ALO, base_alo, AMO, base_amo] if drain else [ALO, base_alo]
+            contenders = (
+                [ALO, base_alo, PREFETCH, AMO, base_amo] if drain else [ALO, base_alo]
+            )
             for who in [*contenders, *old]:
                 if who is not None:
                     runner.measure(SECTION, who, row, count)
@@ -102,22 +109,28 @@ def report(runner: Runner) -> str:
     rows = []
     for row, (_, _, label) in ROWS.items():
         alo, old = med(SECTION, "ours", row), med(SECTION, "sergeant027", row)
-        amo = med(SECTION, "ours_amo", row) if row.startswith("drain") else alo
+        drain = row.startswith("drain")
+        amo = med(SECTION, "ours_amo", row) if drain else alo
+        pf = med(SECTION, "ours_pf", row) if drain else math.nan
         goals = []
         for key, minimum in TARGETS[row]:
             got = (alo if key == "ours" else amo) / old
             mode = "ALO" if key == "ours" else "AMO"
-            goals.append(
-                f"{mode} ≥ {minimum:.1f}x: {_verdict(got, lambda g, m=minimum: g >= m)}"
-            )
+            enough = lambda g, m=minimum: g >= m  # noqa: E731 - used twice
+            goal = f"{mode} ≥ {minimum:.1f}x: {_verdict(got, enough)}"
+            if key == "ours" and drain:
+                goal += f" (prefetch: {_verdict(pf / old, enough)})"
+            goals.append(goal)
         rows.append(
             [
                 label,
                 f"{runner.tasks(SECTION, 'ours', row):,}",
                 _table.rate(alo),
+                _table.rate(pf) if drain else "",
                 _table.rate(amo),
                 _table.rate(old),
                 _table.ratio(alo, old),
+                _table.ratio(pf, old) if drain else "",
                 _table.ratio(amo, old),
                 "; ".join(goals),
             ]
@@ -127,9 +140,11 @@ def report(runner: Runner) -> str:
             "tasks/s (median)",
             "tasks",
             "ours ALO",
+            "ours ALO prefetch",
             "ours AMO",
             "sergeant 0.27",
             "ALO / 0.27",
+            "prefetch / 0.27",
             "AMO / 0.27",
             "target",
         ],

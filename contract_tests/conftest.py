@@ -15,8 +15,13 @@ import pytest
 # name -> (backend fixture name, capabilities claimed, marks)
 # capabilities: "inspection" (SupportsInspection), "locks" (SupportsLocks),
 # "keys" (SupportsKeys). Every broker row must claim all three to be complete.
+# "prefetch" (SupportsPrefetch) is optional: only brokers that gain from it.
 BROKERS: dict[str, tuple[str, frozenset[str], tuple[Any, ...]]] = {
-    "memory": ("memory_broker", frozenset({"inspection", "locks", "keys"}), ()),
+    "memory": (
+        "memory_broker",
+        frozenset({"inspection", "locks", "keys", "prefetch"}),
+        (),
+    ),
     "sqlite": ("sqlite_broker", frozenset({"inspection", "locks", "keys"}), ()),
     "mongo-mock": (
         "mongo_mock_broker",
@@ -30,17 +35,17 @@ BROKERS: dict[str, tuple[str, frozenset[str], tuple[Any, ...]]] = {
     ),
     "redis": (
         "redis_broker",
-        frozenset({"inspection", "locks", "keys"}),
+        frozenset({"inspection", "locks", "keys", "prefetch"}),
         (pytest.mark.redis,),
     ),
     "redis-nodes": (
         "redis_nodes_broker",
-        frozenset({"inspection", "locks", "keys"}),
+        frozenset({"inspection", "locks", "keys", "prefetch"}),
         (pytest.mark.redis,),
     ),
     "redis-cluster": (
         "redis_cluster_broker",
-        frozenset({"inspection", "locks", "keys"}),
+        frozenset({"inspection", "locks", "keys", "prefetch"}),
         (pytest.mark.redis,),
     ),
 }
@@ -123,6 +128,12 @@ def broker(request: pytest.FixtureRequest) -> Any:
 @pytest.fixture(params=_broker_params("inspection"))
 def inspecting_broker(request: pytest.FixtureRequest) -> Any:
     """A fresh broker that claims ``SupportsInspection``."""
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(params=_broker_params("prefetch"))
+def prefetching_broker(request: pytest.FixtureRequest) -> Any:
+    """A fresh broker that claims ``SupportsPrefetch``."""
     return request.getfixturevalue(request.param)
 
 

@@ -18,12 +18,14 @@ from sergeant.protocols import (
     SupportsInspection,
     SupportsKeys,
     SupportsLocks,
+    SupportsPrefetch,
 )
 
 CAPABILITIES: dict[str, type] = {
     "inspection": SupportsInspection,
     "locks": SupportsLocks,
     "keys": SupportsKeys,
+    "prefetch": SupportsPrefetch,
 }
 
 ROWS = [

@@ -15,6 +15,7 @@ task.
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from sergeant.config import DeliveryMode, WorkerConfig
 from sergeant.errors import (
     BrokerError,
     BrokerUnavailable,
+    ConfigError,
     DecodeError,
     SergeantError,
     TaskTimedOut,
@@ -52,6 +54,8 @@ from sergeant.protocols import (
     Codec,
     Delivery,
     Executor,
+    PendingReserve,
+    SupportsPrefetch,
     Watchdog,
 )
 from sergeant.supervision import StopReason
@@ -130,6 +134,18 @@ class Worker(Producer):
         self._stop_requested = False
         self._stop_reason: StopReason | None = None
         self._pending_acks: list[Delivery] = []
+        self._asked = 0  # how many tasks the last reserve asked for
+        self._prefetched: PendingReserve | None = None
+        self._prefetch_acks: list[Delivery] = []
+        self._prefetched_at = 0.0
+        self._ahead: SupportsPrefetch | None = None
+        if config.prefetch and isinstance(broker, SupportsPrefetch):
+            self._ahead = broker
+        elif config.prefetch:
+            raise ConfigError(
+                f"WorkerConfig.prefetch needs a broker that can reserve ahead "
+                f"(SupportsPrefetch); {type(broker).__name__} cannot"
+            )
         self._crash_looped = False
         self._settlement = Settlement(self)
         self.tasks_done = 0
@@ -280,6 +296,7 @@ class Worker(Producer):
                     self._stop_reason = self._stop_reason or StopReason.MAX_TASKS
                     break
         finally:
+            self._return_prefetched()
             self._flush_acks()
             if keeper is not None:
                 keeper.close()
@@ -301,6 +318,8 @@ class Worker(Producer):
             self._check_starvation()
             return 0
         self._last_task_at = self.monotonic()
+        if self.config.prefetch and len(deliveries) >= self._asked:
+            self._prefetch(queue, len(deliveries))
         held, tasks = self._decode_all(queue, deliveries)
         if self._crash_looped:
             held, tasks = self._settlement.reject_crash_loops(held, tasks)
@@ -309,9 +328,14 @@ class Worker(Producer):
         return len(deliveries)
 
     def _reserve(self, queue: str) -> list[Delivery]:
+        if self._prefetched is not None:
+            got = self._collect_prefetched(queue)
+            if got:
+                return got
         count = self.config.tasks_per_transaction
         if self.config.max_tasks_per_run:
             count = max(1, min(count, self.config.max_tasks_per_run - self.tasks_done))
+        self._asked = count
         at_least_once = self.config.delivery is DeliveryMode.AT_LEAST_ONCE
         acks, self._pending_acks = self._pending_acks, []
         try:
@@ -329,6 +353,85 @@ class Worker(Producer):
             self._pending_acks = acks + self._pending_acks
             raise
 
+    def _prefetch(self, queue: str, in_hand: int) -> None:
+        """Ask for the next batch now; the next ``_reserve`` collects it.
+
+        The acks of the batch settled last ride on the request, as they would on
+        the next reserve. Not when the worker is stopping, nor past its task budget.
+        """
+        count = self.config.tasks_per_transaction
+        if self.config.max_tasks_per_run:
+            left = self.config.max_tasks_per_run - self.tasks_done - in_hand
+            count = min(count, left)
+        if count < 1 or self._stop_requested or self._ahead is None:
+            return
+        acks, self._pending_acks = self._pending_acks, []
+        try:
+            self._prefetched = self._ahead.begin_reserve(
+                queue,
+                owner=self.owner,
+                count=count,
+                lease=self.config.lease,
+                ack=acks,
+            )
+        except BrokerError:
+            self._pending_acks = acks + self._pending_acks
+            return  # the next reserve asks again, and meets the outage if any
+        self._asked = count
+        self._prefetch_acks = acks
+        self._prefetched_at = self.monotonic()
+
+    def _collect_prefetched(self, queue: str) -> list[Delivery]:
+        """The prefetched batch, or none if it waited too long (then released).
+
+        A prefetched batch's lease runs while the batch before it runs, and only
+        the batch being run has its lease renewed; one that waited past half its
+        lease might lapse before the renewal reaches it, so it goes back unrun.
+        """
+        pending, self._prefetched = self._prefetched, None
+        assert pending is not None
+        try:
+            got = pending()
+        except BrokerError:
+            # Perhaps not acked: keep them for the next reserve (see _reserve).
+            self._pending_acks = self._prefetch_acks + self._pending_acks
+            raise
+        finally:
+            self._prefetch_acks = []
+        if got and self.monotonic() - self._prefetched_at > self.config.lease / 2:
+            self._release_unrun(queue, got)
+            return []
+        return got
+
+    def _return_prefetched(self) -> None:
+        """Release a batch prefetched but never run (the loop is ending)."""
+        if self._prefetched is None:
+            return
+        queue = self.config.name
+        try:
+            got = self._collect_prefetched(queue)
+        except BrokerError as error:
+            self.logger.warning(
+                "could not collect the prefetched batch (its leases lapse and "
+                "it is redelivered): %s",
+                error,
+            )
+            return
+        self._release_unrun(queue, got)
+
+    def _release_unrun(self, queue: str, deliveries: list[Delivery]) -> None:
+        if not deliveries:
+            return
+        try:
+            self.broker.release(queue, deliveries)
+        except BrokerError as error:
+            self.logger.warning(
+                "could not release %d prefetched tasks (they are redelivered when "
+                "their leases lapse): %s",
+                len(deliveries),
+                error,
+            )
+
     def _decode_all(
         self, queue: str, deliveries: Sequence[Delivery]
     ) -> tuple[list[Delivery], list[Task]]:
@@ -336,8 +439,23 @@ class Worker(Producer):
 
         Two parallel lists rather than one list of pairs: a batch keeps every one
         of its objects alive until it is settled, and a thousand pair tuples more
-        make the garbage collector scan the batch once more.
+        make the garbage collector scan the batch once more. For the same reason
+        the collector is paused while a batch is decoded (only our code and the
+        codec run meanwhile): decoding a thousand tasks allocates several thousand
+        objects, which would trigger a collection every 700 allocations, each one
+        scanning the new tasks that all stay alive anyway.
         """
+        if len(deliveries) > 1 and gc.isenabled():
+            gc.disable()
+            try:
+                return self._decode_each(queue, deliveries)
+            finally:
+                gc.enable()
+        return self._decode_each(queue, deliveries)
+
+    def _decode_each(
+        self, queue: str, deliveries: Sequence[Delivery]
+    ) -> tuple[list[Delivery], list[Task]]:
         decode = self.codec.decode
         limit = self.max_payload_bytes
         most = self.config.max_deliveries

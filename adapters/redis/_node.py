@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -167,16 +167,23 @@ class Node:
         return self.guard.call(self._evalsha, script, self.keys(queue), args)
 
     def run_flagging_retries(
-        self, script: Script, queue: str, args: list[Any], flags_at: int
+        self,
+        script: Script,
+        queue: str,
+        args: list[Any],
+        flags_at: int,
+        *,
+        retried: bool = False,
     ) -> Any:
         """``run``, appending ``r`` to ``args[flags_at]`` when the guard retries.
 
         A retried call may follow a first attempt that ran on the server but whose
         reply was lost; the flag lets the script look for that (an extra command
-        that a first attempt need not pay for).
+        that a first attempt need not pay for). ``retried``: a first attempt was
+        already sent (see ``begin``).
         """
         keys = self.keys(queue)
-        attempts = 0
+        attempts = 1 if retried else 0
 
         def attempt() -> Any:
             nonlocal attempts
@@ -186,6 +193,72 @@ class Node:
             return self._evalsha(script, keys, args)
 
         return self.guard.call(attempt)
+
+    def begin(
+        self, script: Script, queue: str, args: list[Any], flags_at: int
+    ) -> Callable[[], Any]:
+        """Send a ``run_flagging_retries`` call now; the returned function reads it.
+
+        The request goes out on the dedicated connection and the connection stays
+        taken (its lock held) until the reply is read, so every call in between,
+        from any thread, uses a pooled connection and never reads this reply.
+        Where the request cannot be left in flight (no dedicated connection, or
+        another thread holds it) the call runs at once and the function returns its
+        reply. A failed send or read is retried like any call, flagged as a retry:
+        the first attempt may have run.
+        """
+        if self._pid != os.getpid():
+            self._forked()
+        lock = self._conn_lock
+        if not self.direct or not lock.acquire(blocking=False):
+            reply = self.run_flagging_retries(script, queue, args, flags_at)
+            return lambda: reply
+        keys = self.keys(queue)
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        conn = self._conn
+        try:
+            if conn is None:
+                conn = self._conn = self.client.connection_pool.get_connection()
+            conn.send_packed_command(_pack(conn, (command,)))
+        except BaseException:
+            self._drop(conn)
+            lock.release()
+            return self._retry_later(script, queue, args, flags_at)
+
+        def finish() -> Any:
+            try:
+                reply = conn.read_response()
+            except ResponseError:  # read whole: the connection is in step
+                reply = None  # the retry below raises it, translated, or runs it
+            except BaseException:
+                self._drop(conn)
+                reply = None
+            finally:
+                lock.release()
+            if reply is None:
+                return self.run_flagging_retries(
+                    script, queue, args, flags_at, retried=True
+                )
+            return reply
+
+        return finish
+
+    def _retry_later(
+        self, script: Script, queue: str, args: list[Any], flags_at: int
+    ) -> Callable[[], Any]:
+        def finish() -> Any:
+            return self.run_flagging_retries(
+                script, queue, args, flags_at, retried=True
+            )
+
+        return finish
+
+    def _drop(self, conn: Any) -> None:
+        """Forget the dedicated connection (caller holds its lock): it is unusable."""
+        self._conn = None
+        if conn is not None:
+            conn.disconnect()
+            self.client.connection_pool.release(conn)
 
     def push_ready(self, queue: str, priority: int, entries: list[bytes]) -> None:
         """Append ``entries`` to a ready list and leave a wake-up token, atomically.
@@ -325,9 +398,7 @@ class Node:
                 try:
                     return _exchange(conn, commands)
                 except BaseException:
-                    self._conn = None
-                    conn.disconnect()
-                    pool.release(conn)
+                    self._drop(conn)
                     raise
             finally:
                 lock.release()

@@ -30,7 +30,12 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from sergeant.errors import ConfigError
-from sergeant.protocols.broker import DeadLetter, Delivery, QueueLengths
+from sergeant.protocols.broker import (
+    DeadLetter,
+    Delivery,
+    PendingReserve,
+    QueueLengths,
+)
 from sergeant.task import Priority
 
 from . import keys
@@ -203,6 +208,45 @@ class RedisBroker:
             self._nodes[self._home(queue)].block(queue, left)
             # Whoever took the wake-up token passes it on if it leaves more ready.
             woken = True
+
+    def begin_reserve(
+        self,
+        queue: str,
+        *,
+        owner: str,
+        count: int = 1,
+        lease: float = 60.0,
+        ack: Sequence[Delivery] = (),
+    ) -> PendingReserve:
+        """Send the reserve script now; the returned function collects the batch.
+
+        On one server over a plain connection the request stays in flight while
+        the caller works, so the server leases the next batch while the worker
+        runs the current one. Over several nodes or a cluster (a reserve may visit
+        several endpoints) this reserves at once and hands the batch over later.
+        """
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        node = self._nodes[0]
+        if not (self._single and node.direct):
+            got = self.reserve(queue, owner=owner, count=count, lease=lease, ack=ack)
+            return lambda: got
+        member = f"{new_batch_id()}:{owner}"
+        now = self._clock()
+        args: list[Any] = [repr(now), count, now + lease, member, "2", "-"]
+        if ack:
+            args += self._groups(ack, acks=True).get(0, ())
+        finish = node.begin(node.reserve_script, queue, args, 5)
+
+        def collect() -> list[Delivery]:
+            entries, _, again = finish()
+            if not entries:
+                return []
+            got, bodies = deliveries(entries, again, member, "")
+            node.hold(member, bodies)
+            return got
+
+        return collect
 
     def _visits(self, queue: str) -> list[tuple[int, str]]:
         """Which nodes a reserve asks, in order, and for which priorities.

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from .broker import Broker, DeadLetter, Delivery, QueueLengths, SupportsInspection
+from .broker import (
+    Broker,
+    DeadLetter,
+    Delivery,
+    PendingReserve,
+    QueueLengths,
+    SupportsInspection,
+    SupportsPrefetch,
+)
 from .codec import Codec
 from .executor import Executor, Job
 from .lock import Lock, SupportsKeys, SupportsLocks
@@ -16,9 +24,11 @@ __all__ = [
     "Executor",
     "Job",
     "Lock",
+    "PendingReserve",
     "QueueLengths",
     "SupportsInspection",
     "SupportsKeys",
     "SupportsLocks",
+    "SupportsPrefetch",
     "Watchdog",
 ]

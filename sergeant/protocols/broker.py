@@ -15,7 +15,7 @@ other backend failures raise ``BrokerError``; driver exceptions never escape.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import attrs
@@ -156,6 +156,39 @@ class Broker(Protocol):
 
     def close(self) -> None:
         """Release connections; the broker is unusable afterwards."""
+        ...
+
+
+#: What ``SupportsPrefetch.begin_reserve`` returns: call it once to collect the batch.
+PendingReserve = Callable[[], list[Delivery]]
+
+
+@runtime_checkable
+class SupportsPrefetch(Protocol):
+    """**Port** capability: start a reserve now, collect its batch later.
+
+    A worker that prefetches asks for batch N+1 before it runs batch N, so the
+    backend's work on the request overlaps the worker's own. Only at-least-once:
+    a prefetched batch a worker never runs (it stopped) must go back with
+    ``release``, which only leased tasks can.
+    """
+
+    def begin_reserve(
+        self,
+        queue: str,
+        *,
+        owner: str,
+        count: int = 1,
+        lease: float = 60.0,
+        ack: Sequence[Delivery] = (),
+    ) -> PendingReserve:
+        """Start what ``reserve(..., wait=0)`` does and return without its answer.
+
+        The returned function, called exactly once, waits for the batch and returns
+        it (possibly empty), or raises what ``reserve`` raises. In between, the
+        broker serves every other call as usual, from any thread. Leases start when
+        the backend runs the request, not when the batch is collected.
+        """
         ...
 
 

@@ -14,10 +14,17 @@ from typing import Any
 
 import pytest
 import redis
+from sergeant.adapters.codecs import PickleCodec
+from sergeant.adapters.executors.serial import SerialExecutor
 from sergeant.adapters.redis import RedisBroker
+from sergeant.adapters.watchdogs.null import NullWatchdog
 
+from sergeant.config import WorkerConfig
 from sergeant.errors import BrokerUnavailable
+from sergeant.producer import Producer
 from sergeant.protocols import QueueLengths
+from sergeant.task import Task
+from sergeant.worker import Worker
 from tests.support.redis_backend import (
     TEST_RETRY,
     delete_namespace,
@@ -289,3 +296,81 @@ def test_tasks_popped_before_an_outage_are_handed_out_not_dropped(
 
     assert len(got) == 1
     assert got[0].endswith(b"a")
+
+
+def test_a_prefetch_whose_reply_was_lost_hands_out_the_same_batch(
+    single: tuple[RedisBroker, redis.Redis, str],
+) -> None:
+    """The server ran the request, the connection died: the retry leases no more."""
+    broker, raw, _ = single
+    broker.push("q", [b"a", b"b", b"c"])
+    pending = broker.begin_reserve("q", owner="w", count=2, lease=60)
+    time.sleep(0.1)  # the server has run it; the reply waits unread
+
+    raw.client_kill_filter(_type="normal", skipme=True)
+    got = pending()
+
+    assert payloads(got) == [b"a", b"b"]
+    assert broker.lengths("q") == QueueLengths(ready=1, in_flight=2)
+
+
+def test_a_prefetch_survives_a_script_flush(
+    single: tuple[RedisBroker, redis.Redis, str],
+) -> None:
+    """A request that meets NOSCRIPT is run again once the script is loaded."""
+    broker, raw, _ = single
+    broker.push("q", [b"a"])
+    broker.reserve("q", owner="w", count=1, lease=None)  # scripts loaded, then lost
+    broker.push("q", [b"b"])
+    raw.script_flush()
+
+    got = broker.begin_reserve("q", owner="w", count=5, lease=60)()
+
+    assert payloads(got) == [b"b"]
+    assert broker.lengths("q") == QueueLengths(in_flight=1)
+
+
+def test_two_prefetches_in_flight_get_distinct_batches(
+    single: tuple[RedisBroker, redis.Redis, str],
+) -> None:
+    """The second request, with the connection taken, runs at once, in step."""
+    broker, _, _ = single
+    broker.push("q", [b"a", b"b", b"c", b"d"])
+
+    first = broker.begin_reserve("q", owner="w", count=2, lease=60)
+    second = broker.begin_reserve("q", owner="w", count=2, lease=60)
+    got = second() + first()
+
+    assert sorted(payloads(got)) == [b"a", b"b", b"c", b"d"]
+    assert broker.lengths("q") == QueueLengths(in_flight=4)
+
+
+def test_a_prefetching_worker_runs_every_task_once(
+    single: tuple[RedisBroker, redis.Redis, str],
+) -> None:
+    """Batches of 1,000 with the next one always in flight: 2,500 tasks, each once."""
+    broker, _, _ = single
+    ran: list[int] = []
+
+    class Counting(Worker):
+        def work(self, task: Task) -> None:
+            ran.append(task.kwargs["n"])
+
+    Producer(broker=broker, codec=PickleCodec(), queue="jobs").push_tasks(
+        [{"n": n} for n in range(2500)]
+    )
+    config = WorkerConfig(
+        name="jobs", tasks_per_transaction=1000, max_tasks_per_run=2500, prefetch=True
+    )
+    worker = Counting(
+        broker=broker,
+        codec=PickleCodec(),
+        executor=SerialExecutor(),
+        watchdog=NullWatchdog(),
+        config=config,
+    )
+
+    worker.run()
+
+    assert ran == list(range(2500))
+    assert broker.lengths("jobs") == QueueLengths()

@@ -173,6 +173,7 @@ from sergeant.config import WorkerConfig
 from sergeant.worker import Worker
 
 port, namespace, signal_file = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+prefetch = sys.argv[4:] == ["prefetch"]
 
 class Stuck(Worker):
     def work(self, task):
@@ -182,7 +183,9 @@ class Stuck(Worker):
 Stuck(
     broker=RedisBroker(redis.Redis(port=port), namespace=namespace),
     codec=PickleCodec(), executor=SerialExecutor(), watchdog=NullWatchdog(),
-    config=WorkerConfig(name="jobs", tasks_per_transaction=1000, lease=1.0, wait=0.2),
+    config=WorkerConfig(
+        name="jobs", tasks_per_transaction=1000, lease=1.0, wait=0.2, prefetch=prefetch
+    ),
 ).run()
 """
 
@@ -240,6 +243,37 @@ def test_a_sigkilled_worker_holding_1000_tasks_loses_none(
 
     assert held == QueueLengths(in_flight=1000)
     assert sorted(rescuer.ran) == list(range(1000))
+    assert broker.lengths("jobs") == QueueLengths()
+
+
+@pytest.mark.slow
+def test_a_sigkilled_prefetching_worker_loses_neither_batch(
+    single: tuple[RedisBroker, redis.Redis, str],
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """Running one batch of 1,000 with the next prefetched: all 2,000 run again."""
+    broker, _, namespace = single
+    Producer(broker=broker, codec=PickleCodec(), queue="jobs").push_tasks(
+        [{"n": n} for n in range(2000)]
+    )
+    signal_file = tmp_path / "holding"
+    args = [str(redis_server.port), namespace, str(signal_file), "prefetch"]
+    child = subprocess.Popen([sys.executable, "-c", _STUCK_WORKER, *args])
+    give_up = time.monotonic() + 60
+    while not signal_file.exists() and time.monotonic() < give_up:
+        time.sleep(0.05)
+    while broker.lengths("jobs").in_flight < 2000 and time.monotonic() < give_up:
+        time.sleep(0.01)  # the prefetch was sent before the first task ran
+    held = broker.lengths("jobs")
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=30)
+
+    rescuer = _Ledger(broker, batch=500, lease=60.0)
+    rescuer.run()
+
+    assert held == QueueLengths(in_flight=2000)
+    assert sorted(rescuer.ran) == list(range(2000))
     assert broker.lengths("jobs") == QueueLengths()
 
 

@@ -1,0 +1,161 @@
+"""A prefetching worker on the memory broker: every task once, nothing stranded.
+
+With ``WorkerConfig(prefetch=True)`` the worker asks for the next batch before it
+runs the current one. These tests check what that must not change (each task runs
+once, in order, within the task budget) and what happens to a prefetched batch the
+worker does not run: it goes back untouched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sergeant.adapters.codecs import PickleCodec
+from sergeant.adapters.executors.serial import SerialExecutor
+from sergeant.adapters.memory import MemoryBroker
+from sergeant.adapters.sqlite import SqliteBroker
+from sergeant.adapters.watchdogs.null import NullWatchdog
+
+from sergeant.config import WorkerConfig
+from sergeant.errors import ConfigError
+from sergeant.protocols import Delivery, QueueLengths
+from tests.conftest import Recorder, WorkerFactory
+
+
+def _worker(make_worker: WorkerFactory, behaviour: Any, **config: Any) -> Recorder:
+    cls = type("W", (Recorder,), {"behaviour": staticmethod(behaviour)})
+    worker = make_worker(cls, prefetch=True, **config)
+    assert isinstance(worker, Recorder)
+    return worker
+
+
+def _worked(worker: Recorder) -> list[int]:
+    return [c[1]["n"] for c in worker.calls if c[0] == "work"]
+
+
+def test_the_next_batch_is_reserved_before_the_current_one_runs(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """After one step: its batch awaits its ack and the next batch is leased."""
+    worker = _worker(make_worker, lambda w, t: None, tasks_per_transaction=2)
+    worker.push_tasks([{"n": i} for i in range(5)])
+
+    worker.step()
+
+    assert broker.lengths("jobs") == QueueLengths(ready=1, in_flight=4)
+
+
+def test_every_task_runs_once_in_order(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """Prefetching changes when batches are asked for, not what runs."""
+    worker = _worker(
+        make_worker, lambda w, t: None, tasks_per_transaction=2, max_tasks_per_run=7
+    )
+    worker.push_tasks([{"n": i} for i in range(7)])
+
+    worker.run()
+
+    assert _worked(worker) == list(range(7))
+    assert broker.lengths("jobs") == QueueLengths()
+
+
+def test_the_task_budget_caps_what_is_prefetched(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """Within max_tasks_per_run, no task is taken that the worker will not run."""
+    worker = _worker(
+        make_worker, lambda w, t: None, tasks_per_transaction=2, max_tasks_per_run=3
+    )
+    worker.push_tasks([{"n": i} for i in range(6)])
+
+    worker.run()
+
+    assert _worked(worker) == [0, 1, 2]
+    assert broker.lengths("jobs") == QueueLengths(ready=3)
+
+
+def test_stopping_releases_the_prefetched_batch_untouched(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """A stop leaves the prefetched tasks ready, first in line, never delivered."""
+    worker = _worker(
+        make_worker,
+        lambda w, t: w.stop() if t.kwargs["n"] == 1 else None,
+        tasks_per_transaction=2,
+    )
+    worker.push_tasks([{"n": i} for i in range(6)])
+
+    worker.run()
+    lengths = broker.lengths("jobs")
+    after = broker.reserve("jobs", owner="next", count=2)
+
+    assert _worked(worker) == [0, 1]
+    assert lengths == QueueLengths(ready=4)
+    assert [d.deliveries for d in after] == [1, 1]
+    assert [worker.codec.decode(d.payload).kwargs["n"] for d in after] == [2, 3]
+
+
+def test_a_batch_that_waited_past_half_its_lease_is_released_then_taken_again(
+    make_worker: WorkerFactory,
+    broker: MemoryBroker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its lease may lapse before renewal reaches it, so it is not run as is."""
+    released: list[list[Delivery]] = []
+    real_release = broker.release
+
+    def release(queue: str, deliveries: Any, *, delay: float = 0.0) -> None:
+        released.append(list(deliveries))
+        real_release(queue, deliveries, delay=delay)
+
+    monkeypatch.setattr(broker, "release", release)
+
+    def slow_first(worker: Recorder, task: Any) -> None:
+        if task.kwargs["n"] == 0:
+            worker.monotonic.advance(6.0)  # type: ignore[attr-defined]
+
+    worker = _worker(
+        make_worker,
+        slow_first,
+        tasks_per_transaction=2,
+        max_tasks_per_run=4,
+        lease=10.0,
+    )
+    worker.push_tasks([{"n": i} for i in range(4)])
+
+    worker.run()
+
+    assert _worked(worker) == [0, 1, 2, 3]
+    assert [len(batch) for batch in released] == [2]
+    assert broker.lengths("jobs") == QueueLengths()
+
+
+def test_prefetch_needs_at_least_once() -> None:
+    """Popped tasks cannot be released, so the combination is refused by name."""
+    with pytest.raises(ConfigError, match=r"WorkerConfig\.prefetch"):
+        WorkerConfig(name="q", prefetch=True, delivery="at_most_once")
+
+
+def test_prefetch_must_be_a_bool() -> None:
+    """A truthy non-bool is a typo more often than a choice."""
+    with pytest.raises(ConfigError, match=r"WorkerConfig\.prefetch must be True"):
+        WorkerConfig(name="q", prefetch="yes")  # type: ignore[arg-type]
+
+
+def test_prefetch_needs_a_broker_that_reserves_ahead(tmp_path: Path) -> None:
+    """A broker without SupportsPrefetch fails at construction, named."""
+    broker = SqliteBroker(str(tmp_path / "q.db"))
+    try:
+        with pytest.raises(ConfigError, match="SqliteBroker cannot"):
+            Recorder(
+                config=WorkerConfig(name="q", prefetch=True),
+                broker=broker,
+                codec=PickleCodec(),
+                executor=SerialExecutor(),
+                watchdog=NullWatchdog(),
+            )
+    finally:
+        broker.close()
