@@ -30,7 +30,7 @@ from pathlib import Path
 
 from . import _floor, _peers, _report, _scaling
 from . import redis as redis_section
-from ._redis_server import RedisServer
+from ._redis_server import RedisServer, run_cli
 from ._runner import Runner
 from ._venvs import ALL, HERE, PEERS, SERGEANT027, ensure
 
@@ -182,4 +182,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

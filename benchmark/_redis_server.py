@@ -14,10 +14,13 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import redis
+
+_T = TypeVar("_T")
 
 HOST = "127.0.0.1"
 
@@ -172,14 +175,26 @@ def server_cpu_seconds(client: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+class MissingProgram(RuntimeError):
+    """A program the benchmark or the tests run is not installed."""
+
+
+def run_cli(main: Callable[[], _T]) -> _T:
+    """``main()``, with a missing program reported in one line, not a traceback."""
+    try:
+        return main()
+    except MissingProgram as error:
+        raise SystemExit(f"error: {error}") from None
+
+
 def require(program: str) -> str:
-    """The path of ``program``; a RuntimeError saying how to install it if missing.
+    """The path of ``program``; a MissingProgram error saying how to install it.
 
     An error, not a skip: the benchmark and the Redis tests both need real servers.
     """
     path = shutil.which(program)
     if path is None:
-        raise RuntimeError(
+        raise MissingProgram(
             f"{program} not found on PATH: the benchmark and the redis tests need "
             "real servers (apt-get install redis-server redis-tools)"
         )

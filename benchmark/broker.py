@@ -160,4 +160,6 @@ def main(argv: list[str] | None = None, **defaults: Any) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ._redis_server import run_cli  # lazily: SQLite runs need no redis
+
+    run_cli(main)

@@ -55,7 +55,7 @@ from sergeant.protocols import Broker, SupportsInspection
 from sergeant.task import Task
 
 from . import chaos_worker as cw
-from ._redis_server import RedisServer
+from ._redis_server import RedisServer, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "benchmark.chaos_worker:ChaosWorker"
@@ -395,4 +395,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -46,7 +46,7 @@ from sergeant.protocols import Codec
 from sergeant.task import Task
 from sergeant.worker import Worker
 
-from ._redis_server import RedisServer
+from ._redis_server import RedisServer, run_cli
 
 QUEUE = "load"
 NAMESPACE = "load"
@@ -231,4 +231,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

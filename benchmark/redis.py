@@ -29,7 +29,7 @@ import math
 from collections.abc import Callable
 
 from . import _table
-from ._redis_server import RedisServer
+from ._redis_server import RedisServer, run_cli
 from ._runner import ROWS, SINGLE_ROWS, Contender, Runner
 from ._venvs import OURS, SERGEANT027, Lib, ensure
 
@@ -293,4 +293,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -34,7 +34,7 @@ import redis
 from sergeant.adapters.redis import scripts
 from sergeant.adapters.redis._node import _exchange
 
-from ._redis_server import RedisServer, server_cpu_seconds
+from ._redis_server import RedisServer, run_cli, server_cpu_seconds
 
 KEYS = [f"{{bench:q}}:{k}" for k in scripts.QUEUE_KEYS]
 ENTRIES = [b"%020d1%08x" % (i, 0) + b"x" * 110 for i in range(1_000)]
@@ -164,4 +164,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

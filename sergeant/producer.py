@@ -103,15 +103,11 @@ class Producer:
         now = self.clock()
         if delay is not None:
             eta = now + delay
-        new_id = new_task_id
-        tasks = []
-        for kwargs in kwargs_list:
-            task_id = new_id()
-            tasks.append(
-                assemble_task(
-                    kwargs, queue, task_id, task_id, now, 0, priority, eta, timeout
-                )
-            )
+        ids = new_task_id.many(len(kwargs_list))
+        tasks = [
+            assemble_task(kwargs, queue, id_, id_, now, 0, priority, eta, timeout)
+            for kwargs, id_ in zip(kwargs_list, ids, strict=True)
+        ]
         encode = self.codec.encode
         payloads = [encode(task) for task in tasks]
         limit = self.max_payload_bytes

@@ -9,6 +9,7 @@ the command itself fails when a run errors or drains fewer tasks than it pushed.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -126,3 +127,19 @@ def test_a_baseline_build_runs_interleaved_and_gets_its_own_table() -> None:
         line = next(x for x in main.splitlines() if x.startswith(f"| {label} |"))
         prefetched = line.split("|")[4].strip()
         assert prefetched not in ("", "—", "nan"), line  # the prefetch run's rate
+
+
+def test_a_missing_redis_server_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """Without redis-server on PATH the command says what to install, and exits 1."""
+    argv = [sys.executable, "-m", "benchmark.redis_costs", "--rounds", "1"]
+    env = {**os.environ, "PATH": str(tmp_path)}  # an empty directory
+
+    done = subprocess.run(
+        argv, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False, env=env
+    )
+
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: redis-server not found on PATH: the benchmark and the redis tests "
+        "need real servers (apt-get install redis-server redis-tools)"
+    ]

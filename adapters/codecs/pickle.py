@@ -14,6 +14,7 @@ from sergeant.errors import DecodeError
 from sergeant.task import Task
 
 from . import _frame, _wire
+from ._frame import HEADER_SIZE
 
 PROTOCOL = 5
 
@@ -40,6 +41,37 @@ class PickleCodec(_frame.FramedCodec):
     def __repr__(self) -> str:
         return "PickleCodec()"
 
+    # encode and decode repeat encode_body/decode_body with the header added, rather
+    # than inheriting FramedCodec's, which call them: one Python call less per task
+    # on the default codec's hot paths (bulk pushes, batch decodes).
+
+    def encode(self, task: Task) -> bytes:
+        """Serialize ``task`` into a framed payload (header + pickled fields).
+
+        Raises:
+            EncodeError: a kwarg cannot be pickled; the message names it and its type.
+        """
+        fields = _wire.to_fields(task)
+        try:
+            return self._prefix + pickle.dumps(fields, PROTOCOL)
+        except Exception as error:  # pickle raises many types: TypeError, ...
+            raise _wire.encode_error(self.name, task, error, _dump) from error
+
+    def decode(self, data: bytes) -> Task:
+        """Rebuild a task from a payload this codec wrote.
+
+        Raises:
+            DecodeError: corrupt or truncated data; ``ForeignPayloadError`` if
+                another codec wrote it. Nothing else escapes.
+        """
+        if data[:HEADER_SIZE] != self._prefix:
+            raise _frame.mismatch(data, self.header)
+        try:
+            fields = pickle.loads(data[HEADER_SIZE:])
+        except Exception as error:  # corrupt pickles raise anything
+            raise _unpickle_error(error) from error
+        return _wire.from_fields(fields)
+
     def encode_body(self, task: Task) -> bytes:
         """The pickled field tuple (the payload without its header).
 
@@ -61,7 +93,9 @@ class PickleCodec(_frame.FramedCodec):
         try:
             fields = pickle.loads(body)
         except Exception as error:  # corrupt pickles raise anything
-            raise DecodeError(
-                f"cannot unpickle payload: {type(error).__name__}: {error}"
-            ) from error
+            raise _unpickle_error(error) from error
         return _wire.from_fields(fields)
+
+
+def _unpickle_error(error: Exception) -> DecodeError:
+    return DecodeError(f"cannot unpickle payload: {type(error).__name__}: {error}")
