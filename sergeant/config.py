@@ -132,11 +132,12 @@ class WorkerConfig:
         wait: seconds one reserve may block on an empty queue before returning.
         max_payload_bytes: encoded tasks larger than this are refused by pushes
             (``PayloadTooLarge``) and dead-lettered by the worker; None: no limit.
-        prefetch: ask for the next batch before running the current one, so the
-            broker's work on it overlaps the worker's (at-least-once only, and a
-            broker with ``SupportsPrefetch``). The worker then holds up to two
-            batches; a prefetched batch that waited past half its lease, or that
-            the worker will not run (it stops), is released untouched.
+        prefetch: how many batches to reserve ahead of the one running, so the
+            broker's work on them overlaps the worker's; 0 (the default) for
+            none (at-least-once only, and a broker with ``SupportsPrefetch``).
+            The worker then holds up to ``prefetch + 1`` batches; a prefetched
+            batch that waited past half its lease, or that the worker will not
+            run (it stops), is released untouched.
     """
 
     name: str = attrs.field(validator=_name)
@@ -155,11 +156,11 @@ class WorkerConfig:
     max_payload_bytes: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(_at_least(1))
     )
-    prefetch: bool = False
+    prefetch: int = attrs.field(default=0, validator=_at_least(0))
 
     def __attrs_post_init__(self) -> None:
         for field in ("tasks_per_transaction", "max_tasks_per_run", "max_retries",
-                      "max_deliveries"):  # fmt: skip
+                      "max_deliveries", "prefetch"):  # fmt: skip
             if not isinstance(getattr(self, field), int):
                 raise ConfigError(
                     f"WorkerConfig.{field} must be an integer, "
@@ -170,10 +171,6 @@ class WorkerConfig:
                 raise ConfigError(f"WorkerConfig.{field} must be a {kind.__name__}")
         if self.starvation is not None and not isinstance(self.starvation, Starvation):
             raise ConfigError("WorkerConfig.starvation must be a Starvation or None")
-        if not isinstance(self.prefetch, bool):
-            raise ConfigError(
-                f"WorkerConfig.prefetch must be True or False, got {self.prefetch!r}"
-            )
         if self.prefetch and self.delivery is DeliveryMode.AT_MOST_ONCE:
             raise ConfigError(
                 "WorkerConfig.prefetch needs delivery='at_least_once': a prefetched "

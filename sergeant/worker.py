@@ -23,6 +23,7 @@ from typing import Any, ClassVar, TypeVar
 
 from sergeant import clock as _clock
 from sergeant._lease_keeper import LeaseKeeper
+from sergeant._prefetch import Prefetcher
 from sergeant._settlement import Settlement
 from sergeant.config import DeliveryMode, WorkerConfig
 from sergeant.errors import (
@@ -54,7 +55,6 @@ from sergeant.protocols import (
     Codec,
     Delivery,
     Executor,
-    PendingReserve,
     SupportsPrefetch,
     Watchdog,
 )
@@ -135,12 +135,17 @@ class Worker(Producer):
         self._stop_reason: StopReason | None = None
         self._pending_acks: list[Delivery] = []
         self._asked = 0  # how many tasks the last reserve asked for
-        self._prefetched: PendingReserve | None = None
-        self._prefetch_acks: list[Delivery] = []
-        self._prefetched_at = 0.0
-        self._ahead: SupportsPrefetch | None = None
+        self._prefetcher: Prefetcher | None = None
         if config.prefetch and isinstance(broker, SupportsPrefetch):
-            self._ahead = broker
+            self._prefetcher = Prefetcher(
+                broker,
+                queue=config.name,
+                owner=self.owner,
+                lease=config.lease,
+                depth=config.prefetch,
+                monotonic=monotonic,
+                logger=self.logger,
+            )
         elif config.prefetch:
             raise ConfigError(
                 f"WorkerConfig.prefetch needs a broker that can reserve ahead "
@@ -296,7 +301,8 @@ class Worker(Producer):
                     self._stop_reason = self._stop_reason or StopReason.MAX_TASKS
                     break
         finally:
-            self._return_prefetched()
+            if self._prefetcher is not None:
+                self._pending_acks += self._prefetcher.release_all()
             self._flush_acks()
             if keeper is not None:
                 keeper.close()
@@ -318,8 +324,8 @@ class Worker(Producer):
             self._check_starvation()
             return 0
         self._last_task_at = self.monotonic()
-        if self.config.prefetch and len(deliveries) >= self._asked:
-            self._prefetch(queue, len(deliveries))
+        if self._prefetcher is not None and len(deliveries) >= self._asked:
+            self._prefetch(len(deliveries))
         held, tasks = self._decode_all(queue, deliveries)
         if self._crash_looped:
             held, tasks = self._settlement.reject_crash_loops(held, tasks)
@@ -328,8 +334,13 @@ class Worker(Producer):
         return len(deliveries)
 
     def _reserve(self, queue: str) -> list[Delivery]:
-        if self._prefetched is not None:
-            got = self._collect_prefetched(queue)
+        if self._prefetcher is not None:
+            try:
+                got, self._asked = self._prefetcher.take()
+            except BrokerError:
+                # Perhaps not acked: keep them for the next reserve (see below).
+                self._pending_acks = self._prefetcher.returned_acks + self._pending_acks
+                raise
             if got:
                 return got
         count = self.config.tasks_per_transaction
@@ -353,84 +364,21 @@ class Worker(Producer):
             self._pending_acks = acks + self._pending_acks
             raise
 
-    def _prefetch(self, queue: str, in_hand: int) -> None:
-        """Ask for the next batch now; the next ``_reserve`` collects it.
+    def _prefetch(self, in_hand: int) -> None:
+        """Top the prefetch up to its depth; the acks settled last ride along.
 
-        The acks of the batch settled last ride on the request, as they would on
-        the next reserve. Not when the worker is stopping, nor past its task budget.
+        Not when the worker is stopping, nor past its task budget (the batch in
+        hand and the requests in flight count as done).
         """
+        prefetcher = self._prefetcher
+        if prefetcher is None or self._stop_requested:
+            return
         count = self.config.tasks_per_transaction
         if self.config.max_tasks_per_run:
             left = self.config.max_tasks_per_run - self.tasks_done - in_hand
-            count = min(count, left)
-        if count < 1 or self._stop_requested or self._ahead is None:
-            return
+            count = min(count, left - prefetcher.tasks_ahead)
         acks, self._pending_acks = self._pending_acks, []
-        try:
-            self._prefetched = self._ahead.begin_reserve(
-                queue,
-                owner=self.owner,
-                count=count,
-                lease=self.config.lease,
-                ack=acks,
-            )
-        except BrokerError:
-            self._pending_acks = acks + self._pending_acks
-            return  # the next reserve asks again, and meets the outage if any
-        self._asked = count
-        self._prefetch_acks = acks
-        self._prefetched_at = self.monotonic()
-
-    def _collect_prefetched(self, queue: str) -> list[Delivery]:
-        """The prefetched batch, or none if it waited too long (then released).
-
-        A prefetched batch's lease runs while the batch before it runs, and only
-        the batch being run has its lease renewed; one that waited past half its
-        lease might lapse before the renewal reaches it, so it goes back unrun.
-        """
-        pending, self._prefetched = self._prefetched, None
-        assert pending is not None
-        try:
-            got = pending()
-        except BrokerError:
-            # Perhaps not acked: keep them for the next reserve (see _reserve).
-            self._pending_acks = self._prefetch_acks + self._pending_acks
-            raise
-        finally:
-            self._prefetch_acks = []
-        if got and self.monotonic() - self._prefetched_at > self.config.lease / 2:
-            self._release_unrun(queue, got)
-            return []
-        return got
-
-    def _return_prefetched(self) -> None:
-        """Release a batch prefetched but never run (the loop is ending)."""
-        if self._prefetched is None:
-            return
-        queue = self.config.name
-        try:
-            got = self._collect_prefetched(queue)
-        except BrokerError as error:
-            self.logger.warning(
-                "could not collect the prefetched batch (its leases lapse and "
-                "it is redelivered): %s",
-                error,
-            )
-            return
-        self._release_unrun(queue, got)
-
-    def _release_unrun(self, queue: str, deliveries: list[Delivery]) -> None:
-        if not deliveries:
-            return
-        try:
-            self.broker.release(queue, deliveries)
-        except BrokerError as error:
-            self.logger.warning(
-                "could not release %d prefetched tasks (they are redelivered when "
-                "their leases lapse): %s",
-                len(deliveries),
-                error,
-            )
+        self._pending_acks = prefetcher.top_up(count, acks) + self._pending_acks
 
     def _decode_all(
         self, queue: str, deliveries: Sequence[Delivery]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -110,6 +111,19 @@ def describe(client: Any) -> str:
     return "cluster " + ",".join(f"{n.host}:{n.port}" for n in nodes)
 
 
+_UNREAD: Any = object()  # a sent request's reply, not read yet
+_FAILED: Any = object()  # ... cannot be read (lost connection, error reply): retry
+
+
+class _Slot:
+    """Where ``Node.begin``'s reader puts one request's reply."""
+
+    __slots__ = ("reply",)
+
+    def __init__(self) -> None:
+        self.reply: Any = _UNREAD
+
+
 class Node:
     """A client with its scripts, its guard and the key names of each queue.
 
@@ -153,6 +167,9 @@ class Node:
         self._conn: Any = None
         self._pid = os.getpid()
         self._conn_lock = threading.Lock()
+        # Requests ``begin`` sent on the dedicated connection, replies not yet read.
+        self._sent: deque[_Slot] = deque()
+        self._sending_thread = 0
 
     def keys(self, queue: str) -> list[str]:
         """The queue's keys, in the order every script takes them."""
@@ -199,59 +216,79 @@ class Node:
     ) -> Callable[[], Any]:
         """Send a ``run_flagging_retries`` call now; the returned function reads it.
 
-        The request goes out on the dedicated connection and the connection stays
-        taken (its lock held) until the reply is read, so every call in between,
-        from any thread, uses a pooled connection and never reads this reply.
-        Where the request cannot be left in flight (no dedicated connection, or
-        another thread holds it) the call runs at once and the function returns its
-        reply. A failed send or read is retried like any call, flagged as a retry:
-        the first attempt may have run.
+        The request goes out on the dedicated connection, which stays taken (its
+        lock held) until every request sent this way has had its reply read, so
+        calls in between, from any thread, use pooled connections and never read
+        these replies. The thread that holds it may send more requests behind the
+        first (a deeper prefetch); replies are read in order, whichever function
+        is called first. Where a request cannot be left in flight (no dedicated
+        connection, or another thread holds it) the call runs at once and the
+        function returns its reply. A failed send or read is retried like any
+        call, flagged as a retry: the first attempt may have run.
         """
         if self._pid != os.getpid():
             self._forked()
-        lock = self._conn_lock
-        if not self.direct or not lock.acquire(blocking=False):
+        me = threading.get_ident()
+        mine = bool(self._sent) and self._sending_thread == me
+        if not self.direct or not (mine or self._conn_lock.acquire(blocking=False)):
             reply = self.run_flagging_retries(script, queue, args, flags_at)
             return lambda: reply
+        self._sending_thread = me
         keys = self.keys(queue)
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        conn = self._conn
+        slot = _Slot()
         try:
-            if conn is None:
-                conn = self._conn = self.client.connection_pool.get_connection()
-            conn.send_packed_command(_pack(conn, (command,)))
-        except BaseException:
-            self._drop(conn)
-            lock.release()
-            return self._retry_later(script, queue, args, flags_at)
+            if self._conn is None:
+                self._conn = self.client.connection_pool.get_connection()
+            self._conn.send_packed_command(_pack(self._conn, (command,)))
+        except BaseException as error:
+            slot.reply = _FAILED
+            self._fail_sent()  # earlier requests cannot be read either
+            if not isinstance(error, Exception):
+                raise
+        else:
+            self._sent.append(slot)
 
         def finish() -> Any:
-            try:
-                reply = conn.read_response()
-            except ResponseError:  # read whole: the connection is in step
-                reply = None  # the retry below raises it, translated, or runs it
-            except BaseException:
-                self._drop(conn)
-                reply = None
-            finally:
-                lock.release()
-            if reply is None:
+            if slot.reply is _UNREAD:
+                self._read_until(slot)
+            if slot.reply is _FAILED:
                 return self.run_flagging_retries(
                     script, queue, args, flags_at, retried=True
                 )
-            return reply
+            return slot.reply
 
         return finish
 
-    def _retry_later(
-        self, script: Script, queue: str, args: list[Any], flags_at: int
-    ) -> Callable[[], Any]:
-        def finish() -> Any:
-            return self.run_flagging_retries(
-                script, queue, args, flags_at, retried=True
-            )
+    def _read_until(self, slot: _Slot) -> None:
+        """Read replies of requests sent by ``begin``, in order, up to ``slot``'s."""
+        conn = self._conn
+        while slot.reply is _UNREAD:
+            if not self._sent or self._pid != os.getpid():
+                slot.reply = _FAILED  # sent by the parent process: not ours to read
+                return
+            head = self._sent[0]
+            try:
+                head.reply = conn.read_response()
+            except ResponseError:  # read whole, in step: the retry raises it
+                head.reply = _FAILED
+            except BaseException as error:
+                self._fail_sent()
+                if not isinstance(error, Exception):
+                    raise
+                return
+            self._sent.popleft()
+            if not self._sent:
+                self._conn_lock.release()
 
-        return finish
+    def _fail_sent(self) -> None:
+        """The dedicated connection broke (caller holds its lock): no reply of a
+        request sent by ``begin`` can be read any more; they will be retried."""
+        for pending in self._sent:
+            pending.reply = _FAILED
+        self._sent.clear()
+        self._drop(self._conn)
+        self._conn_lock.release()
 
     def _drop(self, conn: Any) -> None:
         """Forget the dedicated connection (caller holds its lock): it is unusable."""
@@ -416,6 +453,7 @@ class Node:
         # child likewise), and another thread may have held the lock at the fork.
         self._conn = None
         self._conn_lock = threading.Lock()
+        self._sent = deque()
         self._pid = os.getpid()
 
     def hold(self, member: str, receipts: list[str]) -> None:
@@ -458,6 +496,8 @@ class Node:
         """Drop the client's connections, the dedicated one included."""
         if self._pid != os.getpid():
             self._forked()
+        if self._sent and self._sending_thread == threading.get_ident():
+            self._fail_sent()  # requests begun and never collected: abandon them
         with self._conn_lock:
             conn, self._conn = self._conn, None
             if conn is not None:

@@ -3,7 +3,7 @@
 Broker URLs: ``redis://...`` (one node), several comma-separated (independent
 nodes), ``sqlite:///<file>`` or ``memory:`` (drain in this process only).
 ``--delivery`` picks at-least-once (leases) or at-most-once (plain pop);
-``at_least_once+prefetch`` also sets ``WorkerConfig(prefetch=True)``.
+``at_least_once+prefetch=N`` also sets ``WorkerConfig(prefetch=N)``.
 ``--op drain --workers K`` (K >= 1) fills the queue, then drains it with K worker
 processes (``--op drain_part``) that all start at the same moment once imported,
 timed from the first task start in any of them to the last one's end.
@@ -87,11 +87,11 @@ class Ours:
 
     def worker(self, batch: int, runs: int, **config: Any) -> BenchWorker:
         """A worker taking ``batch`` tasks per reserve, stopping after ``runs``."""
-        # "at_least_once+prefetch": WorkerConfig(prefetch=True). Passed only when
+        # "at_least_once+prefetch=N": WorkerConfig(prefetch=N). Passed only when
         # asked, so a baseline build that predates the option still runs.
         delivery, _, extra = self.args.delivery.partition("+")
-        if extra == "prefetch":
-            config["prefetch"] = True
+        if extra.startswith("prefetch="):
+            config["prefetch"] = int(extra.removeprefix("prefetch="))
         settings = WorkerConfig(
             name=self.args.queue,
             tasks_per_transaction=batch,

@@ -1,6 +1,6 @@
 """A prefetching worker on the memory broker: every task once, nothing stranded.
 
-With ``WorkerConfig(prefetch=True)`` the worker asks for the next batch before it
+With ``WorkerConfig(prefetch=N)`` the worker asks for the next N batches before it
 runs the current one. These tests check what that must not change (each task runs
 once, in order, within the task budget) and what happens to a prefetched batch the
 worker does not run: it goes back untouched.
@@ -26,7 +26,8 @@ from tests.conftest import Recorder, WorkerFactory
 
 def _worker(make_worker: WorkerFactory, behaviour: Any, **config: Any) -> Recorder:
     cls = type("W", (Recorder,), {"behaviour": staticmethod(behaviour)})
-    worker = make_worker(cls, prefetch=True, **config)
+    config.setdefault("prefetch", 1)
+    worker = make_worker(cls, **config)
     assert isinstance(worker, Recorder)
     return worker
 
@@ -47,12 +48,31 @@ def test_the_next_batch_is_reserved_before_the_current_one_runs(
     assert broker.lengths("jobs") == QueueLengths(ready=1, in_flight=4)
 
 
-def test_every_task_runs_once_in_order(
+def test_a_deeper_prefetch_keeps_that_many_batches_ahead(
     make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """prefetch=2: the batch awaiting its ack, and two more leased behind it."""
+    worker = _worker(
+        make_worker, lambda w, t: None, tasks_per_transaction=2, prefetch=2
+    )
+    worker.push_tasks([{"n": i} for i in range(9)])
+
+    worker.step()
+
+    assert broker.lengths("jobs") == QueueLengths(ready=3, in_flight=6)
+
+
+@pytest.mark.parametrize(("depth", "batch"), [(1, 2), (2, 2), (3, 1)])
+def test_every_task_runs_once_in_order(
+    make_worker: WorkerFactory, broker: MemoryBroker, depth: int, batch: int
 ) -> None:
     """Prefetching changes when batches are asked for, not what runs."""
     worker = _worker(
-        make_worker, lambda w, t: None, tasks_per_transaction=2, max_tasks_per_run=7
+        make_worker,
+        lambda w, t: None,
+        tasks_per_transaction=batch,
+        max_tasks_per_run=7,
+        prefetch=depth,
     )
     worker.push_tasks([{"n": i} for i in range(7)])
 
@@ -62,12 +82,17 @@ def test_every_task_runs_once_in_order(
     assert broker.lengths("jobs") == QueueLengths()
 
 
+@pytest.mark.parametrize("depth", [1, 2])
 def test_the_task_budget_caps_what_is_prefetched(
-    make_worker: WorkerFactory, broker: MemoryBroker
+    make_worker: WorkerFactory, broker: MemoryBroker, depth: int
 ) -> None:
     """Within max_tasks_per_run, no task is taken that the worker will not run."""
     worker = _worker(
-        make_worker, lambda w, t: None, tasks_per_transaction=2, max_tasks_per_run=3
+        make_worker,
+        lambda w, t: None,
+        tasks_per_transaction=2,
+        max_tasks_per_run=3,
+        prefetch=depth,
     )
     worker.push_tasks([{"n": i} for i in range(6)])
 
@@ -77,25 +102,46 @@ def test_the_task_budget_caps_what_is_prefetched(
     assert broker.lengths("jobs") == QueueLengths(ready=3)
 
 
-def test_stopping_releases_the_prefetched_batch_untouched(
-    make_worker: WorkerFactory, broker: MemoryBroker
+@pytest.mark.parametrize("depth", [1, 2])
+def test_stopping_releases_the_prefetched_batches_untouched(
+    make_worker: WorkerFactory, broker: MemoryBroker, depth: int
 ) -> None:
     """A stop leaves the prefetched tasks ready, first in line, never delivered."""
     worker = _worker(
         make_worker,
         lambda w, t: w.stop() if t.kwargs["n"] == 1 else None,
         tasks_per_transaction=2,
+        prefetch=depth,
     )
-    worker.push_tasks([{"n": i} for i in range(6)])
+    worker.push_tasks([{"n": i} for i in range(8)])
 
     worker.run()
     lengths = broker.lengths("jobs")
-    after = broker.reserve("jobs", owner="next", count=2)
+    after = broker.reserve("jobs", owner="next", count=6)
 
     assert _worked(worker) == [0, 1]
-    assert lengths == QueueLengths(ready=4)
-    assert [d.deliveries for d in after] == [1, 1]
-    assert [worker.codec.decode(d.payload).kwargs["n"] for d in after] == [2, 3]
+    assert lengths == QueueLengths(ready=6)
+    assert [d.deliveries for d in after] == [1] * 6
+    assert [worker.codec.decode(d.payload).kwargs["n"] for d in after] == [
+        2, 3, 4, 5, 6, 7,
+    ]  # fmt: skip
+
+
+def test_requests_that_come_back_empty_are_skipped(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """The queue ran dry ahead of the worker: it goes on to a plain reserve."""
+    worker = _worker(
+        make_worker, lambda w, t: None, tasks_per_transaction=2, prefetch=2
+    )
+    worker.push_tasks([{"n": i} for i in range(3)])
+
+    handled = [worker.step(), worker.step(), worker.step()]
+    worker.push_tasks([{"n": 3}])
+    handled.append(worker.step())
+
+    assert handled == [2, 1, 0, 1]
+    assert _worked(worker) == [0, 1, 2, 3]
 
 
 def test_a_batch_that_waited_past_half_its_lease_is_released_then_taken_again(
@@ -136,13 +182,21 @@ def test_a_batch_that_waited_past_half_its_lease_is_released_then_taken_again(
 def test_prefetch_needs_at_least_once() -> None:
     """Popped tasks cannot be released, so the combination is refused by name."""
     with pytest.raises(ConfigError, match=r"WorkerConfig\.prefetch"):
-        WorkerConfig(name="q", prefetch=True, delivery="at_most_once")
+        WorkerConfig(name="q", prefetch=1, delivery="at_most_once")
 
 
-def test_prefetch_must_be_a_bool() -> None:
-    """A truthy non-bool is a typo more often than a choice."""
-    with pytest.raises(ConfigError, match=r"WorkerConfig\.prefetch must be True"):
-        WorkerConfig(name="q", prefetch="yes")  # type: ignore[arg-type]
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (True, "must be a number"),
+        (1.5, "must be an integer"),
+        (-1, "must be >= 0"),
+    ],
+)
+def test_prefetch_is_a_whole_number_of_batches(value: Any, message: str) -> None:
+    """A depth: not a flag, not a fraction, not negative."""
+    with pytest.raises(ConfigError, match=rf"WorkerConfig\.prefetch {message}"):
+        WorkerConfig(name="q", prefetch=value)
 
 
 def test_prefetch_needs_a_broker_that_reserves_ahead(tmp_path: Path) -> None:
@@ -151,7 +205,7 @@ def test_prefetch_needs_a_broker_that_reserves_ahead(tmp_path: Path) -> None:
     try:
         with pytest.raises(ConfigError, match="SqliteBroker cannot"):
             Recorder(
-                config=WorkerConfig(name="q", prefetch=True),
+                config=WorkerConfig(name="q", prefetch=1),
                 broker=broker,
                 codec=PickleCodec(),
                 executor=SerialExecutor(),

@@ -360,7 +360,7 @@ def test_a_prefetching_worker_runs_every_task_once(
         [{"n": n} for n in range(2500)]
     )
     config = WorkerConfig(
-        name="jobs", tasks_per_transaction=1000, max_tasks_per_run=2500, prefetch=True
+        name="jobs", tasks_per_transaction=1000, max_tasks_per_run=2500, prefetch=1
     )
     worker = Counting(
         broker=broker,
@@ -374,3 +374,51 @@ def test_a_prefetching_worker_runs_every_task_once(
 
     assert ran == list(range(2500))
     assert broker.lengths("jobs") == QueueLengths()
+
+
+def test_requests_sent_behind_one_another_are_read_in_order(
+    single: tuple[RedisBroker, redis.Redis, str],
+) -> None:
+    """Three prefetches in flight on one connection, collected out of order."""
+    broker, _, _ = single
+    broker.push("q", [b"a", b"b", b"c", b"d"])
+
+    first = broker.begin_reserve("q", owner="w", count=1, lease=60)
+    second = broker.begin_reserve("q", owner="w", count=1, lease=60)
+    third = broker.begin_reserve("q", owner="w", count=2, lease=60)
+    broker.push("q", [b"e"])  # a pooled connection, meanwhile
+    got = [payloads(third()), payloads(first()), payloads(second())]
+
+    assert got == [[b"c", b"d"], [b"a"], [b"b"]]
+    assert broker.lengths("q") == QueueLengths(ready=1, in_flight=4)
+
+
+def test_a_lost_connection_fails_every_request_in_flight_over_to_a_retry(
+    single: tuple[RedisBroker, redis.Redis, str],
+) -> None:
+    """Two requests ran, both replies were lost: each retry finds its own batch."""
+    broker, raw, _ = single
+    broker.push("q", [b"a", b"b", b"c"])
+    first = broker.begin_reserve("q", owner="w", count=1, lease=60)
+    second = broker.begin_reserve("q", owner="w", count=1, lease=60)
+    time.sleep(0.1)
+
+    raw.client_kill_filter(_type="normal", skipme=True)
+    got = payloads(first()) + payloads(second())
+
+    assert got == [b"a", b"b"]
+    assert broker.lengths("q") == QueueLengths(ready=1, in_flight=2)
+
+
+def test_closing_with_a_request_in_flight_does_not_hang(
+    redis_server: RedisServer,
+) -> None:
+    """A begun, never collected reserve is abandoned by close (its lease lapses)."""
+    namespace = new_namespace()
+    broker = RedisBroker(redis_server.client(), namespace=namespace, retry=TEST_RETRY)
+    try:
+        broker.push("q", [b"a"])
+        broker.begin_reserve("q", owner="w", count=1, lease=60)
+    finally:
+        broker.close()
+        delete_namespace([redis_server], namespace)

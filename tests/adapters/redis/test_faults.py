@@ -173,7 +173,7 @@ from sergeant.config import WorkerConfig
 from sergeant.worker import Worker
 
 port, namespace, signal_file = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-prefetch = sys.argv[4:] == ["prefetch"]
+prefetch = 1 if sys.argv[4:] == ["prefetch"] else 0
 
 class Stuck(Worker):
     def work(self, task):
