@@ -218,53 +218,35 @@ class _Ledger(Worker):
 
 
 @pytest.mark.slow
-def test_a_sigkilled_worker_holding_1000_tasks_loses_none(
+@pytest.mark.parametrize(
+    ("prefetch", "tasks"),
+    [
+        pytest.param(0, 1000, id="one batch of 1,000"),
+        pytest.param(1, 2000, id="running 1,000, 1,000 prefetched"),
+    ],
+)
+def test_a_sigkilled_worker_loses_none_of_the_tasks_it_held(
     single: tuple[RedisBroker, redis.Redis, str],
     redis_server: RedisServer,
     tmp_path: Path,
+    prefetch: int,
+    tasks: int,
 ) -> None:
-    """SIGKILL a worker holding 1,000 leased tasks: all 1,000 run again elsewhere."""
+    """SIGKILL a worker holding every task leased (its batch, and the one it
+    prefetched): all of them run again elsewhere."""
     broker, _, namespace = single
     Producer(broker=broker, codec=PickleCodec(), queue="jobs").push_tasks(
-        [{"n": n} for n in range(1000)]
+        [{"n": n} for n in range(tasks)]
     )
     signal_file = tmp_path / "holding"
     args = [str(redis_server.port), namespace, str(signal_file)]
+    args += ["prefetch"] if prefetch else []
     child = subprocess.Popen([sys.executable, "-c", _STUCK_WORKER, *args])
     give_up = time.monotonic() + 60
     while not signal_file.exists() and time.monotonic() < give_up:
         time.sleep(0.05)
-    held = broker.lengths("jobs")
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait(timeout=30)
-
-    rescuer = _Ledger(broker, batch=100, lease=60.0)
-    rescuer.run()
-
-    assert held == QueueLengths(in_flight=1000)
-    assert sorted(rescuer.ran) == list(range(1000))
-    assert broker.lengths("jobs") == QueueLengths()
-
-
-@pytest.mark.slow
-def test_a_sigkilled_prefetching_worker_loses_neither_batch(
-    single: tuple[RedisBroker, redis.Redis, str],
-    redis_server: RedisServer,
-    tmp_path: Path,
-) -> None:
-    """Running one batch of 1,000 with the next prefetched: all 2,000 run again."""
-    broker, _, namespace = single
-    Producer(broker=broker, codec=PickleCodec(), queue="jobs").push_tasks(
-        [{"n": n} for n in range(2000)]
-    )
-    signal_file = tmp_path / "holding"
-    args = [str(redis_server.port), namespace, str(signal_file), "prefetch"]
-    child = subprocess.Popen([sys.executable, "-c", _STUCK_WORKER, *args])
-    give_up = time.monotonic() + 60
-    while not signal_file.exists() and time.monotonic() < give_up:
-        time.sleep(0.05)
-    while broker.lengths("jobs").in_flight < 2000 and time.monotonic() < give_up:
-        time.sleep(0.01)  # the prefetch was sent before the first task ran
+    while broker.lengths("jobs").in_flight < tasks and time.monotonic() < give_up:
+        time.sleep(0.01)  # a prefetch is sent before the first task runs
     held = broker.lengths("jobs")
     os.kill(child.pid, signal.SIGKILL)
     child.wait(timeout=30)
@@ -272,8 +254,8 @@ def test_a_sigkilled_prefetching_worker_loses_neither_batch(
     rescuer = _Ledger(broker, batch=500, lease=60.0)
     rescuer.run()
 
-    assert held == QueueLengths(in_flight=2000)
-    assert sorted(rescuer.ran) == list(range(2000))
+    assert held == QueueLengths(in_flight=tasks)
+    assert sorted(rescuer.ran) == list(range(tasks))
     assert broker.lengths("jobs") == QueueLengths()
 
 
