@@ -15,13 +15,13 @@ task.
 
 from __future__ import annotations
 
-import gc
 import logging
 import random
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from sergeant import clock as _clock
+from sergeant._gc_pause import GcPause
 from sergeant._lease_keeper import LeaseKeeper
 from sergeant._prefetch import Prefetcher
 from sergeant._settlement import Settlement
@@ -135,6 +135,7 @@ class Worker(Producer):
         self._stop_reason: StopReason | None = None
         self._pending_acks: list[Delivery] = []
         self._asked = 0  # how many tasks the last reserve asked for
+        self._gc_pause = GcPause()
         self._prefetcher: Prefetcher | None = None
         if config.prefetch and isinstance(broker, SupportsPrefetch):
             self._prefetcher = Prefetcher(
@@ -315,18 +316,23 @@ class Worker(Producer):
         """Reserve one batch, run it and settle it; return how many tasks it held."""
         queue = self.config.name
         try:
-            deliveries = self._reserve(queue)
-        except BrokerUnavailable as error:
-            self._settlement.outage(error)
-            return 0
-        self._settlement.recovered()
-        if not deliveries:
-            self._check_starvation()
-            return 0
-        self._last_task_at = self.monotonic()
-        if self._prefetcher is not None and len(deliveries) >= self._asked:
-            self._prefetch(len(deliveries))
-        held, tasks = self._decode_all(queue, deliveries)
+            try:
+                deliveries = self._reserve(queue)
+            except BrokerUnavailable as error:
+                self._settlement.outage(error)
+                return 0
+            self._settlement.recovered()
+            if not deliveries:
+                self._check_starvation()
+                return 0
+            self._last_task_at = self.monotonic()
+            if self._prefetcher is not None and len(deliveries) >= self._asked:
+                self._prefetch(len(deliveries))
+            if len(deliveries) > 1:
+                self._gc_pause.start()
+            held, tasks = self._decode_all(queue, deliveries)
+        finally:
+            self._gc_pause.end()  # the tasks' own code runs with it, always
         if self._crash_looped:
             held, tasks = self._settlement.reject_crash_loops(held, tasks)
         if tasks:
@@ -335,6 +341,8 @@ class Worker(Producer):
 
     def _reserve(self, queue: str) -> list[Delivery]:
         if self._prefetcher is not None:
+            # Collecting builds the batch's deliveries: part of the pause (step).
+            self._gc_pause.start()
             try:
                 got, self._asked = self._prefetcher.take()
             except BrokerError:
@@ -343,6 +351,7 @@ class Worker(Producer):
                 raise
             if got:
                 return got
+            self._gc_pause.end()  # a plain reserve may block: never paused
         count = self.config.tasks_per_transaction
         if self.config.max_tasks_per_run:
             count = max(1, min(count, self.config.max_tasks_per_run - self.tasks_done))
@@ -387,23 +396,9 @@ class Worker(Producer):
 
         Two parallel lists rather than one list of pairs: a batch keeps every one
         of its objects alive until it is settled, and a thousand pair tuples more
-        make the garbage collector scan the batch once more. For the same reason
-        the collector is paused while a batch is decoded (only our code and the
-        codec run meanwhile): decoding a thousand tasks allocates several thousand
-        objects, which would trigger a collection every 700 allocations, each one
-        scanning the new tasks that all stay alive anyway.
+        make the garbage collector scan the batch once more. ``step`` pauses the
+        collector while it does this, for the same reason (see ``GcPause``).
         """
-        if len(deliveries) > 1 and gc.isenabled():
-            gc.disable()
-            try:
-                return self._decode_each(queue, deliveries)
-            finally:
-                gc.enable()
-        return self._decode_each(queue, deliveries)
-
-    def _decode_each(
-        self, queue: str, deliveries: Sequence[Delivery]
-    ) -> tuple[list[Delivery], list[Task]]:
         decode = self.codec.decode
         limit = self.max_payload_bytes
         most = self.config.max_deliveries

@@ -12,18 +12,17 @@ from collections.abc import Sequence
 
 import attrs
 
-from sergeant.protocols.broker import Delivery
+from sergeant.protocols.broker import Delivery, OpenDelivery
 
 from ._node import HEADER_LEN, RID_LEN
 
-# Deliveries are built by setting their slots, without the frozen ``__init__``
-# (about half a microsecond a task, on a path that runs per task); the fields are
-# known valid here. Should ``Delivery`` change its fields, fail at import, not
-# with half-built objects.
+# Deliveries are built as OpenDelivery (plain slot stores, no frozen descriptor
+# calls: this runs per task) and then become Delivery. Should ``Delivery`` change
+# its fields, fail at import, not with half-built objects.
 _FIELDS = ("receipt", "payload", "deliveries")
 if tuple(f.name for f in attrs.fields(Delivery)) != _FIELDS:  # pragma: no cover
     raise ImportError(f"Delivery no longer has exactly the fields {_FIELDS}")
-_SETTERS = tuple(getattr(Delivery, name).__set__ for name in _FIELDS)
+_set_count = getattr(Delivery, _FIELDS[2]).__set__
 _new = object.__new__
 _NEVER = b"0" * (HEADER_LEN - RID_LEN - 1)  # the count of an entry never delivered
 
@@ -43,16 +42,21 @@ def deliveries(
     r, h = RID_LEN, HEADER_LEN
     if again is None:
         again = [i for i, e in enumerate(entries, 1) if e[r + 1 : h] != _NEVER]
-    set_receipt, set_payload, set_count = _SETTERS
-    bodies = [e[:r].decode() + member for e in entries]
-    out = [_new(Delivery) for _ in entries]
-    for d, e, body in zip(out, entries, bodies, strict=True):
-        set_receipt(d, body + tag if tag else body)
-        set_payload(d, e[h:])
-        set_count(d, 1)
+    out: list[Delivery] = []
+    bodies: list[str] = []
+    keep, note = out.append, bodies.append
+    for e in entries:
+        d = _new(OpenDelivery)
+        body = e[:r].decode() + member
+        d.receipt = body + tag if tag else body
+        d.payload = e[h:]
+        d.deliveries = 1
+        d.__class__ = Delivery  # type: ignore[assignment]
+        keep(d)  # type: ignore[arg-type]
+        note(body)
     for i in again:
         e = entries[i - 1]
-        set_count(out[i - 1], int(e[r + 1 : h], 16) + 1)
+        _set_count(out[i - 1], int(e[r + 1 : h], 16) + 1)
     return out, bodies
 
 

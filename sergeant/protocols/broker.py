@@ -23,8 +23,18 @@ import attrs
 from sergeant.task import Priority
 
 
+class _DeliverySlots:
+    """Where a Delivery's fields live, shared with ``OpenDelivery`` (attrs reuses
+    slots a base class declares, so Delivery adds none)."""
+
+    __slots__ = ("__weakref__", "deliveries", "payload", "receipt")
+    receipt: str
+    payload: bytes
+    deliveries: int
+
+
 @attrs.frozen(slots=True)
-class Delivery:
+class Delivery(_DeliverySlots):
     """A receipt for one reserved task.
 
     Attributes:
@@ -38,6 +48,27 @@ class Delivery:
     receipt: str
     payload: bytes
     deliveries: int = 1
+
+
+class OpenDelivery(_DeliverySlots):
+    """A Delivery under construction, for a broker's per-task hot path.
+
+    Setting a frozen Delivery's fields goes through a descriptor call each; on
+    this class the same slots take plain stores. Set all three fields, then
+    ``delivery.__class__ = Delivery``: the object is then an ordinary, frozen
+    Delivery. Anything else should call ``Delivery(...)``.
+    """
+
+    __slots__ = ()
+
+
+if {*attrs.fields_dict(Delivery), "__weakref__"} != set(
+    _DeliverySlots.__slots__
+) or any(
+    getattr(Delivery, name).__objclass__ is not _DeliverySlots
+    for name in attrs.fields_dict(Delivery)
+):  # pragma: no cover
+    raise ImportError("Delivery's fields and its slots no longer agree")
 
 
 @attrs.frozen(slots=True)
