@@ -3,7 +3,7 @@
 Run from the repository root::
 
     python -m benchmark.redis [--tasks 100000] [--single-tasks 10000] [--repeat 3]
-                              [--baseline PYTHON]
+                              [--baseline PYTHON [--baseline-prefetch]]
 
 It starts its own redis-server, installs sergeant 0.27.0 into
 ``benchmark/.venvs/sergeant027`` (once), and measures, interleaved (ours
@@ -19,7 +19,9 @@ runs this and the comparison with the other peers.
 driver runs under that interpreter, whose environment provides the library (for
 example a venv with an older checkout installed by ``pip install -e``). A second
 table then gives ours / baseline per row: a before/after of a change, measured
-against one server in one run.
+against one server in one run. ``--baseline-prefetch`` adds the baseline's
+prefetch run to the drain rows (for builds that have ``WorkerConfig.prefetch`` as
+a depth).
 """
 
 from __future__ import annotations
@@ -47,12 +49,18 @@ PREFETCH = Contender(
 OLD = Contender("sergeant027", "sergeant 0.27.0", SERGEANT027)
 
 
-def baselines(python: str) -> tuple[Contender, Contender]:
-    """The at-least-once and at-most-once contenders of a baseline build."""
+def baselines(python: str) -> tuple[Contender, Contender, Contender]:
+    """The at-least-once, at-most-once and prefetch contenders of a baseline."""
     lib = Lib("ours", "baseline build", interpreter=python)
     return (
         Contender("baseline", "baseline, at-least-once", lib),
         Contender("baseline_amo", "baseline, at-most-once", lib, "at_most_once"),
+        Contender(
+            "baseline_pf",
+            f"baseline, at-least-once, prefetch={PREFETCH_DEPTH}",
+            lib,
+            PREFETCH.delivery,
+        ),
     )
 
 
@@ -77,14 +85,20 @@ def measure(
     rate: float,
     with_old: bool = True,
     baseline: str | None = None,
+    baseline_prefetch: bool = False,
 ) -> None:
     """Run every row ``repeat`` times, contenders interleaved within each row.
 
     ``with_old=False`` leaves sergeant 0.27.0 out (no venv needed): the ratio
-    columns then stay empty. ``baseline`` (a Python) adds that build of ours.
+    columns then stay empty. ``baseline`` (a Python) adds that build of ours;
+    ``baseline_prefetch`` also runs it with prefetch (a build that has it).
     """
     old = (OLD,) if with_old else ()
-    base_alo, base_amo = baselines(baseline) if baseline else (None, None)
+    base_alo, base_amo, base_pf = (
+        baselines(baseline) if baseline else (None, None, None)
+    )
+    if not baseline_prefetch:
+        base_pf = None
     for turn in range(repeat):
         runner.log(f"[redis vs 0.27] repeat {turn + 1}/{repeat}")
         for row in ROWS:
@@ -92,7 +106,9 @@ def measure(
             # Pushing does not depend on the delivery mode: one "ours" push row.
             drain = row.startswith("drain")
             contenders = (
-                [ALO, base_alo, PREFETCH, AMO, base_amo] if drain else [ALO, base_alo]
+                [ALO, base_alo, PREFETCH, base_pf, AMO, base_amo]
+                if drain
+                else [ALO, base_alo]
             )
             for who in [*contenders, *old]:
                 if who is not None:
@@ -163,23 +179,31 @@ def report(runner: Runner) -> str:
 def _baseline_table(runner: Runner) -> str:
     """Ours against the baseline build, per row and delivery mode."""
     med = runner.median
+    with_pf = bool(runner.tasks(SECTION, "baseline_pf", "drain_1000"))
     rows = []
     for row, (_, _, label) in ROWS.items():
         drain = row.startswith("drain")
         alo, base = med(SECTION, "ours", row), med(SECTION, "baseline", row)
         amo = med(SECTION, "ours_amo", row) if drain else alo
         base_amo = med(SECTION, "baseline_amo", row) if drain else base
-        rows.append(
-            [
-                label,
-                _table.rate(base),
-                _table.rate(alo),
-                _table.ratio(alo, base),
-                _table.rate(base_amo),
-                _table.rate(amo),
-                _table.ratio(amo, base_amo),
-            ]
-        )
+        cells = [
+            label,
+            _table.rate(base),
+            _table.rate(alo),
+            _table.ratio(alo, base),
+            _table.rate(base_amo),
+            _table.rate(amo),
+            _table.ratio(amo, base_amo),
+        ]
+        if with_pf:
+            pf = med(SECTION, "ours_pf", row) if drain else math.nan
+            base_pf = med(SECTION, "baseline_pf", row) if drain else math.nan
+            cells += (
+                [_table.rate(base_pf), _table.rate(pf), _table.ratio(pf, base_pf)]
+                if drain
+                else ["", "", ""]
+            )
+        rows.append(cells)
     header = [
         "tasks/s (median)",
         "baseline ALO",
@@ -189,6 +213,12 @@ def _baseline_table(runner: Runner) -> str:
         "ours AMO",
         "AMO ours / baseline",
     ]
+    if with_pf:
+        header += [
+            "baseline prefetch",
+            "ours prefetch",
+            "prefetch ours / baseline",
+        ]
     return _table.table(header, rows)
 
 
@@ -275,6 +305,12 @@ def main(argv: list[str] | None = None) -> None:
         help="also run the build of ours that this interpreter's environment has "
         "installed (e.g. an older checkout), interleaved; adds ours / baseline",
     )
+    parser.add_argument(
+        "--baseline-prefetch",
+        action="store_true",
+        help=f"also run the baseline build with prefetch={PREFETCH_DEPTH} in the "
+        "drain rows (a build that has WorkerConfig.prefetch as a number)",
+    )
     args = parser.parse_args(argv)
     ensure(SERGEANT027)
     server = RedisServer.started()
@@ -288,6 +324,7 @@ def main(argv: list[str] | None = None) -> None:
             latency_tasks=args.latency_tasks,
             rate=args.rate,
             baseline=args.baseline,
+            baseline_prefetch=args.baseline_prefetch,
         )
     finally:
         server.stop()

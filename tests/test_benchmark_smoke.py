@@ -66,9 +66,9 @@ def test_redis_costs_prints_a_positive_figure_for_every_operation() -> None:
         *_, cpu, wall = row.split()
         assert float(cpu.replace(",", "")) > 0, row
         assert float(wall.replace(",", "")) > 0, row
-    packers = client_part.splitlines()[1:]
-    assert len(packers) == 2
-    for row in packers:
+    steps = client_part.splitlines()[1:]
+    assert len(steps) == 3
+    for row in steps:
         assert float(row.split()[-1].replace(",", "")) > 0, row
 
 
@@ -108,6 +108,7 @@ def test_a_baseline_build_runs_interleaved_and_gets_its_own_table() -> None:
         section.measure(
             runner, tasks=2000, single_tasks=200, repeat=1, latency_tasks=5,
             rate=50.0, with_old=False, baseline=sys.executable,
+            baseline_prefetch=True,
         )  # fmt: skip
     finally:
         server.stop()
@@ -119,9 +120,12 @@ def test_a_baseline_build_runs_interleaved_and_gets_its_own_table() -> None:
     for label in ("push, bulk (1,000 per call)", "drain, batches of 1,000"):
         line = next(x for x in table.splitlines() if x.startswith(f"| {label} |"))
         cells = [c.strip() for c in line.split("|")[2:-1]]
-        assert all(c not in ("", "—", "nan") for c in cells), line
+        measured = cells if label.startswith("drain") else cells[:6]
+        assert all(c not in ("", "—", "nan") for c in measured), line
         assert cells[2].endswith("x"), line
         assert cells[5].endswith("x"), line
+        if label.startswith("drain"):
+            assert cells[8].endswith("x"), line  # prefetch ours / baseline
     main = text.split("| ours ALO | ours ALO prefetch=2 |")[1]
     for label in ("drain, one at a time", "drain, batches of 1,000"):
         line = next(x for x in main.splitlines() if x.startswith(f"| {label} |"))
