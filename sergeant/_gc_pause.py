@@ -1,14 +1,13 @@
-"""Keeps the garbage collector off while the worker builds a batch.
+"""Keeps the garbage collector off while the worker decodes a batch.
 
-Reserving and decoding a batch of a thousand tasks allocates several thousand
-objects that all stay alive until the batch is settled. With the collector on,
-every 700 allocations start a collection that scans the new objects, and the
-survivors are scanned again by the older generations' collections: scans that
-free nothing. Paused over that stretch (only sergeant's code, the broker and the
-codec run in it, never this worker's tasks), the batch is scanned once, after.
-The pause ends before any task runs and never spans a wait that could block, so
-it lasts milliseconds (other threads of the process, if any, go without
-collections for that long).
+Decoding a batch of a thousand tasks allocates several thousand objects that all
+stay alive until the batch is settled. With the collector on, every 700
+allocations start a collection that scans the new objects, and the survivors are
+scanned again by the older generations' collections: scans that free nothing.
+Paused while the batch is decoded (only sergeant's code and the codec run then,
+never a task's, and nothing waits), the batch is scanned once, after. The pause
+lasts milliseconds; other threads of the process, if any, go without collections
+for that long.
 """
 
 from __future__ import annotations

@@ -316,23 +316,18 @@ class Worker(Producer):
         """Reserve one batch, run it and settle it; return how many tasks it held."""
         queue = self.config.name
         try:
-            try:
-                deliveries = self._reserve(queue)
-            except BrokerUnavailable as error:
-                self._settlement.outage(error)
-                return 0
-            self._settlement.recovered()
-            if not deliveries:
-                self._check_starvation()
-                return 0
-            self._last_task_at = self.monotonic()
-            if self._prefetcher is not None and len(deliveries) >= self._asked:
-                self._prefetch(len(deliveries))
-            if len(deliveries) > 1:
-                self._gc_pause.start()
-            held, tasks = self._decode_all(queue, deliveries)
-        finally:
-            self._gc_pause.end()  # the tasks' own code runs with it, always
+            deliveries = self._reserve(queue)
+        except BrokerUnavailable as error:
+            self._settlement.outage(error)
+            return 0
+        self._settlement.recovered()
+        if not deliveries:
+            self._check_starvation()
+            return 0
+        self._last_task_at = self.monotonic()
+        if self._prefetcher is not None and len(deliveries) >= self._asked:
+            self._prefetch(len(deliveries))
+        held, tasks = self._decode_all(queue, deliveries)
         if self._crash_looped:
             held, tasks = self._settlement.reject_crash_loops(held, tasks)
         if tasks:
@@ -341,8 +336,6 @@ class Worker(Producer):
 
     def _reserve(self, queue: str) -> list[Delivery]:
         if self._prefetcher is not None:
-            # Collecting builds the batch's deliveries: part of the pause (step).
-            self._gc_pause.start()
             try:
                 got, self._asked = self._prefetcher.take()
             except BrokerError:
@@ -351,7 +344,6 @@ class Worker(Producer):
                 raise
             if got:
                 return got
-            self._gc_pause.end()  # a plain reserve may block: never paused
         count = self.config.tasks_per_transaction
         if self.config.max_tasks_per_run:
             count = max(1, min(count, self.config.max_tasks_per_run - self.tasks_done))
@@ -396,9 +388,19 @@ class Worker(Producer):
 
         Two parallel lists rather than one list of pairs: a batch keeps every one
         of its objects alive until it is settled, and a thousand pair tuples more
-        make the garbage collector scan the batch once more. ``step`` pauses the
-        collector while it does this, for the same reason (see ``GcPause``).
+        make the garbage collector scan the batch once more. The collector is
+        paused meanwhile, for the same reason (see ``GcPause``).
         """
+        if len(deliveries) > 1:
+            self._gc_pause.start()
+        try:
+            return self._decode_each(queue, deliveries)
+        finally:
+            self._gc_pause.end()  # the tasks' own code runs with it, always
+
+    def _decode_each(
+        self, queue: str, deliveries: Sequence[Delivery]
+    ) -> tuple[list[Delivery], list[Task]]:
         decode = self.codec.decode
         limit = self.max_payload_bytes
         most = self.config.max_deliveries
