@@ -51,7 +51,7 @@ class Prefetcher:
 
     Args:
         broker: the worker's broker (it must support ``SupportsPrefetch``).
-        queue, owner, lease: what every reserve asks for.
+        queue, lease: what every reserve asks for.
         depth: how many batches to keep reserved ahead.
         monotonic: the worker's monotonic clock (staleness of a waiting batch).
     """
@@ -61,7 +61,6 @@ class Prefetcher:
         broker: PrefetchingBroker,
         *,
         queue: str,
-        owner: str,
         lease: float,
         depth: int,
         monotonic: Callable[[], float],
@@ -69,7 +68,6 @@ class Prefetcher:
     ) -> None:
         self._broker = broker
         self._queue = queue
-        self._owner = owner
         self._lease = lease
         self._depth = depth
         self._monotonic = monotonic
@@ -82,8 +80,9 @@ class Prefetcher:
         """How many tasks the requests in flight may bring, at most."""
         return sum(ahead.count for ahead in self._ahead)
 
-    def top_up(self, count: int, acks: list[Delivery]) -> list[Delivery]:
-        """Send requests for ``count`` tasks each until ``depth`` are in flight.
+    def top_up(self, count: int, owner: str, acks: list[Delivery]) -> list[Delivery]:
+        """Send requests for ``count`` tasks each, leased to ``owner``, until
+        ``depth`` are in flight.
 
         ``acks`` ride on the first request sent. Returns the acks not sent (no
         request was, or sending failed): the worker keeps them.
@@ -92,7 +91,7 @@ class Prefetcher:
             try:
                 collect = self._broker.begin_reserve(
                     self._queue,
-                    owner=self._owner,
+                    owner=owner,
                     count=count,
                     lease=self._lease,
                     ack=acks,

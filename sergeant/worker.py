@@ -141,7 +141,6 @@ class Worker(Producer):
             self._prefetcher = Prefetcher(
                 broker,
                 queue=config.name,
-                owner=self.owner,
                 lease=config.lease,
                 depth=config.prefetch,
                 monotonic=monotonic,
@@ -379,7 +378,8 @@ class Worker(Producer):
             left = self.config.max_tasks_per_run - self.tasks_done - in_hand
             count = min(count, left - prefetcher.tasks_ahead)
         acks, self._pending_acks = self._pending_acks, []
-        self._pending_acks = prefetcher.top_up(count, acks) + self._pending_acks
+        unsent = prefetcher.top_up(count, self.owner, acks)
+        self._pending_acks = unsent + self._pending_acks
 
     def _decode_all(
         self, queue: str, deliveries: Sequence[Delivery]

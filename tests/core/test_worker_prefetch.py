@@ -213,3 +213,18 @@ def test_prefetch_needs_a_broker_that_reserves_ahead(tmp_path: Path) -> None:
             )
     finally:
         broker.close()
+
+
+def test_prefetched_batches_are_leased_to_the_workers_current_owner(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """The supervisor releases a dead child's tasks by owner: prefetched ones too."""
+    worker = _worker(make_worker, lambda w, t: None, tasks_per_transaction=2)
+    worker.owner = "child-7"
+    worker.push_tasks([{"n": i} for i in range(5)])
+
+    worker.step()
+    released = broker.release_owner("jobs", "child-7")
+
+    assert released == 4  # the batch run (acks pending) and the one prefetched
+    assert broker.lengths("jobs") == QueueLengths(ready=5)

@@ -37,6 +37,7 @@ from sergeant.protocols import (
     SupportsInspection,
     SupportsKeys,
     SupportsLocks,
+    SupportsPrefetch,
     Watchdog,
 )
 
@@ -53,13 +54,14 @@ def brokers(
     inspecting: list[SupportsInspection] = [memory, sqlite, mongo, mongo_nodes, redis]
     locking: list[SupportsLocks] = [memory, sqlite, mongo, mongo_nodes, redis]
     keys: list[SupportsKeys] = [memory, sqlite, mongo, mongo_nodes, redis]
+    prefetching: list[SupportsPrefetch] = [memory, redis]  # optional capability
     locks: list[Lock] = [
         memory.lock("a"),
         sqlite.lock("a"),
         mongo.lock("a"),
         redis.lock("a"),
     ]
-    del for_broker, inspecting, locking, keys, locks
+    del for_broker, inspecting, locking, keys, prefetching, locks
 
 
 def codecs(pickle: PickleCodec, key: bytes) -> None:
