@@ -10,7 +10,8 @@ to the dead-letter store), run it through the executor under the watchdog, then 
 every task: ask ``lifecycle.advance`` for each transition, publish the event, and turn
 the resulting state into broker actions (ack, re-push, dead-letter, release). Acks of
 successes ride on the next reserve, so a one-at-a-time worker pays one round trip per
-task.
+task. With ``WorkerConfig.prefetch`` the next batches are requested before this one
+is decoded, so the broker works while the worker does (``_prefetch.Prefetcher``).
 """
 
 from __future__ import annotations
