@@ -498,10 +498,16 @@ class Node:
             self._forked()
         if self._sent and self._sending_thread == threading.get_ident():
             self._fail_sent()  # requests begun and never collected: abandon them
-        with self._conn_lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                self.client.connection_pool.release(conn)
+        # Another thread may hold the dedicated connection (a call, or requests it
+        # began and has not collected): do not wait for it; closing the client
+        # disconnects that connection with the rest of the pool.
+        if self._conn_lock.acquire(timeout=1.0):
+            try:
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    self.client.connection_pool.release(conn)
+            finally:
+                self._conn_lock.release()
         self.client.close()
 
 

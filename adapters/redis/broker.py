@@ -232,19 +232,14 @@ class RedisBroker:
             got = self.reserve(queue, owner=owner, count=count, lease=lease, ack=ack)
             return lambda: got
         member = f"{new_batch_id()}:{owner}"
-        now = self._clock()
-        args: list[Any] = [repr(now), count, now + lease, member, "2", "-"]
+        args = _reserve_args(self._clock(), count, lease, member, woken=False)
         if ack:
             args += self._groups(ack, acks=True).get(0, ())
-        finish = node.begin(node.reserve_script, queue, args, 5)
+        finish = node.begin(node.reserve_script, queue, args, _FLAGS_AT)
 
         def collect() -> list[Delivery]:
             entries, _, again = finish()
-            if not entries:
-                return []
-            got, bodies = deliveries(entries, again, member, "")
-            node.hold(member, bodies)
-            return got
+            return self._hand_out(0, entries, again, member)
 
         return collect
 
@@ -273,9 +268,7 @@ class RedisBroker:
         woken: bool,
     ) -> tuple[list[Delivery], float | None]:
         now = self._clock()
-        deadline = "" if lease is None else now + lease
-        flags = "c" if woken else "-"
-        args: list[Any] = [repr(now), count, deadline, member, "2", flags]
+        args = _reserve_args(now, count, lease, member, woken=woken)
         out: list[Delivery] = []
         due: float | None = None
         for index, levels in self._visits(queue):
@@ -287,13 +280,13 @@ class RedisBroker:
             else:
                 args[1], args[4] = want, levels
                 entries, nxt, again = node.run_flagging_retries(
-                    node.reserve_script, queue, [*args, *acks.pop(index, ())], 5
+                    node.reserve_script,
+                    queue,
+                    [*args, *acks.pop(index, ())],
+                    _FLAGS_AT,
                 )
             if entries:
-                got, bodies = deliveries(entries, again, member, self._tags[index])
-                out += got
-                if member:
-                    node.hold(member, bodies)
+                out += self._hand_out(index, entries, again, member)
                 if len(out) >= count:
                     break
             elif nxt and (due is None or float(nxt) < due):
@@ -302,6 +295,18 @@ class RedisBroker:
             node = self._nodes[index]
             node.run(node.ack_script, queue, groups)
         return out, due
+
+    def _hand_out(
+        self, index: int, entries: list[bytes], again: list[int] | None, member: str
+    ) -> list[Delivery]:
+        """Deliveries of the entries node ``index`` handed out under ``member``
+        (remembered, so that an ack of the whole batch is recognised)."""
+        if not entries:
+            return []
+        got, bodies = deliveries(entries, again, member, self._tags[index])
+        if member:
+            self._nodes[index].hold(member, bodies)
+        return got
 
     def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
         """Remove settled tasks, one script call per node holding any of them."""
@@ -450,6 +455,19 @@ class RedisBroker:
     def delete_key(self, key: str) -> bool:
         """Remove ``key``; True when it existed."""
         return keys.delete_key(self._nodes[self._home(key)], key)
+
+
+# The reserve script's ARGV: now, count, lease deadline ('' = pop), batch member,
+# levels, flags (ARGV[_FLAGS_AT + 1]), then ack groups; see scripts.RESERVE.
+_FLAGS_AT = 5
+
+
+def _reserve_args(
+    now: float, count: int, lease: float | None, member: str, *, woken: bool
+) -> list[Any]:
+    """The reserve script's arguments before its ack groups (levels: HIGH, NORMAL)."""
+    deadline = "" if lease is None else now + lease
+    return [repr(now), count, deadline, member, "2", "c" if woken else "-"]
 
 
 def _parse_dead(record: bytes) -> DeadLetter:

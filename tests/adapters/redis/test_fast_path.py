@@ -410,15 +410,53 @@ def test_a_lost_connection_fails_every_request_in_flight_over_to_a_retry(
     assert broker.lengths("q") == QueueLengths(ready=1, in_flight=2)
 
 
+@pytest.mark.parametrize("by_the_sender", [True, False], ids=["sender", "other"])
 def test_closing_with_a_request_in_flight_does_not_hang(
-    redis_server: RedisServer,
+    redis_server: RedisServer, by_the_sender: bool
 ) -> None:
-    """A begun, never collected reserve is abandoned by close (its lease lapses)."""
+    """A begun, never collected reserve: close returns at once, from the thread
+    that began it or from another (the sender still alive, holding the
+    connection), and the task is either still ready (the server dropped the
+    request with the connection) or leased (it ran, and comes back when the lease
+    lapses), never lost."""
     namespace = new_namespace()
     broker = RedisBroker(redis_server.client(), namespace=namespace, retry=TEST_RETRY)
-    try:
+    began, done = threading.Event(), threading.Event()
+    closed: list[bool] = []
+
+    def close() -> None:
+        broker.close()
+        closed.append(True)
+
+    def sender() -> None:
         broker.push("q", [b"a"])
         broker.begin_reserve("q", owner="w", count=1, lease=60)
+        began.set()
+        if by_the_sender:
+            close()
+        done.wait(timeout=20)  # alive meanwhile: its thread id stays taken
+
+    try:
+        thread = threading.Thread(target=sender, daemon=True)
+        thread.start()
+        began.wait(timeout=10)
+        if not by_the_sender:
+            closing = threading.Thread(target=close, daemon=True)
+            closing.start()
+            closing.join(timeout=10)
+        else:
+            deadline = time.monotonic() + 10
+            while not closed and time.monotonic() < deadline:
+                time.sleep(0.01)
+        done.set()
+        thread.join(timeout=10)
+        probe = RedisBroker(redis_server.client(), namespace=namespace)
+        lengths = probe.lengths("q")
+        probe.close()
     finally:
-        broker.close()
+        done.set()
         delete_namespace([redis_server], namespace)
+
+    assert closed == [True]
+    assert lengths.ready + lengths.in_flight == 1
+    assert (lengths.delayed, lengths.dead) == (0, 0)
