@@ -6,7 +6,7 @@ key of a queue in one cluster slot, so each script touches one slot):
 - ``{ns:q}:ready:0`` / ``{ns:q}:ready:1``: lists of ready HIGH / NORMAL entries;
 - ``{ns:q}:delayed``: sorted set of entries by eta;
 - ``{ns:q}:leases``: sorted set of leased batches ``<bid>:<owner>`` by deadline;
-- ``{ns:q}:leases:<bid>``: hash rid -> entry of one leased batch's unsettled tasks;
+- ``{ns:q}:leases:<bid>``: list of one leased batch's unsettled entries;
 - ``{ns:q}:notify``: a list holding at most one wake-up token for blocked workers;
 - ``{ns:q}:dead``: list of dead-letter records, oldest first.
 
@@ -45,6 +45,7 @@ _HELD_LIMIT = 64  # batches a worker holds at once: one or two
 # delayed tasks and reclaiming lapsed leases (see ``Node.pop``).
 MAINTAIN_EVERY = 0.05
 NOTIFY, DEAD = scripts.QUEUE_KEYS.index("notify"), scripts.QUEUE_KEYS.index("dead")
+LEASES = scripts.QUEUE_KEYS.index("leases")
 
 
 class _RidSource:
@@ -111,17 +112,43 @@ def describe(client: Any) -> str:
     return "cluster " + ",".join(f"{n.host}:{n.port}" for n in nodes)
 
 
-_UNREAD: Any = object()  # a sent request's reply, not read yet
-_FAILED: Any = object()  # ... cannot be read (lost connection, error reply): retry
+# The reserve script's ARGV: now, count, lease deadline ('' = pop), batch member,
+# levels, flags (ARGV[FLAGS_AT + 1]), then ack groups; see scripts.RESERVE.
+FLAGS_AT = 5
+
+
+def reserve_args(
+    now: float, count: int, lease: float | None, member: str, *, woken: bool
+) -> list[Any]:
+    """The reserve script's arguments before its ack groups (levels: HIGH, NORMAL)."""
+    deadline = "" if lease is None else now + lease
+    return [repr(now), count, deadline, member, "2", "c" if woken else "-"]
+
+
+# A leased batch at least this big is read by LRANGE, not returned through Lua
+# (see ``Node._reserve_commands``). ``python -m benchmark.redis_costs`` prints
+# both forms at 1, 30, 100 and 1,000 tasks: the LRANGE saves the server more the
+# bigger the batch (about half at 1,000), costs the client three more replies to
+# read, and is about even at 30 in wall time.
+LISTED_FROM = 32
+
+# A reserve's reply: its entries, the next due time ('' or bytes; only when
+# nothing was ready), and the positions of entries delivered before (None: the
+# client reads the counts).
+Reserved = tuple[list[bytes], Any, list[int] | None]
+
+_UNREAD: Any = object()  # a sent request's replies, not read yet
+_FAILED: Any = object()  # ... cannot be read (lost connection): retry
 
 
 class _Slot:
-    """Where ``Node.begin``'s reader puts one request's reply."""
+    """Where ``Node.begin_reserve``'s reader puts one request's replies."""
 
-    __slots__ = ("reply",)
+    __slots__ = ("replies", "size")
 
-    def __init__(self) -> None:
-        self.reply: Any = _UNREAD
+    def __init__(self, size: int) -> None:
+        self.replies: Any = _UNREAD
+        self.size = size
 
 
 class Node:
@@ -183,38 +210,68 @@ class Node:
         """Run a queue script on this endpoint, under the guard."""
         return self.guard.call(self._evalsha, script, self.keys(queue), args)
 
-    def run_flagging_retries(
-        self,
-        script: Script,
-        queue: str,
-        args: list[Any],
-        flags_at: int,
-        *,
-        retried: bool = False,
-    ) -> Any:
-        """``run``, appending ``r`` to ``args[flags_at]`` when the guard retries.
+    def reserve(
+        self, queue: str, args: list[Any], *, retried: bool = False
+    ) -> Reserved:
+        """Run the reserve script (``reserve_args`` + ack groups), under the guard.
 
-        A retried call may follow a first attempt that ran on the server but whose
-        reply was lost; the flag lets the script look for that (an extra command
-        that a first attempt need not pay for). ``retried``: a first attempt was
-        already sent (see ``begin``).
+        A retried attempt gets ``r`` appended to its flags: it may follow a first
+        attempt that ran on the server but whose reply was lost, and the flag lets
+        the script look for that (an extra command that a first attempt need not
+        pay for). ``retried``: a first attempt was already sent (see
+        ``begin_reserve``).
+
+        A leased reserve on a plain connection is ``MULTI``, the script, ``LRANGE``
+        of the new batch's list, ``EXEC``: the entries reach the client straight
+        from the list the script filled, never through Lua (see ``scripts``).
         """
         keys = self.keys(queue)
         attempts = 1 if retried else 0
 
-        def attempt() -> Any:
+        def attempt() -> Reserved:
             nonlocal attempts
             if attempts:
-                args[flags_at] += "r"
+                args[FLAGS_AT] += "r"
             attempts += 1
-            return self._evalsha(script, keys, args)
+            if not self.direct:
+                entries, nxt, again = self._evalsha(self.reserve_script, keys, args)
+                return entries, nxt, again
+            commands = self._reserve_commands(keys, args)
+            try:
+                return _reserve_reply(self._call(commands))
+            except NoScriptError:
+                # The server lost its scripts (restart, SCRIPT FLUSH): nothing ran
+                # (an LRANGE found no batch), so load the script and do it again.
+                self.client.script_load(scripts.RESERVE)
+                return _reserve_reply(self._call(commands))
 
         return self.guard.call(attempt)
 
-    def begin(
-        self, script: Script, queue: str, args: list[Any], flags_at: int
-    ) -> Callable[[], Any]:
-        """Send a ``run_flagging_retries`` call now; the returned function reads it.
+    def _reserve_commands(
+        self, keys: list[str], args: list[Any]
+    ) -> tuple[tuple[Any, ...], ...]:
+        """A reserve as sent on a plain connection.
+
+        A leased batch of ``LISTED_FROM`` tasks or more is MULTI / the script
+        (flag ``l``) / LRANGE of the batch's list / EXEC. A smaller one, or a
+        pop, is the script alone, returning its entries through Lua: for a few
+        entries that costs the server less than the three more replies cost the
+        client to read.
+        """
+        script = ("EVALSHA", self.reserve_script.sha, len(keys), *keys)
+        if args[2] == "" or args[1] < LISTED_FROM:
+            return ((*script, *args),)
+        flags = args[FLAGS_AT] + "l"
+        batch = f"{keys[LEASES]}:{args[3].partition(':')[0]}"
+        return (
+            ("MULTI",),
+            (*script, *args[:FLAGS_AT], flags, *args[FLAGS_AT + 1 :]),
+            ("LRANGE", batch, 0, -1),
+            ("EXEC",),
+        )
+
+    def begin_reserve(self, queue: str, args: list[Any]) -> Callable[[], Reserved]:
+        """Send a leased ``reserve`` now; the returned function reads its reply.
 
         The request goes out on the dedicated connection, which stays taken (its
         lock held) until every request sent this way has had its reply read, so
@@ -223,55 +280,54 @@ class Node:
         first (a deeper prefetch); replies are read in order, whichever function
         is called first. Where a request cannot be left in flight (no dedicated
         connection, or another thread holds it) the call runs at once and the
-        function returns its reply. A failed send or read is retried like any
-        call, flagged as a retry: the first attempt may have run.
+        function returns its reply. A failed send or read, or an error reply, is
+        retried like any call, flagged as a retry: the first attempt may have run.
         """
         if self._pid != os.getpid():
             self._forked()
         me = threading.get_ident()
         mine = bool(self._sent) and self._sending_thread == me
         if not self.direct or not (mine or self._conn_lock.acquire(blocking=False)):
-            reply = self.run_flagging_retries(script, queue, args, flags_at)
+            reply = self.reserve(queue, args)
             return lambda: reply
         self._sending_thread = me
-        keys = self.keys(queue)
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        slot = _Slot()
+        commands = self._reserve_commands(self.keys(queue), args)
+        slot = _Slot(len(commands))
         try:
             if self._conn is None:
                 self._conn = self.client.connection_pool.get_connection()
-            self._conn.send_packed_command(_pack(self._conn, (command,)))
+            self._conn.send_packed_command(_pack(self._conn, commands))
         except BaseException as error:
-            slot.reply = _FAILED
+            slot.replies = _FAILED
             self._fail_sent()  # earlier requests cannot be read either
             if not isinstance(error, Exception):
                 raise
         else:
             self._sent.append(slot)
 
-        def finish() -> Any:
-            if slot.reply is _UNREAD:
+        def finish() -> Reserved:
+            if slot.replies is _UNREAD:
                 self._read_until(slot)
-            if slot.reply is _FAILED:
-                return self.run_flagging_retries(
-                    script, queue, args, flags_at, retried=True
-                )
-            return slot.reply
+            if slot.replies is not _FAILED:
+                try:
+                    return _reserve_reply(slot.replies)
+                except ResponseError:  # NOSCRIPT, or an error the retry raises
+                    pass
+            return self.reserve(queue, args, retried=True)
 
         return finish
 
     def _read_until(self, slot: _Slot) -> None:
-        """Read replies of requests sent by ``begin``, in order, up to ``slot``'s."""
+        """Read replies of requests sent by ``begin_reserve``, in order, up to
+        ``slot``'s."""
         conn = self._conn
-        while slot.reply is _UNREAD:
+        while slot.replies is _UNREAD:
             if not self._sent or self._pid != os.getpid():
-                slot.reply = _FAILED  # sent by the parent process: not ours to read
+                slot.replies = _FAILED  # sent by the parent process: not ours to read
                 return
             head = self._sent[0]
             try:
-                head.reply = conn.read_response()
-            except ResponseError:  # read whole, in step: the retry raises it
-                head.reply = _FAILED
+                head.replies = _read_replies(conn, head.size)
             except BaseException as error:
                 self._fail_sent()
                 if not isinstance(error, Exception):
@@ -283,9 +339,10 @@ class Node:
 
     def _fail_sent(self) -> None:
         """The dedicated connection broke (caller holds its lock): no reply of a
-        request sent by ``begin`` can be read any more; they will be retried."""
+        request sent by ``begin_reserve`` can be read any more; they will be
+        retried."""
         for pending in self._sent:
-            pending.reply = _FAILED
+            pending.replies = _FAILED
         self._sent.clear()
         self._drop(self._conn)
         self._conn_lock.release()
@@ -514,13 +571,40 @@ class Node:
 def _exchange(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
     """Write ``commands`` at once on ``conn``; their replies, errors as values."""
     conn.send_packed_command(_pack(conn, commands))
+    return _read_replies(conn, len(commands))
+
+
+def _read_replies(conn: Any, n: int) -> list[Any]:
+    """The next ``n`` replies on ``conn``, an error reply as a value (read whole, so
+    the connection stays in step)."""
     replies: list[Any] = []
-    for _ in commands:
+    for _ in range(n):
         try:
             replies.append(conn.read_response())
-        except ResponseError as error:  # a whole reply was read: stay in step
+        except ResponseError as error:
             replies.append(error)
     return replies
+
+
+def _reserve_reply(replies: list[Any]) -> Reserved:
+    """The reserve in the replies to ``Node._reserve_commands``; raises the first
+    error reply."""
+    if len(replies) == 1:
+        (reply,) = replies
+        if isinstance(reply, ResponseError):
+            raise reply
+        entries, nxt, again = reply
+        return entries, nxt, again
+    *queued, outcome = replies
+    for reply in queued:
+        if isinstance(reply, ResponseError):
+            raise reply
+    if isinstance(outcome, ResponseError):  # EXECABORT
+        raise outcome
+    result, entries = outcome
+    if isinstance(result, ResponseError):
+        raise result
+    return entries, result[1], None
 
 
 def _pack(conn: Any, commands: Sequence[tuple[Any, ...]]) -> Any:

@@ -39,7 +39,14 @@ from sergeant.protocols.broker import (
 from sergeant.task import Priority
 
 from . import keys
-from ._node import DEAD, Node, fresh_prefix, new_batch_id, new_entries
+from ._node import (
+    DEAD,
+    Node,
+    fresh_prefix,
+    new_batch_id,
+    new_entries,
+    reserve_args,
+)
 from ._receipts import batch_groups, by_node, deliveries, members
 from .faults import RetryPolicy
 from .lock import RedisLock
@@ -232,10 +239,10 @@ class RedisBroker:
             got = self.reserve(queue, owner=owner, count=count, lease=lease, ack=ack)
             return lambda: got
         member = f"{new_batch_id()}:{owner}"
-        args = _reserve_args(self._clock(), count, lease, member, woken=False)
+        args = reserve_args(self._clock(), count, lease, member, woken=False)
         if ack:
             args += self._groups(ack, acks=True).get(0, ())
-        finish = node.begin(node.reserve_script, queue, args, _FLAGS_AT)
+        finish = node.begin_reserve(queue, args)
 
         def collect() -> list[Delivery]:
             entries, _, again = finish()
@@ -268,7 +275,7 @@ class RedisBroker:
         woken: bool,
     ) -> tuple[list[Delivery], float | None]:
         now = self._clock()
-        args = _reserve_args(now, count, lease, member, woken=woken)
+        args = reserve_args(now, count, lease, member, woken=woken)
         out: list[Delivery] = []
         due: float | None = None
         for index, levels in self._visits(queue):
@@ -279,12 +286,7 @@ class RedisBroker:
                 again = None  # deliveries() reads the counts
             else:
                 args[1], args[4] = want, levels
-                entries, nxt, again = node.run_flagging_retries(
-                    node.reserve_script,
-                    queue,
-                    [*args, *acks.pop(index, ())],
-                    _FLAGS_AT,
-                )
+                entries, nxt, again = node.reserve(queue, [*args, *acks.pop(index, ())])
             if entries:
                 out += self._hand_out(index, entries, again, member)
                 if len(out) >= count:
@@ -455,19 +457,6 @@ class RedisBroker:
     def delete_key(self, key: str) -> bool:
         """Remove ``key``; True when it existed."""
         return keys.delete_key(self._nodes[self._home(key)], key)
-
-
-# The reserve script's ARGV: now, count, lease deadline ('' = pop), batch member,
-# levels, flags (ARGV[_FLAGS_AT + 1]), then ack groups; see scripts.RESERVE.
-_FLAGS_AT = 5
-
-
-def _reserve_args(
-    now: float, count: int, lease: float | None, member: str, *, woken: bool
-) -> list[Any]:
-    """The reserve script's arguments before its ack groups (levels: HIGH, NORMAL)."""
-    deadline = "" if lease is None else now + lease
-    return [repr(now), count, deadline, member, "2", "c" if woken else "-"]
 
 
 def _parse_dead(record: bytes) -> DeadLetter:

@@ -17,6 +17,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 from sergeant.adapters.redis import RedisBroker
+from sergeant.adapters.redis._node import LISTED_FROM
 
 from sergeant.errors import BrokerError, BrokerUnavailable, ConfigError
 from sergeant.protocols import QueueLengths
@@ -50,20 +51,47 @@ def test_every_key_of_a_queue_hashes_to_one_cluster_slot(
 
     suffixes = {k.split("}:", 1)[1].split(":")[0] for k in keys}
     assert suffixes == {"ready", "delayed", "leases", "notify", "dead"}
-    assert any(k.count(":leases:") == 1 for k in keys)  # the batch's own hash
+    assert any(k.count(":leases:") == 1 for k in keys)  # the batch's own list
     assert len({key_slot(k.encode()) for k in keys}) == 1
 
 
-def test_scripts_are_loaded_again_after_a_script_flush(
+def test_settling_part_of_a_batch_keeps_the_rest_leased_in_order(
     single: tuple[RedisBroker, redis.Redis, str],
 ) -> None:
-    """After SCRIPT FLUSH (as after a restart) the broker reloads its scripts."""
+    """Acks, a dead letter and a release take only their tasks out of a batch's
+    list; the rest stay leased, in hand-out order, and a reclaim returns them."""
+    broker, raw, namespace = single
+    broker.push("q", [b"%d" % i for i in range(8)])
+    got = broker.reserve("q", owner="gone", count=8)
+    (batch,) = raw.scan_iter(match=f"{{{namespace}:q}}:leases:*")
+    assert raw.type(batch) == b"list"
+
+    broker.ack("q", [got[5], got[0]])
+    broker.dead_letter("q", got[3], "poison")
+    broker.release("q", [got[6]])
+
+    assert [e[29:] for e in raw.lrange(batch, 0, -1)] == [b"1", b"2", b"4", b"7"]
+    assert broker.lengths("q") == QueueLengths(ready=1, in_flight=4, dead=1)
+    assert broker.release_owner("q", "gone") == 4
+    back = broker.reserve("q", owner="w", count=8)
+    assert payloads(back) == [b"1", b"2", b"4", b"7", b"6"]
+    assert [d.deliveries for d in back] == [2, 2, 2, 2, 1]
+    broker.ack("q", back)
+    assert list(raw.scan_iter(match=f"{{{namespace}:q}}:leases*")) == []
+
+
+@pytest.mark.parametrize("count", [1, LISTED_FROM], ids=["script", "listed"])
+def test_scripts_are_loaded_again_after_a_script_flush(
+    single: tuple[RedisBroker, redis.Redis, str], count: int
+) -> None:
+    """After SCRIPT FLUSH (as after a restart) the broker reloads its scripts,
+    for a reserve the script answers and for one an LRANGE reads."""
     broker, raw, _ = single
     broker.push("q", [b"a", b"b"])
     first = broker.reserve("q", owner="w")
 
     raw.script_flush()
-    second = broker.reserve("q", owner="w", ack=first)
+    second = broker.reserve("q", owner="w", count=count, ack=first)
 
     assert payloads(first + second) == [b"a", b"b"]
     assert broker.lengths("q") == QueueLengths(in_flight=1)

@@ -17,6 +17,7 @@ import redis
 from sergeant.adapters.codecs import PickleCodec
 from sergeant.adapters.executors.serial import SerialExecutor
 from sergeant.adapters.redis import RedisBroker
+from sergeant.adapters.redis._node import LISTED_FROM
 from sergeant.adapters.watchdogs.null import NullWatchdog
 
 from sergeant.config import WorkerConfig
@@ -298,24 +299,31 @@ def test_tasks_popped_before_an_outage_are_handed_out_not_dropped(
     assert got[0].endswith(b"a")
 
 
+# Reserves of fewer than LISTED_FROM tasks get their entries from the script, the
+# others from an LRANGE in the same MULTI: four replies to read instead of one.
+SIZES = pytest.mark.parametrize("size", [2, LISTED_FROM], ids=["script", "listed"])
+
+
+@SIZES
 def test_a_prefetch_whose_reply_was_lost_hands_out_the_same_batch(
-    single: tuple[RedisBroker, redis.Redis, str],
+    single: tuple[RedisBroker, redis.Redis, str], size: int
 ) -> None:
     """The server ran the request, the connection died: the retry leases no more."""
     broker, raw, _ = single
-    broker.push("q", [b"a", b"b", b"c"])
-    pending = broker.begin_reserve("q", owner="w", count=2, lease=60)
+    broker.push("q", [b"%d" % i for i in range(size + 1)])
+    pending = broker.begin_reserve("q", owner="w", count=size, lease=60)
     time.sleep(0.1)  # the server has run it; the reply waits unread
 
     raw.client_kill_filter(_type="normal", skipme=True)
     got = pending()
 
-    assert payloads(got) == [b"a", b"b"]
-    assert broker.lengths("q") == QueueLengths(ready=1, in_flight=2)
+    assert payloads(got) == [b"%d" % i for i in range(size)]
+    assert broker.lengths("q") == QueueLengths(ready=1, in_flight=size)
 
 
+@SIZES
 def test_a_prefetch_survives_a_script_flush(
-    single: tuple[RedisBroker, redis.Redis, str],
+    single: tuple[RedisBroker, redis.Redis, str], size: int
 ) -> None:
     """A request that meets NOSCRIPT is run again once the script is loaded."""
     broker, raw, _ = single
@@ -324,7 +332,7 @@ def test_a_prefetch_survives_a_script_flush(
     broker.push("q", [b"b"])
     raw.script_flush()
 
-    got = broker.begin_reserve("q", owner="w", count=5, lease=60)()
+    got = broker.begin_reserve("q", owner="w", count=size, lease=60)()
 
     assert payloads(got) == [b"b"]
     assert broker.lengths("q") == QueueLengths(in_flight=1)
@@ -379,35 +387,39 @@ def test_a_prefetching_worker_runs_every_task_once(
 def test_requests_sent_behind_one_another_are_read_in_order(
     single: tuple[RedisBroker, redis.Redis, str],
 ) -> None:
-    """Three prefetches in flight on one connection, collected out of order."""
+    """Three prefetches in flight on one connection, one of them a MULTI (four
+    replies), collected out of order."""
     broker, _, _ = single
-    broker.push("q", [b"a", b"b", b"c", b"d"])
+    n = LISTED_FROM
+    broker.push("q", [b"%d" % i for i in range(n + 4)])
 
     first = broker.begin_reserve("q", owner="w", count=1, lease=60)
-    second = broker.begin_reserve("q", owner="w", count=1, lease=60)
+    second = broker.begin_reserve("q", owner="w", count=n, lease=60)
     third = broker.begin_reserve("q", owner="w", count=2, lease=60)
     broker.push("q", [b"e"])  # a pooled connection, meanwhile
     got = [payloads(third()), payloads(first()), payloads(second())]
 
-    assert got == [[b"c", b"d"], [b"a"], [b"b"]]
-    assert broker.lengths("q") == QueueLengths(ready=1, in_flight=4)
+    numbers = [b"%d" % i for i in range(n + 3)]
+    assert got == [numbers[n + 1 : n + 3], numbers[:1], numbers[1 : n + 1]]
+    assert broker.lengths("q") == QueueLengths(ready=2, in_flight=n + 3)
 
 
+@pytest.mark.parametrize(("one", "two"), [(1, 1), (LISTED_FROM, 1), (1, LISTED_FROM)])
 def test_a_lost_connection_fails_every_request_in_flight_over_to_a_retry(
-    single: tuple[RedisBroker, redis.Redis, str],
+    single: tuple[RedisBroker, redis.Redis, str], one: int, two: int
 ) -> None:
     """Two requests ran, both replies were lost: each retry finds its own batch."""
     broker, raw, _ = single
-    broker.push("q", [b"a", b"b", b"c"])
-    first = broker.begin_reserve("q", owner="w", count=1, lease=60)
-    second = broker.begin_reserve("q", owner="w", count=1, lease=60)
+    broker.push("q", [b"%d" % i for i in range(one + two + 1)])
+    first = broker.begin_reserve("q", owner="w", count=one, lease=60)
+    second = broker.begin_reserve("q", owner="w", count=two, lease=60)
     time.sleep(0.1)
 
     raw.client_kill_filter(_type="normal", skipme=True)
     got = payloads(first()) + payloads(second())
 
-    assert got == [b"a", b"b"]
-    assert broker.lengths("q") == QueueLengths(ready=1, in_flight=2)
+    assert got == [b"%d" % i for i in range(one + two)]
+    assert broker.lengths("q") == QueueLengths(ready=1, in_flight=one + two)
 
 
 @pytest.mark.parametrize("by_the_sender", [True, False], ids=["sender", "other"])
