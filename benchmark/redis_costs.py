@@ -11,19 +11,23 @@ for: a PING and a Lua script that does nothing (what calling a script costs by
 itself); 1,000 entries pushed by a plain RPUSH and by the broker's push script;
 1,000 entries popped by a plain LMPOP and by a one-line Lua LPOP; and
 at-least-once reserves of 1, 30, 100 and 1,000 tasks (each acking the previous
-batch whole) by the broker's reserve script, which moves them with ``SORT ...
-STORE`` into the batch's list, in its two forms: the script returns the entries
-(through Lua), or an ``LRANGE`` in the same MULTI reads them (the form the broker
-uses from ``LISTED_FROM`` tasks on). For comparison, the 1-task reserve as the
-same nine commands in a plain pipeline, and the 1,000-task one done the way the
-broker did it until 2026-12-04: entries popped into Lua and written to a hash.
+batch whole) by the broker's reserve script, three ways: popped through Lua and
+pushed to the batch's list, which the script returns; moved by ``SORT ...
+STORE``, the script returning the list; and moved by ``SORT ... STORE``, read by
+an ``LRANGE`` in the same MULTI. The broker pops through Lua below
+``scripts.SORT_FROM`` tasks and takes the third way from there on (the rows mark
+it); the other rows run the same script with that threshold changed. For
+comparison, the 1-task reserve as the same seven commands in a plain pipeline,
+and the 1,000-task one done the way the broker did it until 2026-12-04: entries
+popped into Lua and written to a hash.
 The numbers behind keeping payloads out of Lua where atomicity allows
 (``docs/redis.md``). Medians of ``--rounds`` rounds.
 
 A second table is client-side only: the time to pack that 1,000-entry RPUSH into
 wire bytes with redis-py's packer and with hiredis' ``pack_command``, which the
 broker uses on its dedicated connection, and the time to turn 1,000 reserved
-entries into the ``Delivery`` objects the worker gets.
+entries into the ``Delivery`` objects the worker gets (their delivery counts read
+client-side, as the broker does for a batch read by ``LRANGE``).
 """
 
 from __future__ import annotations
@@ -79,6 +83,106 @@ def _measure(
     return cpu / n * 1e6, wall / n * 1e6
 
 
+Case = tuple[str, Callable[[int], None], Callable[[], None], int]
+
+
+class _Reserves:
+    """The at-least-once reserve cases: lease N tasks, ack the previous batch."""
+
+    def __init__(self, probe: redis.Redis, conn: Any) -> None:
+        self.probe, self.conn = probe, conn
+        threshold = f"local SORT_FROM = {scripts.SORT_FROM}\n"
+        if threshold not in scripts.RESERVE:
+            raise RuntimeError("the reserve script no longer sets SORT_FROM so")
+        load = probe.script_load
+        # The same script, moving every batch through Lua, or every one by SORT.
+        self.by_lua = load(
+            scripts.RESERVE.replace(threshold, "local SORT_FROM = 1e9\n")
+        )
+        self.by_sort = load(scripts.RESERVE.replace(threshold, "local SORT_FROM = 1\n"))
+        self.hash_lease = load(HASH_LEASE)
+        self.held = ""  # the batch the previous reserve leased
+        self.members = iter(range(10**9))
+
+    def fill(self, n: int) -> None:
+        """Enough entries for n reserves of up to 1,000; no batch held."""
+        self.probe.delete(*KEYS)
+        for _ in range(n):
+            self.probe.rpush(KEYS[1], *ENTRIES)
+        self.held = ""
+
+    def step(self, count: int, way: str) -> Callable[[], None]:
+        def call() -> None:
+            member = f"b{next(self.members)}:w"
+            args = reserve_args(time.time(), count, 60.0, member, woken=False)
+            acks = [self.held, "*"] if self.held else []
+            sha = self.by_lua if way == "lua" else self.by_sort
+            script = ("EVALSHA", sha, len(KEYS), *KEYS)
+            if way == "listed":
+                args[FLAGS_AT] += "l"
+                batch = f"{KEYS[3]}:{member.partition(':')[0]}"
+                replies = _exchange(self.conn, [
+                    ("MULTI",), (*script, *args, *acks),
+                    ("LRANGE", batch, 0, -1), ("EXEC",),
+                ])  # fmt: skip
+                got = replies[-1][1]
+            else:
+                replies = _exchange(self.conn, [(*script, *args, *acks)])
+                got = replies[0][0]
+            if len(got) != count:  # an error reply, or a queue filled too little
+                raise RuntimeError(f"a reserve of {count} got {replies!r:.300}")
+            self.held = member
+
+        return call
+
+    def ways(self, count: int, calls: int) -> list[Case]:
+        """The three ways to lease ``count``; ``*`` marks the broker's."""
+        broker = "lua" if count < scripts.SORT_FROM else "listed"
+        names = {
+            "lua": "popped through Lua",
+            "sort": "SORT STORE, script returns it",
+            "listed": "SORT STORE, MULTI + LRANGE",
+        }
+        return [
+            (f"lease {count:,} + ack: {name}{' *' if way == broker else ''}",
+             self.fill, self.step(count, way), calls)
+            for way, name in names.items()
+        ]  # fmt: skip
+
+    def in_plain_commands(self) -> None:
+        """A 1-task lease as plain commands (what the script runs, minus Lua)."""
+        now = time.time()
+        batch = KEYS[3] + ":b"
+        _exchange(self.conn, [
+            ("DEL", batch), ("ZREM", KEYS[3], "b:w"),
+            ("ZRANGEBYSCORE", KEYS[3], "-inf", now, "LIMIT", 0, 100),
+            ("ZRANGEBYSCORE", KEYS[2], "-inf", now, "LIMIT", 0, 1000),
+            ("LMPOP", 2, KEYS[0], KEYS[1], "LEFT", "COUNT", 1),
+            ("RPUSH", batch, ENTRIES[0]),
+            ("ZADD", KEYS[3], now + 60, "b:w"),
+        ])  # fmt: skip
+
+    def into_a_hash(self) -> None:
+        """A 1,000-task lease the way the broker did it before lease lists."""
+        key = f"{KEYS[3]}:b{next(self.members)}"
+        deadline = time.time() + 60
+        command = ("EVALSHA", self.hash_lease, 6, *KEYS, 1000, key, self.held, deadline)
+        _exchange(self.conn, [command])
+        self.held = key
+
+    def cases(self) -> list[Case]:
+        return [
+            *self.ways(1, 300),
+            ("lease 1 + ack: the same 7 commands, plain pipeline", self.fill,
+             self.in_plain_commands, 300),
+            *self.ways(30, 100),
+            *self.ways(100, 100),
+            *self.ways(1000, 30),
+            ("lease 1,000 + ack: through Lua into a hash (before)", self.fill,
+             self.into_a_hash, 30),
+        ]  # fmt: skip
+
+
 def rows(server: RedisServer, rounds: int) -> list[tuple[str, float, float]]:
     """(operation, server CPU µs per call, wall µs per call), medians of rounds."""
     probe = server.client()
@@ -86,76 +190,13 @@ def rows(server: RedisServer, rounds: int) -> list[tuple[str, float, float]]:
     push = probe.script_load(scripts.PUSH)
     lua_pop = probe.script_load("return redis.call('LPOP', KEYS[1], ARGV[1])")
     nothing = probe.script_load("return 1")
-    members = iter(range(10**9))
-
-    def fill(n: int) -> None:  # enough entries for n pops of 1,000
-        probe.delete(*KEYS)
-        for _ in range(n):
-            probe.rpush(KEYS[1], *ENTRIES)
+    reserves = _Reserves(probe, conn)
 
     def empty(n: int) -> None:
         probe.delete(*KEYS)
 
-    reserve = probe.script_load(scripts.RESERVE)
-    hash_lease = probe.script_load(HASH_LEASE)
-    held = [""]  # the batch the previous reserve leased
-
-    def leased(count: int, *, listed: bool) -> Callable[[], None]:
-        # The at-least-once step: lease ``count``, ack the previous batch whole;
-        # the entries come back from the script, or (listed) from an LRANGE in
-        # the same MULTI. The broker picks by size (see LISTED_FROM).
-        def step() -> None:
-            member = f"b{next(members)}:w"
-            args = reserve_args(time.time(), count, 60.0, member, woken=False)
-            acks = [held[0], "*"] if held[0] else []
-            script = ("EVALSHA", reserve, len(KEYS), *KEYS)
-            if listed:
-                args[FLAGS_AT] += "l"
-                batch = f"{KEYS[3]}:{member.partition(':')[0]}"
-                replies = _exchange(conn, [
-                    ("MULTI",), (*script, *args, *acks),
-                    ("LRANGE", batch, 0, -1), ("EXEC",),
-                ])  # fmt: skip
-                got = replies[-1][1]
-            else:
-                replies = _exchange(conn, [(*script, *args, *acks)])
-                got = replies[0][0]
-            if len(got) != count:  # an error reply, or a queue filled too little
-                raise RuntimeError(f"a reserve of {count} got {replies!r:.300}")
-            held[0] = member
-
-        return step
-
-    def hash_step() -> None:
-        key = f"{KEYS[3]}:b{next(members)}"
-        _exchange(
-            conn,
-            [("EVALSHA", hash_lease, 6, *KEYS, 1000, key, held[0], time.time() + 60)],
-        )
-        held[0] = key
-
-    def same_as_plain_commands() -> None:
-        now = time.time()
-        batch = KEYS[3] + ":b"
-        _exchange(conn, [
-            ("DEL", batch), ("ZREM", KEYS[3], "b:w"),
-            ("ZRANGEBYSCORE", KEYS[3], "-inf", now, "LIMIT", 0, 100),
-            ("ZRANGEBYSCORE", KEYS[2], "-inf", now, "LIMIT", 0, 1000),
-            ("SORT", KEYS[0], "BY", "nosort", "LIMIT", 0, 1, "STORE", batch),
-            ("SORT", KEYS[1], "BY", "nosort", "LIMIT", 0, 1, "STORE", batch),
-            ("LTRIM", KEYS[1], 1, -1),
-            ("ZADD", KEYS[3], now + 60, "b:w"),
-            ("LRANGE", batch, 0, -1),
-        ])  # fmt: skip
-
-    def fresh(fill_with: Callable[[int], None]) -> Callable[[int], None]:
-        def setup(n: int) -> None:
-            fill_with(n)
-            held[0] = ""
-
-        return setup
-
-    cases: list[tuple[str, Callable[[int], None], Callable[[], None], int]] = [
+    fill = reserves.fill
+    cases: list[Case] = [
         ("PING", empty, lambda: _exchange(conn, [("PING",)]), 300),
         ("a script that does nothing", empty,
          lambda: _exchange(conn, [("EVALSHA", nothing, 0)]), 300),
@@ -167,23 +208,7 @@ def rows(server: RedisServer, rounds: int) -> list[tuple[str, float, float]]:
          lambda: _exchange(conn, [("LMPOP", 1, KEYS[1], "LEFT", "COUNT", 1000)]), 30),
         ("pop 1,000 entries, Lua LPOP", fill,
          lambda: _exchange(conn, [("EVALSHA", lua_pop, 1, KEYS[1], 1000)]), 30),
-        ("lease 1 + ack 1, script returns it", fresh(fill),
-         leased(1, listed=False), 300),
-        ("lease 1 + ack 1, MULTI + LRANGE", fresh(fill), leased(1, listed=True), 300),
-        ("the same 9 commands, plain pipeline", fill, same_as_plain_commands, 300),
-        ("lease 30 + ack 30, script returns it", fresh(fill),
-         leased(30, listed=False), 100),
-        ("lease 30 + ack 30, MULTI + LRANGE", fresh(fill),
-         leased(30, listed=True), 100),
-        ("lease 100 + ack 100, script returns it", fresh(fill),
-         leased(100, listed=False), 100),
-        ("lease 100 + ack 100, MULTI + LRANGE", fresh(fill),
-         leased(100, listed=True), 100),
-        ("lease 1,000 + ack 1,000, script returns it", fresh(fill),
-         leased(1000, listed=False), 30),
-        ("lease 1,000 + ack 1,000, MULTI + LRANGE", fresh(fill),
-         leased(1000, listed=True), 30),
-        ("the same through Lua into a hash (before)", fresh(fill), hash_step, 30),
+        *reserves.cases(),
     ]  # fmt: skip
     results: dict[str, list[tuple[float, float]]] = {name: [] for name, *_ in cases}
     for _ in range(rounds):
@@ -214,8 +239,9 @@ def packing(server: RedisServer, rounds: int) -> list[tuple[str, float]]:
         "pack: hiredis.pack_command (the broker's)": lambda: hiredis.pack_command(
             command
         ),
+        # None: the delivery counts are read here, as after an LRANGE.
         "build the reserve's 1,000 Deliveries": lambda: deliveries(
-            ENTRIES, [], member, ""
+            ENTRIES, None, member, ""
         ),
     }
     best = {}
@@ -241,13 +267,13 @@ def main(argv: list[str] | None = None) -> None:
         packed = packing(server, args.rounds)
     finally:
         server.stop()
-    print(f"{'operation':<42} {'server CPU µs':>14} {'wall µs':>10}")
+    print(f"{'operation (* the broker)':<52} {'server CPU µs':>14} {'wall µs':>10}")
     for name, cpu, wall in table:
-        print(f"{name:<42} {cpu:>14,.1f} {wall:>10,.1f}")
+        print(f"{name:<52} {cpu:>14,.1f} {wall:>10,.1f}")
     print()
-    print(f"{'client work on 1,000 entries':<42} {'µs':>14}")
+    print(f"{'client work on 1,000 entries':<52} {'µs':>14}")
     for name, micros in packed:
-        print(f"{name:<42} {micros:>14,.1f}")
+        print(f"{name:<52} {micros:>14,.1f}")
 
 
 if __name__ == "__main__":

@@ -125,12 +125,10 @@ def reserve_args(
     return [repr(now), count, deadline, member, "2", "c" if woken else "-"]
 
 
-# A leased batch at least this big is read by LRANGE, not returned through Lua
-# (see ``Node._reserve_commands``). ``python -m benchmark.redis_costs`` prints
-# both forms at 1, 30, 100 and 1,000 tasks: the LRANGE saves the server more the
-# bigger the batch (about half at 1,000), costs the client three more replies to
-# read, and is about even at 30 in wall time.
-LISTED_FROM = 32
+# A leased batch at least this big is moved by SORT ... STORE and read by LRANGE,
+# not returned through Lua (see ``scripts.SORT_FROM``): the LRANGE costs the
+# client three more replies to read, which pays off only for bigger batches.
+LISTED_FROM = scripts.SORT_FROM
 
 # A reserve's reply: its entries, the next due time ('' or bytes; only when
 # nothing was ready), and the positions of entries delivered before (None: the
@@ -255,8 +253,8 @@ class Node:
         A leased batch of ``LISTED_FROM`` tasks or more is MULTI / the script
         (flag ``l``) / LRANGE of the batch's list / EXEC. A smaller one, or a
         pop, is the script alone, returning its entries through Lua: for a few
-        entries that costs the server less than the three more replies cost the
-        client to read.
+        entries that costs less than the three more replies cost the client to
+        read.
         """
         script = ("EVALSHA", self.reserve_script.sha, len(keys), *keys)
         if args[2] == "" or args[1] < LISTED_FROM:

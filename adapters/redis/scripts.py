@@ -16,15 +16,16 @@ hand-out order, each holding the count it had *before* this delivery: a release
 puts it back unchanged (a release is not a delivery), a lapse or an owner's death
 puts it back with the count bumped.
 
-The list is filled by ``SORT <ready> BY nosort LIMIT 0 N STORE <lease list>``
-then ``LTRIM``: the server copies the entries from list to list itself, so the
-payloads never pass through Lua, where each would be copied into a Lua string and
-out again. Against popping them into Lua and writing a hash, that takes a
-1,000-task reserve from about 1 ms of server time to about 0.3 ms
-(``python -m benchmark.redis_costs``). A caller on a plain connection reads the
-batch with ``LRANGE`` in the same MULTI (flag ``l``); other callers get it from
-the script. Acking a whole batch drops its list; settling part of a batch
-rewrites the list without those entries (a rarer path: retries, failures).
+A batch of ``SORT_FROM`` tasks or more is moved by ``SORT <ready> BY nosort LIMIT
+0 N STORE <lease list>`` then ``LTRIM``: the server copies the entries from list
+to list itself, so the payloads never pass through Lua, where each would be
+copied into a Lua string and out again. Against popping them into Lua and writing
+a hash, that halves the server time of a 1,000-task reserve or better (``python
+-m benchmark.redis_costs``). A caller on a plain connection then reads the batch
+with ``LRANGE`` in the same MULTI (flag ``l``); other callers get it from the
+script. A smaller batch is popped through Lua and pushed to its list. Acking a
+whole batch drops its list; settling part of a batch rewrites the list without
+those entries (a rarer path: retries, failures).
 
 Acks arrive as groups ``member, rids`` (one group per batch, the batch's 20-character
 rids joined into one argument, or ``*`` for every task of the batch). Times
@@ -205,8 +206,16 @@ return ''
 """
 )
 
+# From this many tasks on, a leased reserve moves them with SORT ... STORE rather
+# than through Lua, and a caller on a plain connection reads them with LRANGE
+# (``Node._reserve_commands``). ``python -m benchmark.redis_costs`` prints both
+# ways at 1, 30, 100 and 1,000 tasks: about even at 30, SORT ... STORE about half
+# the server time at 1,000; at 1 task, the pop through Lua costs less.
+SORT_FROM = 32
+
 RESERVE = (
     _HELPERS
+    + f"local SORT_FROM = {SORT_FROM}\n"
     + """
 -- ARGV: now, count, lease deadline ('' = at-most-once pop), batch member
 -- '<bid>:<owner>', levels (1: HIGH only, 2: HIGH then NORMAL), flags, ack
@@ -250,7 +259,7 @@ local function lease_from(ready, n)
   return moved
 end
 local n, got = 0, nil
-if key then
+if key and count >= SORT_FROM then
   n = lease_from(KEYS[1], count)
   if n < count and ARGV[5] == '2' then
     if n == 0 then
@@ -264,21 +273,24 @@ if key then
       end
     end
   end
-elseif ARGV[5] == '2' then
-  -- HIGH first: LMPOP takes from the first non-empty list, so top up from
-  -- NORMAL only when HIGH ran short.
-  local popped = redis.call('LMPOP', 2, KEYS[1], KEYS[2], 'LEFT', 'COUNT', count)
-  got = popped and popped[2] or {}
-  if #got < count and popped and popped[1] == KEYS[1] then
-    local more = redis.call('LPOP', KEYS[2], count - #got)
-    if more then
-      for i = 1, #more do got[#got + 1] = more[i] end
+else
+  -- A pop, or a lease of a few: through Lua costs less than the SORTs then.
+  if ARGV[5] == '2' then
+    -- HIGH first: LMPOP takes from the first non-empty list, so top up from
+    -- NORMAL only when HIGH ran short.
+    local popped = redis.call('LMPOP', 2, KEYS[1], KEYS[2], 'LEFT', 'COUNT', count)
+    got = popped and popped[2] or {}
+    if #got < count and popped and popped[1] == KEYS[1] then
+      local more = redis.call('LPOP', KEYS[2], count - #got)
+      if more then
+        for i = 1, #more do got[#got + 1] = more[i] end
+      end
     end
+  else
+    got = redis.call('LPOP', KEYS[1], count) or {}
   end
   n = #got
-else
-  got = redis.call('LPOP', KEYS[1], count) or {}
-  n = #got
+  if key and n > 0 then chunked('RPUSH', key, got, 1) end
 end
 if n == 0 then
   return {{}, next_due(), {}}
@@ -291,8 +303,10 @@ if n == count and string.find(flags, 'c', 1, true)
     and redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
   notify()
 end
-if key then return handed() end
-return {got, '', redelivered(got)}
+if got and not string.find(flags, 'l', 1, true) then
+  return {got, '', redelivered(got)}
+end
+return handed()
 """
 )
 

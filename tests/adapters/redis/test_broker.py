@@ -55,14 +55,16 @@ def test_every_key_of_a_queue_hashes_to_one_cluster_slot(
     assert len({key_slot(k.encode()) for k in keys}) == 1
 
 
+@pytest.mark.parametrize("size", [8, LISTED_FROM + 8], ids=["popped", "sorted"])
 def test_settling_part_of_a_batch_keeps_the_rest_leased_in_order(
-    single: tuple[RedisBroker, redis.Redis, str],
+    single: tuple[RedisBroker, redis.Redis, str], size: int
 ) -> None:
     """Acks, a dead letter and a release take only their tasks out of a batch's
     list; the rest stay leased, in hand-out order, and a reclaim returns them."""
     broker, raw, namespace = single
-    broker.push("q", [b"%d" % i for i in range(8)])
-    got = broker.reserve("q", owner="gone", count=8)
+    numbers = [b"%d" % i for i in range(size)]
+    broker.push("q", numbers)
+    got = broker.reserve("q", owner="gone", count=size)
     (batch,) = raw.scan_iter(match=f"{{{namespace}:q}}:leases:*")
     assert raw.type(batch) == b"list"
 
@@ -70,12 +72,13 @@ def test_settling_part_of_a_batch_keeps_the_rest_leased_in_order(
     broker.dead_letter("q", got[3], "poison")
     broker.release("q", [got[6]])
 
-    assert [e[29:] for e in raw.lrange(batch, 0, -1)] == [b"1", b"2", b"4", b"7"]
-    assert broker.lengths("q") == QueueLengths(ready=1, in_flight=4, dead=1)
-    assert broker.release_owner("q", "gone") == 4
-    back = broker.reserve("q", owner="w", count=8)
-    assert payloads(back) == [b"1", b"2", b"4", b"7", b"6"]
-    assert [d.deliveries for d in back] == [2, 2, 2, 2, 1]
+    rest = [n for i, n in enumerate(numbers) if i not in {0, 3, 5, 6}]
+    assert [e[29:] for e in raw.lrange(batch, 0, -1)] == rest
+    assert broker.lengths("q") == QueueLengths(ready=1, in_flight=size - 4, dead=1)
+    assert broker.release_owner("q", "gone") == size - 4
+    back = broker.reserve("q", owner="w", count=size)
+    assert payloads(back) == [*rest, b"6"]
+    assert [d.deliveries for d in back] == [2] * (size - 4) + [1]
     broker.ack("q", back)
     assert list(raw.scan_iter(match=f"{{{namespace}:q}}:leases*")) == []
 
