@@ -19,9 +19,10 @@ an ``LRANGE`` in the same MULTI. The broker pops through Lua below
 it); the other rows run the same script with that threshold changed. For
 comparison, the 1-task reserve as the same seven commands in a plain pipeline,
 and the 1,000-task one done the way the broker did it until 2026-12-04: entries
-popped into Lua and written to a hash.
-The numbers behind keeping payloads out of Lua where atomicity allows
-(``docs/redis.md``). Medians of ``--rounds`` rounds.
+popped into Lua and written to a hash. Last, the cost per task of dead-lettering
+a leased batch of 1,000 task by task (what a worker does with a batch of
+undecodable payloads). The numbers behind keeping payloads out of Lua where
+atomicity allows (``docs/redis.md``). Medians of ``--rounds`` rounds.
 
 A second table is client-side only: the time to pack that 1,000-entry RPUSH into
 wire bytes with redis-py's packer and with hiredis' ``pack_command``, which the
@@ -35,7 +36,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import hiredis
@@ -101,8 +102,10 @@ class _Reserves:
         )
         self.by_sort = load(scripts.RESERVE.replace(threshold, "local SORT_FROM = 1\n"))
         self.hash_lease = load(HASH_LEASE)
+        self.dead_letter = probe.script_load(scripts.DEAD_LETTER)
         self.held = ""  # the batch the previous reserve leased
         self.members = iter(range(10**9))
+        self.doomed: Iterator[bytes] = iter(())  # the tasks dead_one has yet to kill
 
     def fill(self, n: int) -> None:
         """Enough entries for n reserves of up to 1,000; no batch held."""
@@ -170,6 +173,21 @@ class _Reserves:
         _exchange(self.conn, [command])
         self.held = key
 
+    def lease_to_kill(self, n: int) -> None:
+        """A leased 1,000-task batch whose tasks ``dead_one`` dead-letters in turn."""
+        self.fill(1)
+        self.step(1000, "listed")()
+        self.doomed = iter(ENTRIES)
+
+    def dead_one(self) -> None:
+        """Dead-letter the batch's next task, as a worker does with a bad payload."""
+        entry = next(self.doomed)
+        record = b"%f\n6\npoison%s" % (time.time(), entry[29:])
+        command = ("EVALSHA", self.dead_letter, 6, *KEYS, record, self.held, entry[:20])
+        (recorded,) = _exchange(self.conn, [command])
+        if recorded != 1:
+            raise RuntimeError(f"a dead letter was not recorded: {recorded!r}")
+
     def cases(self) -> list[Case]:
         return [
             *self.ways(1, 300),
@@ -180,6 +198,8 @@ class _Reserves:
             *self.ways(1000, 30),
             ("lease 1,000 + ack: through Lua into a hash (before)", self.fill,
              self.into_a_hash, 30),
+            ("dead-letter 1 task of a leased 1,000, all in turn", self.lease_to_kill,
+             self.dead_one, 1000),
         ]  # fmt: skip
 
 

@@ -6,7 +6,8 @@ key of a queue in one cluster slot, so each script touches one slot):
 - ``{ns:q}:ready:0`` / ``{ns:q}:ready:1``: lists of ready HIGH / NORMAL entries;
 - ``{ns:q}:delayed``: sorted set of entries by eta;
 - ``{ns:q}:leases``: sorted set of leased batches ``<bid>:<owner>`` by deadline;
-- ``{ns:q}:leases:<bid>``: list of one leased batch's unsettled entries;
+- ``{ns:q}:leases:<bid>``: one leased batch's unsettled entries (a list, or a
+  hash rid -> entry once part of the batch was settled);
 - ``{ns:q}:notify``: a list holding at most one wake-up token for blocked workers;
 - ``{ns:q}:dead``: list of dead-letter records, oldest first.
 

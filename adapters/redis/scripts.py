@@ -2,7 +2,7 @@
 
 Every queue script takes the queue's keys in one fixed order (``QUEUE_KEYS``), all
 sharing the queue's hash tag, so each script touches one cluster slot. The
-per-batch lease lists (``<leases>:<bid>``) share that tag too; their names are
+per-batch lease keys (``<leases>:<bid>``) share that tag too; their names are
 derived inside the scripts, which Redis Cluster allows within the declared slot.
 
 Stored entries are ``rid(20) prio(1) deliveries(8 hex) payload``: the rid is
@@ -11,10 +11,10 @@ says which ready list the entry returns to, and the delivery count travels with 
 entry so counting costs no extra command.
 
 A leased batch is one member ``<bid>:<owner>`` of the ``leases`` sorted set (score:
-its deadline) plus one list ``<leases>:<bid>`` of its unsettled entries in
-hand-out order, each holding the count it had *before* this delivery: a release
-puts it back unchanged (a release is not a delivery), a lapse or an owner's death
-puts it back with the count bumped.
+its deadline) plus one key ``<leases>:<bid>`` of its unsettled entries (a list in
+hand-out order, or a hash rid -> entry, see below), each holding the count it had
+*before* this delivery: a release puts it back unchanged (a release is not a
+delivery), a lapse or an owner's death puts it back with the count bumped.
 
 A batch of ``SORT_FROM`` tasks or more is moved by ``SORT <ready> BY nosort LIMIT
 0 N STORE <lease list>`` then ``LTRIM``: the server copies the entries from list
@@ -24,8 +24,9 @@ a hash, that halves the server time of a 1,000-task reserve or better (``python
 -m benchmark.redis_costs``). A caller on a plain connection then reads the batch
 with ``LRANGE`` in the same MULTI (flag ``l``); other callers get it from the
 script. A smaller batch is popped through Lua and pushed to its list. Acking a
-whole batch drops its list; settling part of a batch rewrites the list without
-those entries (a rarer path: retries, failures).
+whole batch drops its list. The first time part of a batch is settled (a rarer
+path: retries, failures, dead letters), the list becomes a hash rid -> entry, so
+that each further task settled costs one field delete, not a pass over the list.
 
 Acks arrive as groups ``member, rids`` (one group per batch, the batch's 20-character
 rids joined into one argument, or ``*`` for every task of the batch). Times
@@ -69,18 +70,44 @@ local function to_front(entries)
   if #back[1] > 0 then chunked('LPUSH', KEYS[1], back[1], 1) end
   if #back[2] > 0 then chunked('LPUSH', KEYS[2], back[2], 1) end
 end
+-- A batch is a list in hand-out order until part of it is settled; it then
+-- becomes a hash rid -> entry, once, so that settling more of it costs a field
+-- delete per task, not a pass over the whole list.
+local function is_list(key)
+  return redis.call('TYPE', key).ok == 'list'
+end
+local function as_hash(key)
+  if not is_list(key) then return end
+  local held = redis.call('LRANGE', key, 0, -1)
+  local h = {}
+  for i = 1, #held do
+    h[2 * i - 1] = string.sub(held[i], 1, 20)
+    h[2 * i] = held[i]
+  end
+  redis.call('DEL', key)
+  chunked('HSET', key, h, 2)
+end
+-- The unsettled entries of a batch, and how many there are.
+local function held_entries(key)
+  if is_list(key) then return redis.call('LRANGE', key, 0, -1) end
+  return redis.call('HVALS', key)
+end
+local function held_count(key)
+  if is_list(key) then return redis.call('LLEN', key) end
+  return redis.call('HLEN', key)
+end
 -- Take a whole batch back (lapsed, or its owner died): counts bumped, to the front.
 local function reclaim(members)
   local back = {}
   for _, member in ipairs(members) do
     local key = batch_key(member)
-    local held = redis.call('LRANGE', key, 0, -1)
+    local held = held_entries(key)
     for i = 1, #held do back[#back + 1] = bump(held[i]) end
     redis.call('DEL', key)
     redis.call('ZREM', KEYS[4], member)
   end
-  -- Batches lapse in any order; rids grow with push order (per producer), and an
-  -- entry starts with its rid, so sorting entries restores that order.
+  -- A hash keeps no order, batches lapse in any order; rids grow with push order
+  -- (per producer), and an entry starts with its rid, so sorting restores it.
   table.sort(back)
   to_front(back)
   return #back
@@ -95,28 +122,24 @@ local function each_group(i, fn)
     fn(ARGV[g], batch_key(ARGV[g]), rids)
   end
 end
--- Take the entries of ``rids`` out of a batch's list; returns them in list order.
--- The batch's lease goes with its last task. One pass over the list whatever the
--- number of rids: the list is rewritten without them.
+-- Take the entries of ``rids`` out of a batch; returns those it held, in the
+-- order of ``rids``. The batch's lease goes with its last task.
 local function take(member, key, rids)
-  local wanted = {}
-  for i = 1, #rids do wanted[rids[i]] = true end
-  local held = redis.call('LRANGE', key, 0, -1)
-  local kept, taken = {}, {}
-  for i = 1, #held do
-    local e = held[i]
-    local into = wanted[string.sub(e, 1, 20)] and taken or kept
-    into[#into + 1] = e
+  as_hash(key)
+  local taken = {}
+  for i = 1, #rids, CHUNK do
+    local last = math.min(i + CHUNK - 1, #rids)
+    local part = redis.call('HMGET', key, unpack(rids, i, last))
+    for j = 1, #part do
+      if part[j] then taken[#taken + 1] = part[j] end
+    end
   end
-  if #taken > 0 then
-    redis.call('DEL', key)
-    if #kept > 0 then chunked('RPUSH', key, kept, 1) end
-  end
-  if #kept == 0 then redis.call('ZREM', KEYS[4], member) end
+  if #taken > 0 then chunked('HDEL', key, rids, 1) end
+  if redis.call('EXISTS', key) == 0 then redis.call('ZREM', KEYS[4], member) end
   return taken
 end
 -- An ack: the rids, or '*' when it covers every task the batch handed out (the
--- list never holds others), so the whole batch and its lease go at once.
+-- batch never holds others), so the whole batch and its lease go at once.
 local function acked(member, key, rids)
   if rids[1] == '*' then
     redis.call('DEL', key)
@@ -239,7 +262,8 @@ end
 local key = deadline ~= '' and batch_key(member)
 local function handed()
   if string.find(flags, 'l', 1, true) then return {{}, '', {}} end
-  local got = redis.call('LRANGE', key, 0, -1)
+  local got = held_entries(key)
+  if not is_list(key) then table.sort(got) end
   return {got, '', redelivered(got)}
 end
 if key and string.find(flags, 'r', 1, true) and redis.call('EXISTS', key) == 1 then
@@ -382,7 +406,9 @@ return held and 1 or 0
 """
 )
 
-LENGTHS = """
+LENGTHS = (
+    _HELPERS
+    + """
 -- ARGV: now. Lapsed leases and due delayed entries count as ready: the next
 -- reserve makes them so.
 local now = tonumber(ARGV[1])
@@ -393,24 +419,28 @@ local batches = redis.call('ZRANGE', KEYS[4], 0, -1, 'WITHSCORES')
 for i = 1, #batches, 2 do
   local member = batches[i]
   local bid = string.sub(member, 1, string.find(member, ':', 1, true) - 1)
-  local n = redis.call('LLEN', KEYS[4] .. ':' .. bid)
+  local n = held_count(KEYS[4] .. ':' .. bid)
   if tonumber(batches[i + 1]) <= now then ready = ready + n else held = held + n end
 end
 return {ready, redis.call('ZCARD', KEYS[3]) - due, held, redis.call('LLEN', KEYS[6])}
 """
+)
 
-PURGE = """
+PURGE = (
+    _HELPERS
+    + """
 local n = redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2])
   + redis.call('ZCARD', KEYS[3])
 for _, member in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
   local bid = string.sub(member, 1, string.find(member, ':', 1, true) - 1)
   local key = KEYS[4] .. ':' .. bid
-  n = n + redis.call('LLEN', key)
+  n = n + held_count(key)
   redis.call('DEL', key)
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 return n
 """
+)
 
 REPLAY_DEAD = (
     _HELPERS
