@@ -87,10 +87,13 @@ local function as_hash(key)
   redis.call('DEL', key)
   chunked('HSET', key, h, 2)
 end
--- The unsettled entries of a batch, and how many there are.
+-- The unsettled entries of a batch in hand-out order (rids grow with it), and
+-- how many there are.
 local function held_entries(key)
   if is_list(key) then return redis.call('LRANGE', key, 0, -1) end
-  return redis.call('HVALS', key)
+  local held = redis.call('HVALS', key)
+  table.sort(held)
+  return held
 end
 local function held_count(key)
   if is_list(key) then return redis.call('LLEN', key) end
@@ -122,21 +125,17 @@ local function each_group(i, fn)
     fn(ARGV[g], batch_key(ARGV[g]), rids)
   end
 end
--- Take the entries of ``rids`` out of a batch; returns those it held, in the
--- order of ``rids``. The batch's lease goes with its last task.
-local function take(member, key, rids)
+-- Forget settled rids of a batch; how many it held. The batch's lease goes with
+-- its last task.
+local function settle(member, key, rids)
   as_hash(key)
-  local taken = {}
+  local gone = 0
   for i = 1, #rids, CHUNK do
     local last = math.min(i + CHUNK - 1, #rids)
-    local part = redis.call('HMGET', key, unpack(rids, i, last))
-    for j = 1, #part do
-      if part[j] then taken[#taken + 1] = part[j] end
-    end
+    gone = gone + redis.call('HDEL', key, unpack(rids, i, last))
   end
-  if #taken > 0 then chunked('HDEL', key, rids, 1) end
   if redis.call('EXISTS', key) == 0 then redis.call('ZREM', KEYS[4], member) end
-  return taken
+  return gone
 end
 -- An ack: the rids, or '*' when it covers every task the batch handed out (the
 -- batch never holds others), so the whole batch and its lease go at once.
@@ -145,7 +144,7 @@ local function acked(member, key, rids)
     redis.call('DEL', key)
     redis.call('ZREM', KEYS[4], member)
   else
-    take(member, key, rids)
+    settle(member, key, rids)
   end
 end
 -- For a caller that found nothing ready: when something will be (a delayed eta or
@@ -263,7 +262,6 @@ local key = deadline ~= '' and batch_key(member)
 local function handed()
   if string.find(flags, 'l', 1, true) then return {{}, '', {}} end
   local got = held_entries(key)
-  if not is_list(key) then table.sort(got) end
   return {got, '', redelivered(got)}
 end
 if key and string.find(flags, 'r', 1, true) and redis.call('EXISTS', key) == 1 then
@@ -348,8 +346,15 @@ RELEASE = (
 -- ARGV: eta ('' = ready now), groups...
 local back = {}
 each_group(2, function(member, key, rids)
-  local taken = take(member, key, rids)
-  for i = 1, #taken do back[#back + 1] = taken[i] end
+  as_hash(key)
+  for i = 1, #rids, CHUNK do
+    local last = math.min(i + CHUNK - 1, #rids)
+    local part = redis.call('HMGET', key, unpack(rids, i, last))
+    for j = 1, #part do
+      if part[j] then back[#back + 1] = part[j] end
+    end
+  end
+  settle(member, key, rids)
 end)
 if #back == 0 then return 0 end
 if ARGV[1] == '' then
@@ -399,7 +404,7 @@ DEAD_LETTER = (
 -- holder whose lease lapsed) adds no second record.
 local held = #ARGV == 1
 each_group(2, function(member, key, rids)
-  held = #take(member, key, rids) == 1
+  held = settle(member, key, rids) == 1
 end)
 if held then redis.call('RPUSH', KEYS[6], ARGV[1]) end
 return held and 1 or 0
