@@ -52,6 +52,10 @@ class Runner:
     data: dict[tuple[str, str, str], list[dict[str, Any]]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    # Which repeat the measurements being taken belong to (set by a section's
+    # loop): contenders measured in the same turn ran back to back, so their
+    # ratio is less exposed to a machine that slows down for a while.
+    turn: int = 0
 
     def log(self, text: str) -> None:
         """Progress goes to stderr; the tables go to stdout."""
@@ -88,6 +92,7 @@ class Runner:
         if result is None or "skip" in result:
             return None
         result["tasks"] = tasks
+        result["turn"] = self.turn
         self.data[(section, who.key, row)].append(result)
         shown = (
             f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, "
@@ -130,6 +135,20 @@ class Runner:
         """Median of ``field`` over the stored repeats (nan when none)."""
         values = [m[field] for m in self.data.get((section, key, row), [])]
         return statistics.median(values) if values else float("nan")
+
+    def ratios(self, section: str, key: str, other: str, row: str) -> list[float]:
+        """``key`` / ``other`` in each repeat where both were measured.
+
+        The spread of these shows how far a median ratio can be trusted on a
+        machine whose speed drifts (a shared VM's can by 25% within a run).
+        """
+        found = self.data.get((section, other, row), [])
+        theirs = {m["turn"]: m["rate"] for m in found}
+        return [
+            m["rate"] / theirs[m["turn"]]
+            for m in self.data.get((section, key, row), [])
+            if theirs.get(m["turn"])
+        ]
 
     def tasks(self, section: str, key: str, row: str) -> int:
         """How many tasks the stored measurements of a row used (0: none)."""

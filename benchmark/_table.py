@@ -18,11 +18,18 @@ def ms(value: float) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:,.0f}"
 
 
-def ratio(ours: float, theirs: float) -> str:
-    """``ours / theirs`` as ``1.23x`` (a dash when either is missing)."""
+def ratio(ours: float, theirs: float, per_repeat: Sequence[float] = ()) -> str:
+    """``ours / theirs`` as ``1.23x`` (a dash when either is missing).
+
+    With ``per_repeat`` (the ratio within each repeat) of two or more, their
+    range follows: ``1.23x (1.10-1.31)``.
+    """
     if math.isnan(ours) or math.isnan(theirs) or theirs == 0:
         return "—"
-    return f"{ours / theirs:.2f}x"
+    text = f"{ours / theirs:.2f}x"
+    if len(per_repeat) > 1:
+        text += f" ({min(per_repeat):.2f}-{max(per_repeat):.2f})"
+    return text
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -147,3 +147,41 @@ def test_a_missing_redis_server_is_one_line_not_a_traceback(tmp_path: Path) -> N
         "error: redis-server not found on PATH: the benchmark and the redis tests "
         "need real servers (apt-get install redis-server redis-tools)"
     ]
+
+
+def _measured(runner: Runner, key: str, row: str, rates: list[float]) -> None:
+    """Store one result per repeat (turn) as ``Runner.measure`` would."""
+    for turn, rate in enumerate(rates):
+        if rate:  # 0: that repeat failed, nothing was stored
+            runner.data[(section.SECTION, key, row)].append(
+                {"rate": rate, "tasks": 100, "turn": turn}
+            )
+
+
+def test_ratios_pair_runs_of_the_same_repeat_and_verdicts_count_them() -> None:
+    """A ratio's range and a target's "met in k of n repeats" come from runs made
+    in the same repeat; a repeat that one contender lost is left out, not paired
+    with another repeat's run."""
+    runner = Runner(server=None, verbose=False)  # type: ignore[arg-type]
+    for row in section.ROWS:
+        _measured(runner, "sergeant027", row, [100.0, 200.0, 100.0])
+        _measured(runner, "ours", row, [130.0, 0, 110.0])
+        _measured(runner, "ours_amo", row, [250.0, 300.0, 150.0])
+        _measured(runner, "ours_pf", row, [90.0, 300.0, 100.0])
+
+    assert runner.ratios(section.SECTION, "ours", "sergeant027", "drain_1000") == [
+        1.3,
+        1.1,
+    ]
+    text = section.report(runner)
+    line = next(x for x in text.splitlines() if x.startswith("| drain, batches of"))
+    cells = [c.strip() for c in line.split("|")[1:-1]]
+    # Medians: ours 120 / 0.27 100 -> 1.20x; per repeat 1.30 and 1.10.
+    assert cells[6] == "1.20x (1.10-1.30)"
+    assert cells[7] == "1.00x (0.90-1.50)"  # prefetch: 100 / 100
+    assert cells[8] == "2.50x (1.50-2.50)"  # AMO: 250 / 100
+    assert cells[9] == (
+        "ALO ≥ 1.2x: met (met in 1 of 2 repeats) "
+        "(prefetch: **missed** (met in 1 of 3 repeats)); "
+        "AMO ≥ 2.0x: met (met in 1 of 3 repeats)"
+    )
