@@ -2,13 +2,19 @@
 
 ``redis-benchmark`` with one client (the benchmark's producers and workers are
 one client each), LPUSH then RPOP of 100-byte values, one command per round trip
-and pipelined 1,000 deep; and the time to build and pickle N tasks (and to
-unpickle them) with our codec, no broker at all. No queue can beat these.
+and pipelined 1,000 deep; the time to build and pickle N tasks (and to unpickle
+them) with our codec, no broker at all; and a bare Python loop on redis-py with
+no queue library: ``pickle.dumps`` of the kwargs alone and RPUSH 1,000 per call,
+then LPOP 1,000 per call, ``pickle.loads`` and a call of a no-op per task. No
+queue can beat these. The bare loop is the ceiling of any library that pickles
+each task in Python through redis-py: what separates a library from it is its
+own per-task work (ids, a task record, leases, validation, its worker loop).
 """
 
 from __future__ import annotations
 
 import csv
+import pickle
 import shutil
 import statistics
 import subprocess
@@ -65,6 +71,32 @@ def codec_rates(tasks: int) -> tuple[float, float]:
     return encode, tasks / (time.perf_counter() - started)
 
 
+def _no_op(kwargs: dict[str, object]) -> None:
+    """The task the bare loop runs."""
+
+
+def bare_loop(server: RedisServer, tasks: int) -> tuple[float, float]:
+    """Tasks/s of the bare loop's push (1,000 per RPUSH) and drain (LPOP 1,000)."""
+    server.flush()
+    client = server.client()
+    key, dumps, loads, run = "bare", pickle.dumps, pickle.loads, _no_op
+    started = time.perf_counter()
+    for start in range(0, tasks, 1000):
+        client.rpush(key, *[dumps(KWARGS) for _ in range(min(1000, tasks - start))])
+    push = tasks / (time.perf_counter() - started)
+    done = 0
+    started = time.perf_counter()
+    while got := client.lpop(key, 1000):
+        for payload in got:
+            run(loads(payload))
+        done += len(got)
+    drain = done / (time.perf_counter() - started)
+    client.close()
+    if done != tasks:
+        raise RuntimeError(f"the bare loop drained {done} tasks, not {tasks}")
+    return push, drain
+
+
 def measure(server: RedisServer, tasks: int, repeat: int) -> dict[str, float]:
     """Median of each floor over ``repeat`` runs."""
     samples: dict[str, list[float]] = {}
@@ -74,6 +106,7 @@ def measure(server: RedisServer, tasks: int, repeat: int) -> dict[str, float]:
             for command, value in redis_benchmark(server, count, depth).items():
                 found[f"{command} {depth}"] = value
         found["encode"], found["decode"] = codec_rates(tasks)
+        found["bare push"], found["bare drain"] = bare_loop(server, tasks)
         for key, value in found.items():
             samples.setdefault(key, []).append(value)
     return {key: statistics.median(values) for key, values in samples.items()}
@@ -88,6 +121,8 @@ def report(floors: dict[str, float], tasks: int) -> str:
         ("RPOP 1000", "redis-benchmark RPOP, 1 client, pipeline 1,000"),
         ("encode", f"build + PickleCodec.encode {tasks:,} tasks (no broker)"),
         ("decode", f"PickleCodec.decode {tasks:,} tasks (no broker)"),
+        ("bare push", "bare loop: pickle.dumps(kwargs), RPUSH 1,000 per call"),
+        ("bare drain", "bare loop: LPOP 1,000, pickle.loads, call a no-op"),
     ]
     rows = [
         [label, _table.rate(floors.get(key, float("nan")))] for key, label in labels

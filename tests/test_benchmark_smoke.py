@@ -40,6 +40,7 @@ def test_quick_benchmark_prints_and_writes_its_tables(tmp_path: Path) -> None:
         "| drain, batches of 1,000 | 10,000 |",
         "| push to start, p99 (ms) |",
         "| redis-benchmark LPUSH, 1 client, no pipeline |",
+        "| bare loop: LPOP 1,000, pickle.loads, call a no-op |",
         "| Redis, 3 nodes, 4 workers | 10,000 |",
         "| memory (in-process), 1 worker | 10,000 |",
     ):
