@@ -5,10 +5,12 @@ Run from the repository root::
     python -m benchmark.codecs [--tasks N] [--repeat R]
 
 Prints a markdown table: payload size, encodes/s, decodes/s and full round trips/s
-(encode then decode), the best of R runs. The hot path of a queue is encode -> push
-and reserve -> decode, so these are the per-task costs a broker adds to. Then how
-fast a Task is built from its fields: by ``assemble_task`` (what pushes and
-decoders use) and by the public constructor.
+(encode then decode), the best of R runs; then the same encodes and decodes done
+in batches of 1,000 (``encode_all``/``decode_all``, which go through the codec's
+``encode_many``/``decode_many``: what producers and workers call). The hot path
+of a queue is encode -> push and reserve -> decode, so these are the per-task
+costs a broker adds to. Then how fast a Task is built from its fields: by
+``assemble_task`` (what pushes and decoders use) and by the public constructor.
 
 Decoded tasks are dropped as they are made, as a worker drops them once run:
 keeping 100k decoded tasks alive would mostly measure the garbage collector
@@ -31,6 +33,7 @@ from sergeant.adapters.codecs import (
 )
 from sergeant.adapters.codecs.msgpack import MsgpackCodec
 
+from sergeant import protocols
 from sergeant.task import Priority, Task, assemble_task
 
 KEY = b"benchmark-key-benchmark-key-32by"
@@ -58,8 +61,11 @@ def best_rate(work: Callable[[], object], count: int, repeat: int) -> float:
     return count / best
 
 
-def measure(codec: Any, tasks: list[Task], repeat: int) -> tuple[int, float, float]:
-    """Payload size, encodes per second and decodes per second."""
+BATCH = 1000
+
+
+def measure(codec: Any, tasks: list[Task], repeat: int) -> list[float]:
+    """Payload size, then encodes and decodes per second: one by one, in batches."""
     encode, decode = codec.encode, codec.decode
     payloads = [encode(task) for task in tasks]
     assert decode(payloads[0]) == tasks[0]
@@ -72,9 +78,21 @@ def measure(codec: Any, tasks: list[Task], repeat: int) -> tuple[int, float, flo
         for payload in payloads:
             decode(payload)
 
-    encodes = best_rate(encode_all, len(tasks), repeat)
-    decodes = best_rate(decode_all, len(tasks), repeat)
-    return len(payloads[0]), encodes, decodes
+    def encode_batches() -> None:
+        for start in range(0, len(tasks), BATCH):
+            protocols.encode_all(codec, tasks[start : start + BATCH])
+
+    def decode_batches() -> None:
+        for start in range(0, len(payloads), BATCH):
+            protocols.decode_all(codec, payloads[start : start + BATCH])
+
+    return [
+        len(payloads[0]),
+        *(
+            best_rate(work, len(tasks), repeat)
+            for work in (encode_all, decode_all, encode_batches, decode_batches)
+        ),
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,13 +106,21 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.tasks)
     ]
     print(f"{args.tasks} tasks of kwargs {tasks[0].kwargs}, best of {args.repeat}\n")
-    print("| codec | bytes | encode/s | decode/s | round trip/s |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print(
+        "| codec | bytes | encode/s | decode/s | round trip/s "
+        f"| encode/s, {BATCH:,} per call | decode/s, {BATCH:,} per call |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, build in COMPOSITIONS.items():
         sample = tasks[: max(1, len(tasks) // 10)] if name in SLOW else tasks
-        size, encodes, decodes = measure(build(), sample, args.repeat)
+        size, encodes, decodes, batch_encodes, batch_decodes = measure(
+            build(), sample, args.repeat
+        )
         both = 1 / (1 / encodes + 1 / decodes)
-        print(f"| {name} | {size} | {encodes:,.0f} | {decodes:,.0f} | {both:,.0f} |")
+        print(
+            f"| {name} | {size:.0f} | {encodes:,.0f} | {decodes:,.0f} | {both:,.0f} "
+            f"| {batch_encodes:,.0f} | {batch_decodes:,.0f} |"
+        )
     print()
     print("| building a Task from its fields | tasks/s |")
     print("| --- | ---: |")

@@ -2,7 +2,8 @@
 
 A codec round-trips every Task field and every kwarg kind its row claims, and
 whatever bytes it is handed, decoding returns a Task or raises ``DecodeError``,
-never another exception. Signed compositions reject every tampered payload. The
+never another exception. Signed compositions reject every tampered payload. A
+batch (``encode_many``/``decode_many``) codes exactly as its items one by one. The
 sample kinds below are the vocabulary the rows' claims are written in.
 """
 
@@ -25,6 +26,7 @@ from sergeant.errors import (
     ForeignPayloadError,
     SignatureError,
 )
+from sergeant.protocols import SupportsBatchCoding
 from sergeant.task import Priority, Task
 
 # kind -> a kwarg value of that kind; rows in CODECS claim the kinds they carry.
@@ -322,3 +324,77 @@ class TestCodecContract:
             assert result == "decode-error"
         else:
             assert result in {"task", "decode-error"}
+
+    # -- batches (SupportsBatchCoding): what producers and workers call ----------
+
+    def test_can_code_batches(self, codec: Any) -> None:
+        """Every composition takes batches (``SupportsBatchCoding``)."""
+        assert isinstance(codec, SupportsBatchCoding)
+
+    def test_encodes_a_batch_as_it_encodes_each_task(self, codec: Any) -> None:
+        """``encode_many`` gives, in order, the bytes ``encode`` gives per task."""
+        tasks = [full_task(), Task(queue="q"), full_task({"n": 2, "s": "text"})]
+
+        assert codec.encode_many(tasks) == [codec.encode(task) for task in tasks]
+        assert codec.encode_many([]) == []
+
+    def test_a_batch_with_an_unencodable_task_fails_as_that_task_would(
+        self, codec: Any
+    ) -> None:
+        """One task the serializer refuses fails the whole batch, with the error
+        ``encode`` gives for that task (it names the kwarg)."""
+        bad = full_task({"callback": lambda: None})
+        with pytest.raises(EncodeError) as alone:
+            codec.encode(bad)
+
+        with pytest.raises(EncodeError) as batched:
+            codec.encode_many([full_task(), bad, Task(queue="q")])
+
+        assert str(batched.value) == str(alone.value)
+        assert "callback" in str(batched.value)
+
+    def test_decodes_a_batch_as_it_decodes_each_payload(
+        self, codec: Any, foreign_codec: Any
+    ) -> None:
+        """``decode_many`` gives each payload's task or, in its place, the error
+        ``decode`` raises for it; one bad payload costs no other."""
+        good = codec.encode(full_task())
+        payloads = [
+            good,
+            good[:-3],  # truncated
+            foreign_codec.encode(full_task()),
+            b"not a payload at all",
+            b"",
+            codec.encode(Task(queue="q")),
+        ]
+
+        assert_decoded_each(codec, payloads)
+        assert codec.decode_many([]) == []
+
+    @FUZZ
+    @given(blobs=st.lists(st.binary(max_size=200), max_size=4), keep=st.booleans())
+    def test_decoding_arbitrary_batches_matches_decoding_each(
+        self, codec: Any, blobs: list[bytes], keep: bool
+    ) -> None:
+        """Whatever the bytes, a batch decodes as its payloads do one by one."""
+        payloads = [codec.encode(full_task()), *blobs] if keep else blobs
+
+        assert_decoded_each(codec, payloads)
+
+
+def assert_decoded_each(codec: Any, payloads: list[bytes]) -> None:
+    """``codec.decode_many(payloads)`` agrees with ``codec.decode`` per payload."""
+    batch = codec.decode_many(payloads)
+
+    assert len(batch) == len(payloads)
+    for payload, got in zip(payloads, batch, strict=True):
+        try:
+            expected: Task | DecodeError = codec.decode(payload)
+        except DecodeError as error:
+            expected = error
+        if isinstance(expected, Task):
+            assert isinstance(got, Task), got
+            assert_same_task(got, expected)
+        else:
+            assert type(got) is type(expected), (got, expected)
+            assert str(got) == str(expected)

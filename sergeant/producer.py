@@ -25,6 +25,7 @@ from sergeant.protocols import (
     Lock,
     QueueLengths,
     SupportsLocks,
+    encode_all,
 )
 from sergeant.task import Priority, Task, assemble_task, new_task_id
 
@@ -108,8 +109,7 @@ class Producer:
             assemble_task(kwargs, queue, id_, id_, now, 0, priority, eta, timeout)
             for kwargs, id_ in zip(kwargs_list, ids, strict=True)
         ]
-        encode = self.codec.encode
-        payloads = [encode(task) for task in tasks]
+        payloads = encode_all(self.codec, tasks)
         limit = self.max_payload_bytes
         if limit is not None:
             for task, payload in zip(tasks, payloads, strict=True):

@@ -31,7 +31,6 @@ from sergeant.errors import (
     BrokerError,
     BrokerUnavailable,
     ConfigError,
-    DecodeError,
     SergeantError,
     TaskTimedOut,
 )
@@ -58,6 +57,7 @@ from sergeant.protocols import (
     Executor,
     SupportsPrefetch,
     Watchdog,
+    decode_all,
 )
 from sergeant.supervision import StopReason
 from sergeant.task import Task
@@ -402,24 +402,30 @@ class Worker(Producer):
     def _decode_each(
         self, queue: str, deliveries: Sequence[Delivery]
     ) -> tuple[list[Delivery], list[Task]]:
-        decode = self.codec.decode
         limit = self.max_payload_bytes
+        if limit is not None:
+            # Dead-lettered undecoded: decoding them is what the limit spares.
+            fitting = []
+            for delivery in deliveries:
+                if len(delivery.payload) > limit:
+                    self._settlement.poison(queue, delivery, oversized(delivery, limit))
+                else:
+                    fitting.append(delivery)
+            deliveries = fitting
+        # The whole batch in one call: the codec's per-call work is paid once.
+        decoded = decode_all(self.codec, [delivery.payload for delivery in deliveries])
         most = self.config.max_deliveries
         looped = False
         held: list[Delivery] = []
         tasks: list[Task] = []
-        for delivery in deliveries:
+        for delivery, task in zip(deliveries, decoded, strict=True):
             if delivery.deliveries > most:
                 looped = True  # the crash cap: settled before running (see step)
-            if limit is not None and len(delivery.payload) > limit:
-                self._settlement.poison(queue, delivery, oversized(delivery, limit))
-                continue
-            try:
-                tasks.append(decode(delivery.payload))
-            except DecodeError as error:
-                self._settlement.poison(queue, delivery, error)
-                continue
-            held.append(delivery)
+            if isinstance(task, Task):
+                held.append(delivery)
+                tasks.append(task)
+            else:
+                self._settlement.poison(queue, delivery, task)
         self._crash_looped = looped
         return held, tasks
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
-from sergeant.errors import ConfigError, DecodeError
+from sergeant.errors import ConfigError, DecodeError, EncodeError
 from sergeant.task import Task
 
-from . import _frame
+from . import _frame, _wire
 
 
 class CompressorCodec(_frame.FramedCodec):
@@ -40,26 +41,29 @@ class CompressorCodec(_frame.FramedCodec):
     def _decompress(self, data: bytes) -> bytes:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def encode_body(self, task: Task) -> bytes:
-        """The inner codec's body, compressed.
+    def dump_bodies(self, records: Sequence[_wire.Record]) -> list[bytes]:
+        """The inner codec's bodies, compressed."""
+        compress = self._compress
+        return [compress(body) for body in self._inner.dump_bodies(records)]
 
-        Raises:
-            EncodeError: the inner serializer cannot encode a kwarg.
-        """
-        return self._compress(self._inner.encode_body(task))
+    def load_records(self, bodies: Sequence[bytes | _wire.Failed]) -> list[object]:
+        """Decompress, then let the inner codec read the records; ``Failed`` in
+        place of a body that is not a valid stream of this compressor."""
+        decompress, failed = self._decompress, _wire.Failed
+        inner: list[bytes | _wire.Failed] = []
+        keep = inner.append
+        for body in bodies:
+            try:
+                keep(decompress(body))  # type: ignore[arg-type]
+            except Exception as error:  # each library has its own set, by version
+                # A Failed passed in lands here too (it is not bytes).
+                keep(body if type(body) is failed else failed(self._failed(error)))
+        return self._inner.load_records(inner)
 
-    def decode_body(self, body: bytes) -> Task:
-        """Decompress, then let the inner codec decode.
+    def encode_error(self, task: Task, error: Exception) -> EncodeError:
+        """The inner serializer's error: it is the one that could not encode."""
+        return self._inner.encode_error(task, error)
 
-        Raises:
-            DecodeError: the body is not a valid stream of this compressor, or the
-                inner codec rejects what it holds.
-        """
-        try:
-            data = self._decompress(body)
-        except Exception as error:  # each library has its own, version-dependent set
-            reason = f"{type(error).__name__}: {error}"
-            raise DecodeError(
-                f"cannot decompress {self.name} payload: {reason}"
-            ) from error
-        return self._inner.decode_body(data)
+    def _failed(self, error: Exception) -> DecodeError:
+        reason = f"{type(error).__name__}: {error}"
+        return DecodeError(f"cannot decompress {self.name} payload: {reason}")

@@ -23,6 +23,7 @@ This is the only module that knows the layout; the codecs use ``Header`` and
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import Protocol
 
 import attrs
@@ -30,10 +31,14 @@ import attrs
 from sergeant.errors import (
     ConfigError,
     DecodeError,
+    EncodeError,
     ForeignPayloadError,
     SignatureError,
 )
 from sergeant.task import Task
+
+from . import _wire
+from ._wire import Failed, Record
 
 MAGIC = b"SG"
 VERSION = 1
@@ -157,19 +162,64 @@ def mismatch(data: object, expected: Header) -> DecodeError:
 
 
 class Layer(Protocol):
-    """What a wrapping codec needs from the codec it wraps.
+    """What a wrapping codec needs from the codec it wraps, a batch at a time.
 
     Every serializer and compressor in this package provides it: wrappers call the
     inner codec's body methods directly, so each layer adds one header, not one
-    header per layer, and no payload is re-framed on the way through.
+    header per layer, and no payload is re-framed on the way through. The methods
+    take whole batches because that is how producers push and workers reserve:
+    one loop per layer instead of a chain of calls per task.
     """
 
     @property
     def header(self) -> Header: ...
 
-    def encode_body(self, task: Task) -> bytes: ...
+    def dump_bodies(self, records: Sequence[Record]) -> list[bytes]:
+        """The bodies (payloads without header) of ``records`` (``_wire.records``).
 
-    def decode_body(self, body: bytes) -> Task: ...
+        May raise anything the serializer raises; ``encode_bodies`` turns that
+        into an EncodeError naming the task and kwarg at fault.
+        """
+        ...
+
+    def load_records(self, bodies: Sequence[bytes | Failed]) -> list[object]:
+        """The record each body holds, or ``Failed`` with the reason in its place;
+        a ``Failed`` among ``bodies`` stays as it is. Raises nothing."""
+        ...
+
+    def encode_error(self, task: Task, error: Exception) -> EncodeError:
+        """The EncodeError for ``task``, which ``dump_bodies`` failed on with
+        ``error``: it names the kwarg at fault."""
+        ...
+
+
+def encode_bodies(layer: Layer, tasks: Sequence[Task]) -> list[bytes]:
+    """``layer``'s bodies of ``tasks``, or the EncodeError of the first at fault.
+
+    Raises:
+        EncodeError: a task's kwargs or priority cannot travel, or the serializer
+            cannot encode one of its kwargs (the message names task and kwarg).
+    """
+    records = _wire.records(tasks)
+    try:
+        return layer.dump_bodies(records)
+    except Exception as error:  # serializers raise many types: TypeError, ...
+        # The error path: find the task at fault, one by one, so the message
+        # can name it and its kwarg.
+        for task, record in zip(tasks, records, strict=True):
+            try:
+                layer.dump_bodies((record,))
+            except Exception as culprit:
+                raise layer.encode_error(task, culprit) from culprit
+        raise EncodeError(f"{layer.header.name} cannot encode: {error}") from error
+
+
+def single(results: list[Task | DecodeError]) -> Task:
+    """The one task of a one-payload ``decode_many``, or its error, raised."""
+    task = results[0]
+    if isinstance(task, DecodeError):
+        raise task
+    return task
 
 
 def inner_header(inner: object, wrapper: str) -> Header:
@@ -190,9 +240,11 @@ def inner_header(inner: object, wrapper: str) -> Header:
 class FramedCodec:
     """Shared ``encode``/``decode`` of the serializers and compressors.
 
-    Subclasses set ``header`` and implement ``encode_body``/``decode_body``; this
-    class adds and checks the six header bytes. Private base class: the port is
-    structural, nothing outside this package should rely on it.
+    Subclasses set ``header`` and implement the ``Layer`` methods; this class adds
+    and checks the six header bytes. Encoding or decoding one task goes through
+    the same batch methods with one item: a single code path, and the batch
+    (``SupportsBatchCoding``) is the common case. Private base class: the port is structural, nothing outside this
+    package should rely on it.
     """
 
     header: Header
@@ -213,7 +265,16 @@ class FramedCodec:
         Raises:
             EncodeError: a kwarg cannot be represented by this serializer.
         """
-        return self._prefix + self.encode_body(task)
+        return self._prefix + encode_bodies(self, (task,))[0]
+
+    def encode_many(self, tasks: Sequence[Task]) -> list[bytes]:
+        """``encode`` of every task.
+
+        Raises:
+            EncodeError: as ``encode`` would, for the first task at fault.
+        """
+        prefix = self._prefix
+        return [prefix + body for body in encode_bodies(self, tasks)]
 
     def decode(self, data: bytes) -> Task:
         """Rebuild a task from a payload this composition wrote.
@@ -224,14 +285,31 @@ class FramedCodec:
         """
         if data[:HEADER_SIZE] != self._prefix:
             raise mismatch(data, self.header)
+        return single(_wire.tasks_of(self.load_records((data[HEADER_SIZE:],))))
+
+    def decode_many(self, payloads: Sequence[bytes]) -> list[Task | DecodeError]:
+        """``decode`` of every payload, its DecodeError in place of a task."""
+        prefix, header = self._prefix, self.header
         # A bytes slice, not a memoryview: for task-sized payloads the copy is
         # cheaper than the view (measured), and every library takes either.
-        return self.decode_body(data[HEADER_SIZE:])
+        bodies: list[bytes | Failed] = [
+            data[HEADER_SIZE:]
+            if data[:HEADER_SIZE] == prefix
+            else Failed(mismatch(data, header))
+            for data in payloads
+        ]
+        return _wire.tasks_of(self.load_records(bodies))
 
-    def encode_body(self, task: Task) -> bytes:  # pragma: no cover - abstract
-        """The payload without its header."""
-        raise NotImplementedError
+    # The Layer methods each subclass implements.
 
-    def decode_body(self, body: bytes) -> Task:  # pragma: no cover - abstract
-        """A task from a payload without its header."""
-        raise NotImplementedError
+    def dump_bodies(self, records: Sequence[Record]) -> list[bytes]:
+        """The payloads without their header (see ``Layer``)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def load_records(self, bodies: Sequence[bytes | Failed]) -> list[object]:
+        """Records from payloads without their header (see ``Layer``)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def encode_error(self, task: Task, error: Exception) -> EncodeError:
+        """The EncodeError naming the kwarg at fault (see ``Layer``)."""
+        raise NotImplementedError  # pragma: no cover

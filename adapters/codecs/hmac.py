@@ -19,10 +19,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from sergeant.errors import ConfigError, SignatureError
+from sergeant.errors import ConfigError, DecodeError, SignatureError
 from sergeant.task import Task
 
-from . import _frame
+from . import _frame, _wire
 
 MIN_KEY_SIZE = 16
 
@@ -150,10 +150,21 @@ class HmacSigner:
         Raises:
             EncodeError: the inner serializer cannot encode a kwarg.
         """
-        body = self._inner.encode_body(task)
-        mac = self._mac.copy()
-        mac.update(body)
-        return b"".join((self._prefix, mac.digest(), body))
+        return self.encode_many((task,))[0]
+
+    def encode_many(self, tasks: Sequence[Task]) -> list[bytes]:
+        """``encode`` of every task (``SupportsBatchCoding``).
+
+        Raises:
+            EncodeError: as ``encode`` would, for the first task at fault.
+        """
+        prefix, signer = self._prefix, self._mac
+        signed = []
+        for body in _frame.encode_bodies(self._inner, tasks):
+            mac = signer.copy()
+            mac.update(body)
+            signed.append(b"".join((prefix, mac.digest(), body)))
+        return signed
 
     def decode(self, data: bytes) -> Task:
         """Verify the signature, then decode with the inner codec.
@@ -164,8 +175,19 @@ class HmacSigner:
             ForeignPayloadError: another codec composition wrote it.
             DecodeError: the signed body is corrupt (a bug or a key leak).
         """
+        return _frame.single(self.decode_many((data,)))
+
+    def decode_many(self, payloads: Sequence[bytes]) -> list[Task | DecodeError]:
+        """``decode`` of every payload, its DecodeError in place of a task
+        (``SupportsBatchCoding``). No byte of a payload whose signature fails
+        reaches the inner codec."""
+        bodies = [self._verified(data) for data in payloads]
+        return _wire.tasks_of(self._inner.load_records(bodies))
+
+    def _verified(self, data: bytes) -> bytes | _wire.Failed:
+        """The body of ``data`` if its header and signature check out."""
         if data[: _frame.HEADER_SIZE] != self._prefix:
-            raise _frame.mismatch(data, self.header)
+            return _wire.Failed(_frame.mismatch(data, self.header))
         body = data[self._body_at :]
         sent = data[_frame.HEADER_SIZE : self._body_at]
         mac = self._mac.copy()
@@ -173,11 +195,13 @@ class HmacSigner:
         if not hmac.compare_digest(mac.digest(), sent) and not self._accepts(
             body, sent
         ):
-            raise SignatureError(
-                f"payload signature does not match ({self.name}): tampered, "
-                "truncated, or signed with another key"
+            return _wire.Failed(
+                SignatureError(
+                    f"payload signature does not match ({self.name}): tampered, "
+                    "truncated, or signed with another key"
+                )
             )
-        return self._inner.decode_body(body)
+        return body
 
     def _accepts(self, body: bytes, sent: bytes) -> bool:
         """Whether one of the ``also_accepted`` keys signed ``body``."""

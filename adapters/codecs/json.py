@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
-from sergeant.errors import DecodeError
+from sergeant.errors import DecodeError, EncodeError
 from sergeant.task import Task
 
 from . import _frame, _wire
@@ -35,31 +36,32 @@ class JsonCodec(_frame.FramedCodec):
     def __repr__(self) -> str:
         return "JsonCodec()"
 
-    def encode_body(self, task: Task) -> bytes:
-        """The JSON array of the fields (the payload without its header).
+    def dump_bodies(self, records: Sequence[_wire.Record]) -> list[bytes]:
+        """The JSON arrays of the records (payloads without their header)."""
+        encode = _ENCODER.encode
+        return [encode(record).encode() for record in records]
 
-        Raises:
-            EncodeError: a kwarg is not JSON-serializable; the message names it and
-                its type.
-        """
-        fields = _wire.to_fields(task)
-        try:
-            return _ENCODER.encode(fields).encode()
-        except Exception as error:  # TypeError, ValueError, UnicodeEncodeError...
-            raise _wire.encode_error(self.name, task, error, _dump) from error
+    def load_records(self, bodies: Sequence[bytes | _wire.Failed]) -> list[object]:
+        """The parsed records; ``Failed`` in place of a body that is not UTF-8
+        JSON (a ``Failed`` given stays)."""
+        decode, failed = _DECODER.decode, _wire.Failed
+        records: list[object] = []
+        keep = records.append
+        for body in bodies:
+            try:
+                # Decode as UTF-8 explicitly: json.loads(bytes) would guess
+                # UTF-16/32 from the first bytes, and a corrupt payload should not
+                # be guessed at.
+                keep(decode(str(body, "utf-8")))  # type: ignore[arg-type]
+            except Exception as error:  # UnicodeDecodeError, JSONDecodeError...
+                # A Failed passed in lands here too (it is not bytes).
+                keep(body if type(body) is failed else failed(_parse_error(error)))
+        return records
 
-    def decode_body(self, body: bytes) -> Task:
-        """A task from a JSON array of its fields.
+    def encode_error(self, task: Task, error: Exception) -> EncodeError:
+        """The error naming the kwarg of ``task`` that JSON cannot represent."""
+        return _wire.encode_error(self.name, task, error, _dump)
 
-        Raises:
-            DecodeError: the body is not UTF-8 JSON holding a task record.
-        """
-        try:
-            # Decode as UTF-8 explicitly: json.loads(bytes) would guess UTF-16/32
-            # from the first bytes, and a corrupt payload should not be guessed at.
-            fields = _DECODER.decode(str(body, "utf-8"))
-        except Exception as error:  # UnicodeDecodeError, JSONDecodeError, Recursion...
-            raise DecodeError(
-                f"cannot parse JSON payload: {type(error).__name__}: {error}"
-            ) from error
-        return _wire.from_fields(fields)
+
+def _parse_error(error: Exception) -> DecodeError:
+    return DecodeError(f"cannot parse JSON payload: {type(error).__name__}: {error}")

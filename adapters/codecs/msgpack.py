@@ -11,10 +11,11 @@ payload can still carry any kwargs, or int-keyed maps built to collide in a dict
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import msgpack
 
-from sergeant.errors import DecodeError
+from sergeant.errors import DecodeError, EncodeError
 from sergeant.task import Task
 
 from . import _frame, _wire
@@ -47,34 +48,40 @@ class MsgpackCodec(_frame.FramedCodec):
         self._local.packer = packer
         return packer
 
-    def encode_body(self, task: Task) -> bytes:
-        """The packed field array (the payload without its header).
-
-        Raises:
-            EncodeError: a kwarg cannot be packed; the message names it and its type.
-        """
+    def dump_bodies(self, records: Sequence[_wire.Record]) -> list[bytes]:
+        """The packed records (payloads without their header)."""
         packer = getattr(self._local, "packer", None)
         if packer is None:
             packer = self._packer()
-        fields = _wire.to_fields(task)
+        pack = packer.pack
         try:
-            return packer.pack(fields)  # type: ignore[no-any-return]
-        except Exception as error:  # TypeError, OverflowError, UnicodeEncodeError...
-            packer.reset()
-            raise _wire.encode_error(self.name, task, error, _dump) from error
+            return [pack(record) for record in records]
+        except Exception:  # TypeError, OverflowError, UnicodeEncodeError...
+            packer.reset()  # a failed pack may leave half a record in its buffer
+            raise
 
-    def decode_body(self, body: bytes) -> Task:
-        """A task from a packed field array.
+    def load_records(self, bodies: Sequence[bytes | _wire.Failed]) -> list[object]:
+        """The unpacked records; ``Failed`` in place of a body that does not
+        unpack (a ``Failed`` given stays)."""
+        unpack, failed = msgpack.unpackb, _wire.Failed
+        records: list[object] = []
+        keep = records.append
+        for body in bodies:
+            try:
+                # strict_map_key=False: whatever encode accepts must decode, and
+                # packing allows int keys (see the module docstring for the cost).
+                keep(unpack(body, raw=False, strict_map_key=False))
+            except Exception as error:  # corrupt input raises many types
+                # A Failed passed in lands here too (it is not bytes).
+                keep(body if type(body) is failed else failed(_unpack_error(error)))
+        return records
 
-        Raises:
-            DecodeError: the body does not unpack into a task record.
-        """
-        try:
-            # strict_map_key=False: whatever encode accepts must decode, and
-            # packing allows int keys (see the module docstring for the cost).
-            fields = msgpack.unpackb(body, raw=False, strict_map_key=False)
-        except Exception as error:  # corrupt input raises many types
-            raise DecodeError(
-                f"cannot unpack msgpack payload: {type(error).__name__}: {error}"
-            ) from error
-        return _wire.from_fields(fields)
+    def encode_error(self, task: Task, error: Exception) -> EncodeError:
+        """The error naming the kwarg of ``task`` that msgpack cannot pack."""
+        return _wire.encode_error(self.name, task, error, _dump)
+
+
+def _unpack_error(error: Exception) -> DecodeError:
+    return DecodeError(
+        f"cannot unpack msgpack payload: {type(error).__name__}: {error}"
+    )

@@ -12,7 +12,7 @@ from .broker import (
     SupportsInspection,
     SupportsPrefetch,
 )
-from .codec import Codec
+from .codec import Codec, SupportsBatchCoding, decode_all, encode_all
 from .executor import Executor, Job
 from .lock import Lock, SupportsKeys, SupportsLocks
 from .watchdog import Watchdog
@@ -28,9 +28,12 @@ __all__ = [
     "OpenDelivery",
     "PendingReserve",
     "QueueLengths",
+    "SupportsBatchCoding",
     "SupportsInspection",
     "SupportsKeys",
     "SupportsLocks",
     "SupportsPrefetch",
     "Watchdog",
+    "decode_all",
+    "encode_all",
 ]

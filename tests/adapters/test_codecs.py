@@ -10,6 +10,7 @@ import pickle
 import struct
 import subprocess
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from sergeant.adapters.codecs import (
     PickleCodec,
     ZlibCodec,
 )
+from sergeant.adapters.codecs._wire import Failed
 from sergeant.adapters.codecs.msgpack import MsgpackCodec
 
 from sergeant.errors import (
@@ -70,9 +72,9 @@ class _SpyPickle(PickleCodec):
         super().__init__()
         self.bodies: list[bytes] = []
 
-    def decode_body(self, body: bytes) -> Task:
-        self.bodies.append(body)
-        return super().decode_body(body)
+    def load_records(self, bodies: Sequence[bytes | Failed]) -> list[object]:
+        self.bodies += [body for body in bodies if isinstance(body, bytes)]
+        return super().load_records(bodies)
 
 
 @pytest.mark.parametrize(

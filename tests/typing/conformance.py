@@ -34,6 +34,7 @@ from sergeant.protocols import (
     Codec,
     Executor,
     Lock,
+    SupportsBatchCoding,
     SupportsInspection,
     SupportsKeys,
     SupportsLocks,
@@ -65,7 +66,7 @@ def brokers(
 
 
 def codecs(pickle: PickleCodec, key: bytes) -> None:
-    """Serializers, compressors and the signer are all Codecs."""
+    """Serializers, compressors and the signer are all Codecs, taking batches."""
     every: list[Codec] = [
         pickle,
         MsgpackCodec(),
@@ -76,7 +77,17 @@ def codecs(pickle: PickleCodec, key: bytes) -> None:
         LzmaCodec(pickle),
         HmacSigner(pickle, key=key),
     ]
-    del every
+    batched: list[SupportsBatchCoding] = [
+        pickle,
+        MsgpackCodec(),
+        JsonCodec(),
+        ZlibCodec(pickle),
+        GzipCodec(pickle),
+        Bz2Codec(pickle),
+        LzmaCodec(pickle),
+        HmacSigner(pickle, key=key),
+    ]
+    del every, batched
 
 
 def executors_and_watchdogs() -> None:
