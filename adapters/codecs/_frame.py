@@ -243,8 +243,8 @@ class FramedCodec:
     Subclasses set ``header`` and implement the ``Layer`` methods; this class adds
     and checks the six header bytes. Encoding or decoding one task goes through
     the same batch methods with one item: a single code path, and the batch
-    (``SupportsBatchCoding``) is the common case. Private base class: the port is structural, nothing outside this
-    package should rely on it.
+    (``SupportsBatchCoding``) is the common case. Private base class: the port is
+    structural, nothing outside this package should rely on it.
     """
 
     header: Header
