@@ -44,23 +44,17 @@ class JsonCodec(_frame.FramedCodec):
     def load_records(self, bodies: Sequence[bytes | _wire.Failed]) -> list[object]:
         """The parsed records; ``Failed`` in place of a body that is not UTF-8
         JSON (a ``Failed`` given stays)."""
-        decode, failed = _DECODER.decode, _wire.Failed
-        records: list[object] = []
-        keep = records.append
-        for body in bodies:
-            try:
-                # Decode as UTF-8 explicitly: json.loads(bytes) would guess
-                # UTF-16/32 from the first bytes, and a corrupt payload should not
-                # be guessed at.
-                keep(decode(str(body, "utf-8")))  # type: ignore[arg-type]
-            except Exception as error:  # UnicodeDecodeError, JSONDecodeError...
-                # A Failed passed in lands here too (it is not bytes).
-                keep(body if type(body) is failed else failed(_parse_error(error)))
-        return records
+        return _wire.load_each(bodies, _parse, _parse_error)
 
     def encode_error(self, task: Task, error: Exception) -> EncodeError:
         """The error naming the kwarg of ``task`` that JSON cannot represent."""
         return _wire.encode_error(self.name, task, error, _dump)
+
+
+def _parse(body: bytes) -> object:
+    # Decode as UTF-8 explicitly: json.loads(bytes) would guess UTF-16/32 from the
+    # first bytes, and a corrupt payload should not be guessed at.
+    return _DECODER.decode(str(body, "utf-8"))
 
 
 def _parse_error(error: Exception) -> DecodeError:

@@ -10,6 +10,7 @@ payload can still carry any kwargs, or int-keyed maps built to collide in a dict
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 
@@ -63,22 +64,16 @@ class MsgpackCodec(_frame.FramedCodec):
     def load_records(self, bodies: Sequence[bytes | _wire.Failed]) -> list[object]:
         """The unpacked records; ``Failed`` in place of a body that does not
         unpack (a ``Failed`` given stays)."""
-        unpack, failed = msgpack.unpackb, _wire.Failed
-        records: list[object] = []
-        keep = records.append
-        for body in bodies:
-            try:
-                # strict_map_key=False: whatever encode accepts must decode, and
-                # packing allows int keys (see the module docstring for the cost).
-                keep(unpack(body, raw=False, strict_map_key=False))
-            except Exception as error:  # corrupt input raises many types
-                # A Failed passed in lands here too (it is not bytes).
-                keep(body if type(body) is failed else failed(_unpack_error(error)))
-        return records
+        return _wire.load_each(bodies, _unpack, _unpack_error)
 
     def encode_error(self, task: Task, error: Exception) -> EncodeError:
         """The error naming the kwarg of ``task`` that msgpack cannot pack."""
         return _wire.encode_error(self.name, task, error, _dump)
+
+
+# strict_map_key=False: whatever encode accepts must decode, and packing allows
+# int keys (see the module docstring for the cost). A partial stays in C.
+_unpack = functools.partial(msgpack.unpackb, raw=False, strict_map_key=False)
 
 
 def _unpack_error(error: Exception) -> DecodeError:

@@ -49,17 +49,7 @@ class PickleCodec(_frame.FramedCodec):
     def load_records(self, bodies: Sequence[bytes | _wire.Failed]) -> list[object]:
         """The unpickled records; ``Failed`` in place of a body that does not
         unpickle (a ``Failed`` given stays)."""
-        loads, failed = pickle.loads, _wire.Failed
-        records: list[object] = []
-        keep = records.append
-        for body in bodies:
-            try:
-                keep(loads(body))  # type: ignore[arg-type]
-            except Exception as error:  # corrupt pickles raise anything
-                # A Failed passed in lands here too (it is not bytes): only the
-                # error path pays for telling the two apart.
-                keep(body if type(body) is failed else failed(_unpickle_error(error)))
-        return records
+        return _wire.load_each(bodies, pickle.loads, _unpickle_error)
 
     def encode_error(self, task: Task, error: Exception) -> EncodeError:
         """The error naming the kwarg of ``task`` that pickle cannot serialize."""
