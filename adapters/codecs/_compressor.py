@@ -49,16 +49,8 @@ class CompressorCodec(_frame.FramedCodec):
     def load_records(self, bodies: Sequence[bytes | _wire.Failed]) -> list[object]:
         """Decompress, then let the inner codec read the records; ``Failed`` in
         place of a body that is not a valid stream of this compressor."""
-        decompress, failed = self._decompress, _wire.Failed
-        inner: list[bytes | _wire.Failed] = []
-        keep = inner.append
-        for body in bodies:
-            try:
-                keep(decompress(body))  # type: ignore[arg-type]
-            except Exception as error:  # each library has its own set, by version
-                # A Failed passed in lands here too (it is not bytes).
-                keep(body if type(body) is failed else failed(self._failed(error)))
-        return self._inner.load_records(inner)
+        inner = _wire.load_each(bodies, self._decompress, self._failed)
+        return self._inner.load_records(inner)  # type: ignore[arg-type]
 
     def encode_error(self, task: Task, error: Exception) -> EncodeError:
         """The inner serializer's error: it is the one that could not encode."""
