@@ -438,13 +438,23 @@ class Node:
         if isinstance(popped, ResponseError):
             raise popped
         entries: list[bytes] = popped[1] if popped else []
-        if isinstance(done, NoScriptError) and not entries:
-            # The server lost its scripts (restart, SCRIPT FLUSH): load and redo.
-            self.client.script_load(scripts.MAINTAIN)
-            done, popped = self._call((script, pop))
-            if isinstance(popped, ResponseError):
-                raise popped
-            entries = popped[1] if popped else []
+        if isinstance(done, NoScriptError):
+            # The server lost its scripts (restart, SCRIPT FLUSH, first use): load
+            # the script and run it. The pop stands; with entries popped, the
+            # maintenance still runs now, or while a backlog lasts due tasks and
+            # lapsed leases would wait for it to drain.
+            if entries:
+                try:
+                    self.client.script_load(scripts.MAINTAIN)
+                    (done,) = self._call((script,))
+                except Exception:  # popped: never drop them; a failure recurs
+                    return entries, ""
+            else:
+                self.client.script_load(scripts.MAINTAIN)
+                done, popped = self._call((script, pop))
+                if isinstance(popped, ResponseError):
+                    raise popped
+                entries = popped[1] if popped else []
         if isinstance(done, ResponseError):
             if entries:
                 return entries, ""  # popped: never drop them; the error recurs

@@ -83,7 +83,8 @@ def batch_groups(
     nor joins the rids. A batch's hash only ever holds tasks handed out in it, so
     dropping it is exactly acking them all. Receipts of one reserve are usually
     acked together, in order, so that is the fast path. Receipts without a batch
-    (popped tasks, forged ones) are left out.
+    (popped tasks, forged ones) are left out. Batches come in the order their
+    first receipt does, so that a release of several puts them back in order.
     """
     r = RID_LEN
     if held is not None and receipts:
@@ -91,7 +92,8 @@ def batch_groups(
         if held.get(member) == receipts:
             held.pop(member, None)
             return [member, "*"]
-    found = {receipt[r:] for receipt in receipts}
+    # In first-seen order: a release puts batches back in the order given.
+    found = dict.fromkeys([receipt[r:] for receipt in receipts])
     if len(found) == 1:
         (member,) = found
         return [member, "".join([x[:r] for x in receipts])] if ":" in member else []

@@ -29,7 +29,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from sergeant.errors import ConfigError
+from sergeant.errors import BrokerError, ConfigError
 from sergeant.protocols.broker import (
     DeadLetter,
     Delivery,
@@ -274,28 +274,52 @@ class RedisBroker:
         acks: dict[int, list[str]],
         woken: bool,
     ) -> tuple[list[Delivery], float | None]:
+        """One pass over the nodes (see ``_visits``): the tasks gathered, and when
+        the next one falls due if there were none.
+
+        Each visit that leases takes a batch member of its own: the queue's home
+        node is visited twice (HIGH first, NORMAL in turn), and a second lease under
+        the first one's member would overwrite the batch list the first filled.
+
+        A node failing once tasks are in hand does not cost them: popped tasks
+        exist nowhere else, leased ones would wait for their lease to lapse. They
+        are handed out and the failure recurs on the next call. Acks sent to that
+        node may not have been applied: those tasks come back when their lease
+        lapses, as at least once allows.
+        """
         now = self._clock()
         args = reserve_args(now, count, lease, member, woken=woken)
+        owner = member.partition(":")[2]
         out: list[Delivery] = []
         due: float | None = None
-        for index, levels in self._visits(queue):
-            node = self._nodes[index]
-            want = count - len(out)
-            if lease is None and node.direct:
-                entries, nxt = node.pop(queue, now, want, levels, woken)
-                again = None  # deliveries() reads the counts
-            else:
-                args[1], args[4] = want, levels
-                entries, nxt, again = node.reserve(queue, [*args, *acks.pop(index, ())])
-            if entries:
-                out += self._hand_out(index, entries, again, member)
-                if len(out) >= count:
-                    break
-            elif nxt and (due is None or float(nxt) < due):
-                due = float(nxt)
-        for index, groups in acks.items():
-            node = self._nodes[index]
-            node.run(node.ack_script, queue, groups)
+        leased: set[int] = set()
+        try:
+            for index, levels in self._visits(queue):
+                node = self._nodes[index]
+                want = count - len(out)
+                if lease is None and node.direct:
+                    entries, nxt = node.pop(queue, now, want, levels, woken)
+                    again = None  # deliveries() reads the counts
+                else:
+                    if lease is not None and index in leased:
+                        args[3] = f"{new_batch_id()}:{owner}"
+                    leased.add(index)
+                    args[1], args[4] = want, levels
+                    pending = acks.pop(index, ())
+                    entries, nxt, again = node.reserve(queue, [*args, *pending])
+                if entries:
+                    out += self._hand_out(index, entries, again, args[3])
+                    if len(out) >= count:
+                        break
+                elif nxt and (due is None or float(nxt) < due):
+                    due = float(nxt)
+            for index, groups in list(acks.items()):
+                node = self._nodes[index]
+                del acks[index]
+                node.run(node.ack_script, queue, groups)
+        except BrokerError:
+            if not out:
+                raise
         return out, due
 
     def _hand_out(
@@ -354,9 +378,10 @@ class RedisBroker:
     def dead_letter(self, queue: str, delivery: Delivery, reason: str) -> None:
         """Move a delivered task to the dead-letter list, with ``reason``.
 
-        A popped (lease-less) task is always recorded; a leased one only while its
-        lease is still held, so a retried call, or a holder whose lease lapsed
-        (the task is back in the queue), adds no second record.
+        A popped (lease-less) task is always recorded, once however often the
+        call is retried; a leased one only while its lease is still held, so a
+        retried call, or a holder whose lease lapsed (the task is back in the
+        queue), adds no second record.
         """
         text = reason.encode()
         record = b"%s\n%d\n%s%s" % (
@@ -369,7 +394,10 @@ class RedisBroker:
             iter(by_node([delivery], len(self._nodes)).items()), (0, [])
         )
         node = self._nodes[index]
-        node.run(node.dead_letter_script, queue, [record, *batch_groups(receipts)])
+        # A popped task has no lease to check: a token fresh per call (repeated by
+        # its retries) keeps a retried call from recording it twice.
+        held = batch_groups(receipts) or [fresh_prefix()]
+        node.run(node.dead_letter_script, queue, [record, *held])
         node.register(queue)
 
     def lengths(self, queue: str) -> QueueLengths:

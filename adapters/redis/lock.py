@@ -8,6 +8,8 @@ a second process has taken since.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
+from typing import Any
 
 from sergeant.waiting import poll
 
@@ -18,6 +20,19 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+"""
+
+# A retried acquire: its first attempt may have taken the lock and lost the reply,
+# so the lock held under this handle's own token counts as taken (ttl set again).
+_RETAKE = """
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return 1
 """
 
 _SET_TTL = """
@@ -47,6 +62,7 @@ class RedisLock:
         self._token = secrets.token_hex(16)
         self._release = node.client.register_script(_RELEASE)
         self._set_ttl = node.client.register_script(_SET_TTL)
+        self._retake = node.client.register_script(_RETAKE)
 
     @property
     def name(self) -> str:
@@ -66,14 +82,31 @@ class RedisLock:
         lock lapse by itself; None keeps it until released.
         """
         px = None if ttl is None else _millis(ttl)
-        guard, client = self._node.guard, self._node.client
+        guard = self._node.guard
         return poll(
-            lambda: bool(
-                guard.call(client.set, self._key, self._token, nx=True, px=px)
-            ),
+            lambda: bool(guard.call(self._take_once(px))),
             timeout=timeout,
             check_interval=check_interval,
         )
+
+    def _take_once(self, px: int | None) -> Callable[[], Any]:
+        """One try to take the lock, for the guard to call (again on a fault).
+
+        The first call is a plain SET NX. A repeat is the guard retrying after a
+        fault, and the first may have taken the lock before its reply was lost:
+        a plain SET NX would then fail against this handle's own token, and the
+        lock would stay taken by nobody who knows it (for good without a ttl).
+        """
+        calls = 0
+
+        def take() -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                return self._node.client.set(self._key, self._token, nx=True, px=px)
+            return self._retake([self._key], [self._token, "" if px is None else px])
+
+        return take
 
     def release(self) -> bool:
         """Release the lock if this handle holds it; False (no change) otherwise."""

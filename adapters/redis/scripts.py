@@ -42,6 +42,8 @@ QUEUE_KEYS = ("ready:0", "ready:1", "delayed", "leases", "notify", "dead")
 # ~8000 unpacked values, hence the chunking.
 _HELPERS = """
 local CHUNK = 1000
+-- How long a call's token is remembered, so its retries do not act again.
+local ONCE_MS = 600000
 local function chunked(cmd, key, items, width)
   local step = CHUNK * width
   for i = 1, #items, step do
@@ -399,10 +401,12 @@ return 1
 DEAD_LETTER = (
     _HELPERS
     + """
--- ARGV: record, then the task's group (none for a task popped without lease).
--- A leased task is recorded only while still held, so a retried call (or a
--- holder whose lease lapsed) adds no second record.
-local held = #ARGV == 1
+-- ARGV: record, then the task's group, or for a task popped without lease a
+-- token fresh per call. A leased task is recorded only while still held, so a
+-- retried call (or a holder whose lease lapsed) adds no second record; a popped
+-- one once per token (a retry repeats its call's token).
+local held = #ARGV == 2
+  and redis.call('SET', KEYS[6] .. ':once:' .. ARGV[2], '1', 'NX', 'PX', ONCE_MS)
 each_group(2, function(member, key, rids)
   held = settle(member, key, rids) == 1
 end)
@@ -452,7 +456,11 @@ REPLAY_DEAD = (
     + """
 -- ARGV: how many (oldest first; -1: all), rid prefix (10 hex, fresh per call).
 -- Records are '<dead_at>\\n<len(reason)>\\n<reason><payload>'; replayed tasks
--- start over as fresh NORMAL entries with new rids and no deliveries.
+-- start over as fresh NORMAL entries with new rids and no deliveries. A retried
+-- call (same prefix) finds its first attempt's count and replays nothing more.
+local once = KEYS[6] .. ':once:' .. ARGV[2]
+local done = redis.call('GET', once)
+if done then return tonumber(done) end
 local n = tonumber(ARGV[1])
 if n < 0 then n = redis.call('LLEN', KEYS[6]) end
 if n == 0 then return 0 end
@@ -469,6 +477,7 @@ if #entries > 0 then
   chunked('RPUSH', KEYS[2], entries, 1)
   notify()
 end
+redis.call('SET', once, #entries, 'PX', ONCE_MS)
 return #entries
 """
 )

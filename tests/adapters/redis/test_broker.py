@@ -7,6 +7,7 @@ Everything runs against real ``redis-server`` processes started by the fixtures 
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import Counter
@@ -23,6 +24,7 @@ from sergeant.errors import BrokerError, BrokerUnavailable, ConfigError
 from sergeant.protocols import QueueLengths
 from sergeant.task import Priority
 from tests.support.redis_backend import (
+    FAST_FAIL,
     TEST_RETRY,
     delete_namespace,
     new_namespace,
@@ -158,14 +160,23 @@ def test_a_queue_state_survives_the_wrong_type_with_a_broker_error(
 
 
 class _LosesAReply(redis.Redis):
-    """A client whose next script call runs on the server but loses its reply."""
+    """A client whose next call of command ``losing`` runs on the server but loses
+    its reply (``lose_next``: the next script call)."""
 
-    lose_next = False
+    losing = ""
+
+    @property
+    def lose_next(self) -> bool:
+        return self.losing == "EVALSHA"
+
+    @lose_next.setter
+    def lose_next(self, value: bool) -> None:
+        self.losing = "EVALSHA" if value else ""
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
         result = super().execute_command(*args, **options)
-        if self.lose_next and args[0] == "EVALSHA":
-            self.lose_next = False
+        if self.losing and args[0] == self.losing:
+            self.losing = ""
             raise redis.ConnectionError("reply lost")
         return result
 
@@ -189,6 +200,94 @@ def test_retried_calls_whose_reply_was_lost_do_not_act_twice(
 
     assert payloads(got) == [b"0", b"1", b"2", b"3", b"4"]
     assert lengths == QueueLengths(ready=5, in_flight=4, dead=1)
+
+
+def test_a_retried_replay_or_popped_dead_letter_acts_once(
+    redis_server: RedisServer,
+) -> None:
+    """A replay of n whose reply was lost replays n, not 2n; a popped task's dead
+    letter retried after a lost reply is one record."""
+    namespace = new_namespace()
+    client = _LosesAReply(host="127.0.0.1", port=redis_server.port)
+    broker = RedisBroker(client, namespace=namespace, retry=TEST_RETRY)
+    broker.push("q", [b"%d" % i for i in range(10)])
+    for delivery in broker.reserve("q", owner="w", count=6, lease=None):
+        client.lose_next = True
+        broker.dead_letter("q", delivery, "poison")
+
+    client.lose_next = True
+    replayed = broker.replay_dead("q", limit=2)
+    lengths = broker.lengths("q")
+    broker.close()
+    delete_namespace([redis_server], namespace)
+
+    assert replayed == 2
+    assert lengths == QueueLengths(ready=6, dead=4)
+
+
+def test_a_lock_whose_taking_reply_was_lost_is_held_by_its_handle(
+    redis_server: RedisServer,
+) -> None:
+    """SET NX ran but its reply was lost: the retry finds the handle's own token,
+    so acquire says True, and the handle can release the lock."""
+    namespace = new_namespace()
+    client = _LosesAReply(host="127.0.0.1", port=redis_server.port)
+    broker = RedisBroker(client, namespace=namespace, retry=TEST_RETRY)
+    lock, rival = broker.lock("job"), broker.lock("job")
+
+    client.losing = "SET"
+    taken = lock.acquire(timeout=0.5, ttl=None)
+    rival_took = rival.acquire(timeout=0.1)
+    released = lock.release()
+    rival_after = rival.acquire(timeout=0.1)
+    rival.release()
+    broker.close()
+    delete_namespace([redis_server], namespace)
+
+    assert (taken, rival_took, released, rival_after) == (True, False, True, True)
+
+
+def test_a_release_of_several_batches_puts_them_back_in_the_order_taken(
+    single: tuple[RedisBroker, redis.Redis, str],
+) -> None:
+    """Batches released together return to the head of the queue in order (what a
+    stopping worker's prefetched batches rely on), whatever the hash seed."""
+    broker, _, _ = single
+    broker.push("q", [b"t%02d" % i for i in range(40)])
+    batches = [broker.reserve("q", owner="w", count=n) for n in (3, 3, 3, 3, 32)]
+    taken = [d for batch in batches for d in batch]
+
+    broker.release("q", taken)
+    again = broker.reserve("q", owner="w", count=40, lease=None)
+
+    assert payloads(again) == [b"t%02d" % i for i in range(40)]
+
+
+def test_maintenance_runs_after_a_script_flush_while_a_backlog_lasts(
+    redis_server: RedisServer,
+) -> None:
+    """At most once, the scripts lost (restart, SCRIPT FLUSH) while tasks are ready:
+    a HIGH task falling due is promoted by the next maintenance pass, not after the
+    whole backlog has drained."""
+    namespace = new_namespace()
+    now = [1_000_000.0]
+    broker = RedisBroker(
+        redis_server.client(), namespace=namespace, retry=TEST_RETRY,
+        clock=lambda: now[0],
+    )  # fmt: skip
+    broker.push("q", [b"n%d" % i for i in range(200)])
+    broker.push("q", [b"urgent"], priority=Priority.HIGH, eta=now[0] + 1)
+    redis_server.client().script_flush()
+    now[0] += 2
+
+    seen: list[bytes] = []
+    for _ in range(3):
+        now[0] += 0.1  # past the broker's maintenance interval every time
+        seen += payloads(broker.reserve("q", owner="w", count=5, lease=None))
+    broker.close()
+    delete_namespace([redis_server], namespace)
+
+    assert b"urgent" in seen
 
 
 # -- waiting -------------------------------------------------------------------------
@@ -304,6 +403,62 @@ def test_reserve_acks_on_nodes_it_does_not_visit(
 
     assert payloads(got) == [b"next"]
     assert broker.lengths("q") == QueueLengths(in_flight=1)
+
+
+def test_a_reserve_visiting_the_home_node_twice_keeps_both_batches_leased(
+    nodes: tuple[RedisBroker, list[redis.Redis], str],
+) -> None:
+    """A reserve asks the queue's home node for HIGH tasks, then visits every node
+    for NORMAL ones: the home node's two batches are both held, and a dead owner's
+    release gives every task back, HIGH ones included."""
+    broker, _, _ = nodes
+    home = broker._home("q")
+    broker.push("q", [b"high-%d" % i for i in range(5)], priority=Priority.HIGH)
+    for node in range(3):
+        broker.push("q", [b"n%d-%d" % (node, i) for i in range(40)])
+    broker._reserve_turn = itertools.count(home + 1)  # start elsewhere than home
+
+    # The home node's second visit wants 80 tasks: a lease big enough to be
+    # moved by SORT ... STORE, which would overwrite a batch list of that name.
+    got = broker.reserve("q", owner="w", count=200)
+    held = broker.lengths("q")
+    released = broker.release_owner("q", "w")
+    again = broker.reserve("q", owner="v", count=200, lease=None)
+
+    assert payloads(got)[:5] == [b"high-%d" % i for i in range(5)]
+    assert len(got) == 125
+    assert held == QueueLengths(in_flight=125)
+    assert released == 125
+    assert sorted(payloads(again)) == sorted(
+        [b"high-%d" % i for i in range(5)]
+        + [b"n%d-%d" % (node, i) for node in range(3) for i in range(40)]
+    )
+
+
+@pytest.mark.parametrize("lease", [None, 60.0], ids=["popped", "leased"])
+def test_tasks_in_hand_survive_another_node_going_down(
+    redis_server_factory: Callable[..., RedisServer], lease: float | None
+) -> None:
+    """A reserve that got tasks from one node hands them out when the next node it
+    visits is down (popped ones exist nowhere else); the outage shows on a call
+    that gets nothing."""
+    up, down = redis_server_factory(), redis_server_factory()
+    broker = RedisBroker(
+        clients=[up.client(socket_timeout=2), down.client(socket_timeout=2)],
+        namespace="nodes",
+        retry=FAST_FAIL,
+    )
+    queue = next(q for q in (f"q{i}" for i in range(100)) if broker._home(q) == 0)
+    broker.push(queue, [b"%d" % i for i in range(10)])  # the first push: node 0
+    down.stop()
+    broker._reserve_turn = itertools.count(0)
+
+    got = broker.reserve(queue, owner="w", count=20, lease=lease)
+    with pytest.raises(BrokerUnavailable):
+        broker.reserve(queue, owner="w", count=20, lease=lease)
+    broker.close()
+
+    assert payloads(got) == [b"%d" % i for i in range(10)]
 
 
 def test_locks_and_keys_live_on_the_node_their_name_hashes_to(
