@@ -80,25 +80,38 @@ class Prefetcher:
         """How many tasks the requests in flight may bring, at most."""
         return sum(ahead.count for ahead in self._ahead)
 
-    def top_up(self, count: int, owner: str, acks: list[Delivery]) -> list[Delivery]:
+    def top_up(
+        self,
+        count: int,
+        owner: str,
+        acks: list[Delivery],
+        *,
+        budget: int | None = None,
+    ) -> list[Delivery]:
         """Send requests for ``count`` tasks each, leased to ``owner``, until
-        ``depth`` are in flight.
+        ``depth`` are in flight; all of them together ask for ``budget`` tasks at
+        most (None: no limit), so a task budget is never overrun.
 
         ``acks`` ride on the first request sent. Returns the acks not sent (no
         request was, or sending failed): the worker keeps them.
         """
-        while count >= 1 and len(self._ahead) < self._depth:
+        while len(self._ahead) < self._depth:
+            asked = count if budget is None else min(count, budget)
+            if asked < 1:
+                break
             try:
                 collect = self._broker.begin_reserve(
                     self._queue,
                     owner=owner,
-                    count=count,
+                    count=asked,
                     lease=self._lease,
                     ack=acks,
                 )
             except BrokerError:
                 return acks  # the next reserve asks again, and meets the outage
-            self._ahead.append(_Ahead(collect, acks, self._monotonic(), count))
+            self._ahead.append(_Ahead(collect, acks, self._monotonic(), asked))
+            if budget is not None:
+                budget -= asked
             acks = []
         return acks
 
@@ -113,20 +126,25 @@ class Prefetcher:
             BrokerError: collecting failed; ``returned_acks`` holds the acks that
                 request carried, which may not have been applied.
         """
-        while self._ahead:
-            ahead = self._ahead.popleft()
-            try:
-                got = ahead.collect()
-            except BrokerError:
-                self.returned_acks = ahead.acks
-                raise
-            if not got:
-                continue
-            if self._monotonic() - ahead.begun_at > self._lease / 2:
-                self._release(got)
-                continue
-            return got, ahead.count
-        return [], 0
+        stale: list[Delivery] = []
+        try:
+            while self._ahead:
+                ahead = self._ahead.popleft()
+                try:
+                    got = ahead.collect()
+                except BrokerError:
+                    self.returned_acks = ahead.acks
+                    raise
+                if not got:
+                    continue
+                if self._monotonic() - ahead.begun_at > self._lease / 2:
+                    stale += got
+                    continue
+                return got, ahead.count
+            return [], 0
+        finally:
+            # In one release, so they go back in the order they were taken.
+            self._release(stale)
 
     def release_all(self) -> list[Delivery]:
         """Collect every request in flight and release its tasks unrun.

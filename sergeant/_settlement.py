@@ -28,8 +28,10 @@ from sergeant.outcome import (
     Raised,
     RejectRequested,
     RequeueRequested,
+    RespawnRequested,
     RetryRequested,
     Returned,
+    StopRequested,
 )
 from sergeant.protocols import Delivery
 from sergeant.task import Task
@@ -139,7 +141,8 @@ class Settlement:
             )
             state = self._step(TaskState.QUEUED, lc.Delivered, task)
             self._step(state, lc.Rejected, task, reason)
-            self._dead_letter(task.queue or self.worker.config.name, delivery, reason)
+            # The queue it was leased from, whatever queue its record names.
+            self._dead_letter(self.worker.config.name, delivery, reason)
         return kept_held, kept_tasks
 
     # -- the batch -----------------------------------------------------------------
@@ -223,6 +226,10 @@ class Settlement:
             self._step(state, lc.Rejected, task, reason)
             self._dead_letter(queue, delivery, reason)
             return False
+        if isinstance(decision, StopRequested | RespawnRequested):
+            # ``return self.stop()`` from on_failure / on_timeout: the task is
+            # done with (dropped), and the worker stops after this batch.
+            worker._honour_stop(decision)
         self._step(state, lc.Dropped, task)
         return True
 

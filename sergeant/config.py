@@ -7,6 +7,7 @@ A bad value fails when the object is built, with a ``ConfigError`` naming the fi
 from __future__ import annotations
 
 import enum
+import math
 import random
 from typing import Any
 
@@ -29,6 +30,11 @@ def _at_least(minimum: float) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(
                 f"{type(instance).__name__}.{attribute.name} must be a number, "
+                f"got {value!r}"
+            )
+        if not math.isfinite(value):
+            raise ConfigError(
+                f"{type(instance).__name__}.{attribute.name} must be a finite number, "
                 f"got {value!r}"
             )
         if value < minimum:
@@ -160,8 +166,8 @@ class WorkerConfig:
 
     def __attrs_post_init__(self) -> None:
         for field in ("tasks_per_transaction", "max_tasks_per_run", "max_retries",
-                      "max_deliveries", "prefetch"):  # fmt: skip
-            if not isinstance(getattr(self, field), int):
+                      "max_deliveries", "prefetch", "max_payload_bytes"):  # fmt: skip
+            if not isinstance(getattr(self, field), int | None):
                 raise ConfigError(
                     f"WorkerConfig.{field} must be an integer, "
                     f"got {getattr(self, field)!r}"

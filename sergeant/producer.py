@@ -8,6 +8,7 @@ expect. It composes a broker and a codec, nothing else.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -99,6 +100,10 @@ class Producer:
             raise ConfigError(
                 f"priority must be a Priority, got {priority!r}"
             ) from None
+        for name, value in (("timeout", timeout), ("eta", eta), ("delay", delay)):
+            if value is not None and not _finite(value):
+                # A task pushed with it would only be dead-lettered by the worker.
+                raise ConfigError(f"{name} must be a finite number, got {value!r}")
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"timeout must be > 0 seconds, got {timeout!r}")
         now = self.clock()
@@ -159,6 +164,15 @@ class Producer:
         if not isinstance(self.broker, SupportsLocks):
             raise BrokerError(f"{type(self.broker).__name__} does not provide locks")
         return self.broker.lock(name)
+
+
+def _finite(value: object) -> bool:
+    """Whether ``value`` is an int or float other than NaN and infinities."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
 
 
 def oversized(delivery: Delivery, limit: int) -> DecodeError:

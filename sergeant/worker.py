@@ -17,6 +17,7 @@ is decoded, so the broker works while the worker does (``_prefetch.Prefetcher``)
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
@@ -223,7 +224,21 @@ class Worker(Producer):
 
     def retry(self, task: Task, *, delay: float | None = None) -> RetryRequested:
         """Ask to run ``task`` again (``return self.retry(task)``), after ``delay``
-        seconds or the retry policy's back-off."""
+        seconds or the retry policy's back-off.
+
+        Raises:
+            ConfigError: ``delay`` is not a finite number >= 0 (raised here, in
+                the task's code, rather than later where the batch is settled).
+        """
+        if delay is not None and (
+            isinstance(delay, bool)
+            or not isinstance(delay, int | float)
+            or not math.isfinite(delay)
+            or delay < 0
+        ):
+            raise ConfigError(
+                f"retry delay must be a finite number >= 0 seconds, got {delay!r}"
+            )
         return RetryRequested(delay)
 
     def requeue(self, task: Task) -> RequeueRequested:
@@ -286,16 +301,18 @@ class Worker(Producer):
     def run(self) -> StopReason:
         """Consume the queue until stopped; return why the loop ended."""
         keeper = None
-        if self.config.delivery is DeliveryMode.AT_LEAST_ONCE:
-            keeper = LeaseKeeper(
-                self.broker,
-                self.config.name,
-                lease=self.config.lease,
-                logger=self.logger,
-            )
-        self._settlement.keeper = keeper
-        self.initialize()
         try:
+            # ``finalize`` runs even when ``initialize`` raises; the keeper's
+            # thread starts after it, so a failing ``initialize`` leaves none.
+            self.initialize()
+            if self.config.delivery is DeliveryMode.AT_LEAST_ONCE:
+                keeper = LeaseKeeper(
+                    self.broker,
+                    self.config.name,
+                    lease=self.config.lease,
+                    logger=self.logger,
+                )
+            self._settlement.keeper = keeper
             while not self._stop_requested:
                 self.step()
                 if self._budget_spent():
@@ -325,8 +342,14 @@ class Worker(Producer):
             self._check_starvation()
             return 0
         self._last_task_at = self.monotonic()
-        if self._prefetcher is not None and len(deliveries) >= self._asked:
-            self._prefetch(len(deliveries))
+        if self._prefetcher is not None:
+            if len(deliveries) >= self._asked:
+                self._prefetch(len(deliveries))
+            if self._pending_acks:
+                # No request carried them (a short batch, or no budget left to
+                # prefetch): waiting for the next reserve would keep them unacked
+                # and unrenewed while this batch runs, long enough to lapse.
+                self._send_acks()
         held, tasks = self._decode_all(queue, deliveries)
         if self._crash_looped:
             held, tasks = self._settlement.reject_crash_loops(held, tasks)
@@ -374,12 +397,14 @@ class Worker(Producer):
         prefetcher = self._prefetcher
         if prefetcher is None or self._stop_requested:
             return
-        count = self.config.tasks_per_transaction
+        budget = None
         if self.config.max_tasks_per_run:
             left = self.config.max_tasks_per_run - self.tasks_done - in_hand
-            count = min(count, left - prefetcher.tasks_ahead)
+            budget = left - prefetcher.tasks_ahead
         acks, self._pending_acks = self._pending_acks, []
-        unsent = prefetcher.top_up(count, self.owner, acks)
+        unsent = prefetcher.top_up(
+            self.config.tasks_per_transaction, self.owner, acks, budget=budget
+        )
         self._pending_acks = unsent + self._pending_acks
 
     def _decode_all(
@@ -438,6 +463,11 @@ class Worker(Producer):
                 outcomes = self.executor.run(self.run_one, tasks)
         finally:
             self._settlement.unhold()
+        if self._stop_requested and self._prefetcher is not None:
+            # Before this batch's unstarted tasks are released (settle, below): a
+            # release puts tasks at the head of the queue, so the batch taken
+            # first must go back last to stay first in line.
+            self._pending_acks += self._prefetcher.release_all()
         done = len(outcomes)
         for outcome in outcomes:
             if type(outcome) is not Returned:
@@ -544,6 +574,14 @@ class Worker(Producer):
     def _budget_spent(self) -> bool:
         limit = self.config.max_tasks_per_run
         return bool(limit) and self.tasks_done >= limit
+
+    def _send_acks(self) -> None:
+        """Ack the settled tasks now; on failure keep them for the next reserve."""
+        acks, self._pending_acks = self._pending_acks, []
+        try:
+            self.broker.ack(self.config.name, acks)
+        except BrokerError:
+            self._pending_acks = acks + self._pending_acks
 
     def _flush_acks(self) -> None:
         acks, self._pending_acks = self._pending_acks, []

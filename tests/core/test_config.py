@@ -40,6 +40,14 @@ from sergeant.errors import ConfigError
         ({"name": "q", "starvation": 5}, "WorkerConfig.starvation"),
         ({"name": "q", "lease": "60"}, "WorkerConfig.lease"),
         ({"name": "q", "max_retries": True}, "WorkerConfig.max_retries"),
+        ({"name": "q", "lease": float("nan")}, "WorkerConfig.lease"),
+        ({"name": "q", "lease": float("inf")}, "WorkerConfig.lease"),
+        ({"name": "q", "wait": float("nan")}, "WorkerConfig.wait"),
+        (
+            {"name": "q", "max_payload_bytes": float("nan")},
+            "WorkerConfig.max_payload_bytes",
+        ),
+        ({"name": "q", "max_payload_bytes": 1.5}, "WorkerConfig.max_payload_bytes"),
     ],
 )
 def test_bad_worker_config_names_the_field(kwargs: dict, field: str) -> None:
@@ -54,6 +62,8 @@ def test_bad_worker_config_names_the_field(kwargs: dict, field: str) -> None:
         (lambda: RetryPolicy(base_delay=-1), "RetryPolicy.base_delay"),
         (lambda: RetryPolicy(factor=0.5), "RetryPolicy.factor"),
         (lambda: Timeouts(timeout=-1), "Timeouts.timeout"),
+        (lambda: Timeouts(timeout=float("nan")), "Timeouts.timeout"),
+        (lambda: RetryPolicy(base_delay=float("nan")), "RetryPolicy.base_delay"),
         (lambda: Timeouts(grace_period=-0.1), "Timeouts.grace_period"),
         (lambda: Starvation(time_with_no_tasks=0), "Starvation.time_with_no_tasks"),
     ],

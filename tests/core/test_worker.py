@@ -7,6 +7,7 @@ of internal calls.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import pytest
@@ -14,10 +15,10 @@ from sergeant.adapters.memory import MemoryBroker
 
 from sergeant import lifecycle as lc
 from sergeant.clock import FakeClock
-from sergeant.errors import BrokerUnavailable, TaskTimedOut
+from sergeant.errors import BrokerUnavailable, ConfigError, TaskTimedOut
 from sergeant.protocols import QueueLengths
 from sergeant.supervision import StopReason
-from sergeant.task import Priority
+from sergeant.task import Priority, Task
 from tests.conftest import Recorder, WorkerFactory
 
 
@@ -344,6 +345,105 @@ def test_a_task_that_keeps_killing_its_worker_is_dead_lettered(
     [dead] = broker.dead_letters("jobs")
     assert "delivered 3 times without being settled" in dead.reason
     assert isinstance(worker.events[-1], lc.Rejected)
+
+
+def test_a_crash_looping_task_is_dead_lettered_in_the_queue_it_was_leased_from(
+    make_worker: WorkerFactory, broker: MemoryBroker, clock: FakeClock
+) -> None:
+    """Its record may name another queue (a payload copied over): the dead letter,
+    and the end of its lease, belong to the worker's queue."""
+    worker = _worker(make_worker, lambda w, t: None, max_deliveries=1, lease=10)
+    payload = worker.codec.encode(Task(kwargs={"n": 1}, queue="elsewhere"))
+    broker.push("jobs", [payload])
+    assert len(broker.reserve("jobs", owner="doomed", lease=10)) == 1
+    clock.advance(11)
+
+    worker.step()
+
+    assert broker.lengths("jobs") == QueueLengths(dead=1)
+    assert broker.lengths("elsewhere") == QueueLengths()
+
+
+def test_a_failing_initialize_leaves_no_lease_keeper_behind(
+    make_worker: WorkerFactory,
+) -> None:
+    """initialize raising ends run(); finalize still runs and no renewal thread
+    is left running."""
+
+    class Broken(Recorder):
+        def initialize(self) -> None:
+            raise RuntimeError("no database")
+
+    worker = make_worker(Broken)
+    before = {t for t in threading.enumerate() if "lease-keeper" in t.name}
+
+    with pytest.raises(RuntimeError, match="no database"):
+        worker.run()
+    after = {t for t in threading.enumerate() if "lease-keeper" in t.name}
+
+    assert after <= before
+    assert isinstance(worker, Recorder)
+    assert "finalize" in worker.names()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("timeout", float("nan")), ("eta", float("nan")), ("delay", float("inf"))],
+)
+def test_a_push_with_a_time_that_is_not_finite_is_refused(
+    make_worker: WorkerFactory, broker: MemoryBroker, option: str, value: float
+) -> None:
+    """Such a task would only be dead-lettered as malformed: refused, not pushed."""
+    worker = _worker(make_worker, lambda w, t: None)
+
+    with pytest.raises(ConfigError, match=f"{option} must be a finite number"):
+        worker.push_task({"n": 1}, **{option: value})
+
+    assert broker.lengths("jobs") == QueueLengths()
+
+
+def test_on_failure_may_stop_the_worker(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """``return self.stop()`` from on_failure: the failed task is done with and the
+    worker stops after its batch, leaving the rest of the queue."""
+
+    class StopsOnFailure(Recorder):
+        behaviour = staticmethod(lambda w, t: 1 / 0)
+
+        def on_failure(self, task: Any, exception: BaseException) -> Any:
+            super().on_failure(task, exception)
+            return self.stop()
+
+    worker = make_worker(StopsOnFailure)
+    worker.push_tasks([{"n": 1}, {"n": 2}])
+
+    reason = worker.run()
+
+    assert reason is StopReason.STOPPED
+    assert broker.lengths("jobs") == QueueLengths(ready=1)
+
+
+def test_a_retry_with_a_bad_delay_fails_that_task_only(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """A delay that is not a number is an error in the task's code: that task fails
+    (on_failure sees why); the rest of the batch settles as usual."""
+
+    def bad_retry(worker: Any, task: Any) -> Any:
+        return worker.retry(task, delay="5") if task.kwargs["n"] == 1 else None
+
+    worker = _worker(
+        make_worker, bad_retry, tasks_per_transaction=3, max_tasks_per_run=3
+    )
+    worker.push_tasks([{"n": i} for i in range(3)])
+
+    worker.run()
+    failures = [c for c in worker.calls if c[0] == "on_failure"]
+
+    assert len(failures) == 1
+    assert "retry delay must be a finite number" in failures[0][2]
+    assert broker.lengths("jobs") == QueueLengths()
 
 
 def test_a_timeout_runs_on_timeout(

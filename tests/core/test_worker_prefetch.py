@@ -179,6 +179,105 @@ def test_a_batch_that_waited_past_half_its_lease_is_released_then_taken_again(
     assert broker.lengths("jobs") == QueueLengths()
 
 
+def test_acks_no_request_carried_are_sent_before_the_next_batch_runs(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """A short prefetched batch sends no request for acks to ride on: the finished
+    batch is acked before it runs, not left unacked (and unrenewed) meanwhile."""
+    seen: list[QueueLengths] = []
+
+    def note(worker: Recorder, task: Any) -> None:
+        if task.kwargs["n"] == 2:
+            seen.append(broker.lengths("jobs"))
+
+    worker = _worker(make_worker, note, tasks_per_transaction=2)
+    worker.push_tasks([{"n": i} for i in range(3)])
+
+    worker.step()  # runs 0 and 1; task 2 is prefetched, a short batch
+    worker.step()
+
+    assert seen == [QueueLengths(in_flight=1)]
+
+
+@pytest.mark.parametrize(("batch", "depth", "budget"), [(3, 3, 10), (5, 2, 6)])
+def test_a_deep_prefetch_asks_for_no_more_than_the_task_budget(
+    make_worker: WorkerFactory,
+    broker: MemoryBroker,
+    batch: int,
+    depth: int,
+    budget: int,
+) -> None:
+    """The requests in flight together stay within max_tasks_per_run."""
+    asked: list[int] = []
+    real_begin = broker.begin_reserve
+
+    def begin_reserve(queue: str, **options: Any) -> Any:
+        asked.append(options["count"])
+        return real_begin(queue, **options)
+
+    worker = _worker(
+        make_worker,
+        lambda w, t: None,
+        tasks_per_transaction=batch,
+        max_tasks_per_run=budget,
+        prefetch=depth,
+    )
+    broker.begin_reserve = begin_reserve  # type: ignore[method-assign]
+    worker.push_tasks([{"n": i} for i in range(30)])
+
+    worker.run()
+
+    assert _worked(worker) == list(range(budget))
+    assert broker.lengths("jobs") == QueueLengths(ready=30 - budget)
+    assert sum(asked) <= budget - min(batch, budget)
+
+
+def test_a_stop_mid_batch_puts_every_unrun_task_back_in_order(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """The running batch's unstarted tasks go back ahead of the prefetched ones."""
+    worker = _worker(
+        make_worker,
+        lambda w, t: w.stop() if t.kwargs["n"] == 0 else None,
+        tasks_per_transaction=3,
+        prefetch=2,
+    )
+    worker.push_tasks([{"n": i} for i in range(12)])
+
+    worker.run()
+    after = broker.reserve("jobs", owner="next", count=20)
+
+    assert _worked(worker) == [0]
+    assert [worker.codec.decode(d.payload).kwargs["n"] for d in after] == list(
+        range(1, 12)
+    )
+
+
+def test_stale_prefetched_batches_go_back_in_the_order_taken(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """Two prefetched batches that waited past half their lease are released
+    together, so they still run in order."""
+
+    def slow_first(worker: Recorder, task: Any) -> None:
+        if task.kwargs["n"] == 0:
+            worker.monotonic.advance(6.0)  # type: ignore[attr-defined]
+
+    worker = _worker(
+        make_worker,
+        slow_first,
+        tasks_per_transaction=2,
+        max_tasks_per_run=8,
+        prefetch=2,
+        lease=10.0,
+    )
+    worker.push_tasks([{"n": i} for i in range(8)])
+
+    worker.run()
+
+    assert _worked(worker) == list(range(8))
+
+
 def test_prefetch_needs_at_least_once() -> None:
     """Popped tasks cannot be released, so the combination is refused by name."""
     with pytest.raises(ConfigError, match=r"WorkerConfig\.prefetch"):
