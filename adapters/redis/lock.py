@@ -22,6 +22,15 @@ end
 return 0
 """
 
+# A retried release: its first attempt may have deleted the lock and lost the
+# reply; a lock nobody holds counts as released by this handle.
+_RELEASE_AGAIN = """
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if held then return 0 end
+return 1
+"""
+
 # A retried acquire: its first attempt may have taken the lock and lost the reply,
 # so the lock held under this handle's own token counts as taken (ttl set again).
 _RETAKE = """
@@ -63,6 +72,7 @@ class RedisLock:
         self._release = node.client.register_script(_RELEASE)
         self._set_ttl = node.client.register_script(_SET_TTL)
         self._retake = node.client.register_script(_RETAKE)
+        self._release_again = node.client.register_script(_RELEASE_AGAIN)
 
     @property
     def name(self) -> str:
@@ -109,9 +119,20 @@ class RedisLock:
         return take
 
     def release(self) -> bool:
-        """Release the lock if this handle holds it; False (no change) otherwise."""
-        done = self._node.guard.call(self._release, [self._key], [self._token])
-        return bool(done)
+        """Release the lock if this handle holds it; False (no change) otherwise.
+
+        A retry after a lost reply (the first attempt may have run) finds the
+        lock free or held by another: free counts as released.
+        """
+        calls = 0
+
+        def release() -> Any:
+            nonlocal calls
+            calls += 1
+            script = self._release if calls == 1 else self._release_again
+            return script([self._key], [self._token])
+
+        return bool(self._node.guard.call(release))
 
     def is_locked(self) -> bool:
         """Whether anyone holds the lock now."""
