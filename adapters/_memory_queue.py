@@ -62,13 +62,18 @@ class QueueState:
         self.deadlines.clear()
 
     def settle(self, now: float) -> None:
-        """Reclaim lapsed leases and promote due delayed tasks."""
+        """Reclaim lapsed leases (to the head, in the order they were handed out)
+        and promote due delayed tasks (to the tail, in eta order)."""
+        lapsed: list[tuple[int, Lease]] = []
         while self.deadlines and self.deadlines[0][0] <= now:
             _, receipt = heapq.heappop(self.deadlines)
             lease = self.leases.get(receipt)
             if lease is not None and lease.deadline <= now:  # else extended/settled
                 del self.leases[receipt]
-                self.ready[lease.task.priority].appendleft(lease.task)
+                lapsed.append((int(receipt), lease))  # receipts count up
+        lapsed.sort(key=lambda pair: pair[0])
+        for _, lease in reversed(lapsed):  # appendleft: the first taken ends first
+            self.ready[lease.task.priority].appendleft(lease.task)
         while self.delayed and self.delayed[0][0] <= now:
             task = heapq.heappop(self.delayed)[2]
             self.ready[task.priority].append(task)

@@ -64,7 +64,9 @@ class MemoryBroker(LocksAndKeys):
         priority = Priority(priority)
         with self._cond:
             q = self._queue(queue)
-            if eta is not None and eta > self._clock():
+            now = self._clock()
+            q.settle(now)  # tasks that fell due meanwhile stay ahead of these
+            if eta is not None and eta > now:
                 for payload in payloads:
                     task = StoredTask(bytes(payload), priority)
                     heapq.heappush(q.delayed, (eta, next(self._seq), task))
@@ -207,10 +209,15 @@ class MemoryBroker(LocksAndKeys):
             self._cond.notify_all()
 
     def lengths(self, queue: str) -> QueueLengths:
-        """Count the queue's tasks per place (lapsed leases count until reclaimed)."""
+        """Count the queue's tasks per place; due delayed tasks and lapsed leases
+        count as ready (the next reserve hands them out), as on the other
+        brokers."""
         with self._cond:
             q = self._queues.get(queue)
-            return QueueLengths() if q is None else q.lengths()
+            if q is None:
+                return QueueLengths()
+            q.settle(self._clock())
+            return q.lengths()
 
     def purge(self, queue: str) -> int:
         """Drop ready, delayed and in-flight tasks; keep dead letters."""

@@ -272,6 +272,61 @@ class TestBrokerContract:
 
         assert broker.lengths("q") == QueueLengths(in_flight=1)
 
+    def test_release_puts_tasks_back_at_the_head_in_order(self, broker: Any) -> None:
+        """Released tasks go ahead of the tasks still waiting, in the order taken."""
+        broker.push("q", [b"a", b"b", b"c", b"d", b"e"])
+        got = broker.reserve("q", owner="w1", count=2, lease=60)
+
+        broker.release("q", got)
+        again = broker.reserve("q", owner="w2", count=5, lease=None)
+
+        assert _payloads(again) == [b"a", b"b", b"c", b"d", b"e"]
+
+    def test_release_owner_puts_tasks_back_at_the_head_in_order(
+        self, broker: Any
+    ) -> None:
+        """A dead owner's tasks go ahead of the tasks still waiting, in order."""
+        broker.push("q", [b"a", b"b", b"c", b"d"])
+        broker.reserve("q", owner="dead", count=2, lease=60)
+
+        broker.release_owner("q", "dead")
+        again = broker.reserve("q", owner="w2", count=4, lease=None)
+
+        assert _payloads(again) == [b"a", b"b", b"c", b"d"]
+
+    def test_a_stale_receipt_leaves_the_next_holders_lease_alone(
+        self, broker: Any
+    ) -> None:
+        """After a lease lapsed and another owner took the task, the first owner's
+        receipt can neither ack, release, extend nor dead-letter it."""
+        broker.push("q", [b"a"])
+        (stale,) = broker.reserve("q", owner="w1", lease=SHORT_LEASE)
+        time.sleep(PAST_SHORT)
+        broker.reserve("q", owner="w2", lease=SHORT_LEASE * 4)
+
+        broker.ack("q", [stale])
+        broker.release("q", [stale])
+        broker.extend("q", [stale], lease=60)
+        broker.dead_letter("q", stale, "late verdict of a lapsed holder")
+        others = broker.reserve("q", owner="w3", lease=60)
+        lengths = broker.lengths("q")
+        returned = broker.release_owner("q", "w2")
+
+        assert others == []
+        assert lengths.in_flight == 1
+        assert returned == 1
+
+    def test_push_refuses_an_unknown_priority(self, broker: Any) -> None:
+        """A priority that is not a Priority raises ValueError and stores nothing."""
+        for bad in (2, -1, 7):
+            try:
+                broker.push("q", [b"a"], priority=bad)
+            except ValueError:
+                continue
+            raise AssertionError(f"push accepted priority {bad!r}")
+
+        assert broker.lengths("q") == QueueLengths()
+
     def test_extend_keeps_a_lease_alive_past_its_deadline(self, broker: Any) -> None:
         """An extended lease holds the task past its original deadline."""
         broker.push("q", [b"a"])

@@ -144,12 +144,13 @@ class MongoBroker:
         eta: float | None = None,
     ) -> None:
         """Insert the tasks in one ``insert_many``; delayed until ``eta`` if future."""
+        level = int(Priority(priority))  # ValueError for anything else
         tasks = self._ready()
         if not payloads:
             return
         now = self._clock()
         ready_at = now if eta is None else max(eta, now)
-        docs = q.new_tasks(queue, payloads, int(priority), ready_at)
+        docs = q.new_tasks(queue, payloads, level, ready_at)
 
         def insert() -> None:
             try:

@@ -90,13 +90,25 @@ class MongoLock:
         update = _ttl_fields(now, ttl)
         update["$set"]["token"] = self._token
 
+        free: dict[str, Any] = {"name": self._name, "expires_at": {"$lte": now}}
+        calls = 0
+
         def upsert() -> bool:
+            nonlocal calls
+            calls += 1
+            # A repeat is the guard retrying after a fault: the first attempt may
+            # have taken the lock and lost its reply, so this handle's own token
+            # counts as free (else the lock stays taken by nobody who knows it).
+            wanted = (
+                free
+                if calls == 1
+                else {
+                    "name": self._name,
+                    "$or": [{"expires_at": {"$lte": now}}, {"token": self._token}],
+                }
+            )
             try:
-                self._locks.update_one(
-                    {"name": self._name, "expires_at": {"$lte": now}},
-                    update,
-                    upsert=True,
-                )
+                self._locks.update_one(wanted, update, upsert=True)
             except DuplicateKeyError:
                 return False  # held by someone: the unique index said no
             return True

@@ -84,6 +84,7 @@ class MongoNodesBroker:
         eta: float | None = None,
     ) -> None:
         """Store the whole batch on one node: the queue's home node for HIGH."""
+        priority = Priority(priority)  # ValueError for anything else
         if not payloads:
             return
         high = priority == Priority.HIGH

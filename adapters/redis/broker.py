@@ -162,6 +162,7 @@ class RedisBroker:
         eta: float | None = None,
     ) -> None:
         """Store ``payloads`` in order, in one script call on one node."""
+        priority = Priority(priority)  # ValueError for anything else
         if not payloads:
             return
         if self._single:

@@ -37,11 +37,14 @@ T = TypeVar("T")
 
 # Failures that go away by themselves: a lost connection, a server still loading its
 # data after a restart (BusyLoadingError is a ConnectionError), a cluster resharding
-# or electing. Wrong credentials are ConnectionErrors too, but retrying cannot help.
+# or electing. While a queue's slot migrates, its multi-key scripts get TRYAGAIN
+# (they did not run) until redis-py's cluster client gives up with a bare
+# ClusterError ("TTL exhausted"): that one passes too once the slot has moved.
+# Wrong credentials are ConnectionErrors too, but retrying cannot help.
 _TRANSIENT: tuple[type[Exception], ...] = (
     rex.ConnectionError,
     rex.TimeoutError,
-    rex.ClusterDownError,
+    rex.ClusterError,
     rex.TryAgainError,
 )
 _PERMANENT: tuple[type[Exception], ...] = (

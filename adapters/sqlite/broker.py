@@ -32,15 +32,18 @@ _RESERVE_IDS = (
     "SELECT id FROM tasks WHERE queue = ? AND priority = ? AND due_at <= ?"
     " ORDER BY due_at, id LIMIT ?"
 )
-# Statements on a list of row ids. "+queue" keeps the planner off the queue
+# Statements on a list of row ids leased under one token (the delivery count the
+# reserve gave them, see ``_leased``): a receipt acts only on the lease it came
+# with, never on a later holder's. "+queue" keeps the planner off the queue
 # indexes: with many ids it would otherwise scan the whole queue, not the rowids.
+_HELD = "+queue = ? AND deliveries = ? AND lease_owner IS NOT NULL AND id IN ({marks})"
 BY_ID_SQL = {
-    "ack": "DELETE FROM tasks WHERE +queue = ? AND id IN ({marks})",
-    "release": "UPDATE tasks SET lease_owner = NULL, due_at = ?,"
-    " deliveries = max(deliveries - 1, 0)"
-    " WHERE +queue = ? AND lease_owner IS NOT NULL AND id IN ({marks})",
-    "extend": "UPDATE tasks SET due_at = ?"
-    " WHERE +queue = ? AND lease_owner IS NOT NULL AND id IN ({marks})",
+    "ack": f"DELETE FROM tasks WHERE {_HELD}",
+    # due_at per priority (HIGH, NORMAL): the head of its line, or a delay's end.
+    "release": "UPDATE tasks SET lease_owner = NULL,"
+    " due_at = CASE priority WHEN 0 THEN ? ELSE ? END,"
+    f" deliveries = max(deliveries - 1, 0) WHERE {_HELD}",
+    "extend": f"UPDATE tasks SET due_at = ? WHERE {_HELD}",
 }
 _ANY_READY = " OR ".join(
     f"EXISTS (SELECT 1 FROM tasks WHERE queue = :q AND priority = {p}"
@@ -49,13 +52,25 @@ _ANY_READY = " OR ".join(
 )
 
 
-def _row_ids(deliveries: Sequence[Delivery]) -> list[int]:
-    """Receipts as row ids; receipts this broker cannot have issued are skipped."""
-    return [
-        int(d.receipt)
-        for d in deliveries
-        if d.receipt.isascii() and d.receipt.isdigit() and len(d.receipt) < 19
-    ]
+def _leased(deliveries: Sequence[Delivery]) -> dict[int, list[int]]:
+    """Leased receipts (``<row id>:<token>``) as token -> row ids.
+
+    The token is the row's delivery count as that reserve set it: a later reserve
+    of the same row (its lease lapsed) gives another, and a release takes its
+    delivery back, so a stale receipt matches nothing. Receipts of tasks popped
+    without lease (a bare row id: the row is gone) and receipts this broker
+    cannot have issued are skipped.
+    """
+    by_token: dict[int, list[int]] = {}
+    for d in deliveries:
+        row, sep, token = d.receipt.partition(":")
+        if sep and _small_int(row) and _small_int(token):
+            by_token.setdefault(int(token), []).append(int(row))
+    return by_token
+
+
+def _small_int(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) < 19
 
 
 def _chunks(ids: list[int]) -> Iterator[tuple[str, list[int]]]:
@@ -127,9 +142,9 @@ class SqliteBroker:
         within a priority is (due time, row id) order, which is push order as
         long as the wall clock does not step backwards between pushes.
         """
+        level = int(Priority(priority))  # ValueError for anything else
         if not payloads:
             return
-        level = int(priority)
 
         def insert(connection: sqlite3.Connection) -> None:
             now = self._clock()
@@ -158,7 +173,7 @@ class SqliteBroker:
         transaction only once something is due. A push is thus seen within
         about 100 ms.
         """
-        acks = _row_ids(ack)
+        acks = _leased(ack)
         got = self._db.write(
             lambda c: self._reserve_in(
                 c, queue, owner=owner, count=count, lease=lease, acks=acks
@@ -174,7 +189,7 @@ class SqliteBroker:
             if self._db.read(lambda c: self._any_ready(c, queue)):
                 got = self._db.write(
                     lambda c: self._reserve_in(
-                        c, queue, owner=owner, count=count, lease=lease, acks=[]
+                        c, queue, owner=owner, count=count, lease=lease, acks={}
                     )
                 )
                 if got:
@@ -193,7 +208,7 @@ class SqliteBroker:
         owner: str,
         count: int,
         lease: float | None,
-        acks: list[int],
+        acks: dict[int, list[int]],
     ) -> list[Delivery]:
         _delete(connection, queue, acks)
         now = self._clock()
@@ -219,78 +234,101 @@ class SqliteBroker:
             for row_id, payload, deliveries in connection.execute(sql, params):
                 rows_by_id[row_id] = (payload, deliveries)
         # RETURNING order is unspecified: restore the FIFO order of the SELECT.
+        if lease is None:
+            return [
+                Delivery(receipt=str(i), payload=row[0], deliveries=row[1])
+                for i in ids
+                if (row := rows_by_id.get(i)) is not None
+            ]
         return [
-            Delivery(receipt=str(i), payload=row[0], deliveries=row[1])
+            Delivery(receipt=f"{i}:{row[1]}", payload=row[0], deliveries=row[1])
             for i in ids
             if (row := rows_by_id.get(i)) is not None
         ]
 
     def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
-        """Delete the tasks (one DELETE per 500); unknown receipts are no-ops."""
-        ids = _row_ids(deliveries)
-        if ids:
-            self._db.write(lambda c: _delete(c, queue, ids))
+        """Delete the tasks (one DELETE per 500); unknown or stale receipts are
+        no-ops."""
+        held = _leased(deliveries)
+        if held:
+            self._db.write(lambda c: _delete(c, queue, held))
 
     def release(
         self, queue: str, deliveries: Sequence[Delivery], *, delay: float = 0.0
     ) -> None:
-        """Unlease the tasks, due after ``delay``; the delivery is un-counted."""
-        ids = _row_ids(deliveries)
+        """Unlease the tasks: at the head of their line, or due after ``delay``;
+        the delivery is un-counted."""
+        held = _leased(deliveries)
 
         def unlease(connection: sqlite3.Connection) -> None:
-            due = self._clock() + max(delay, 0.0)
-            for marks, part in _chunks(ids):
-                connection.execute(
-                    BY_ID_SQL["release"].format(marks=marks), [due, queue, *part]
-                )
+            now = self._clock()
+            if delay > 0:
+                due = [now + delay] * len(_PRIORITIES)
+            else:
+                due = _heads(connection, queue, now)
+            for token, ids in held.items():
+                for marks, part in _chunks(ids):
+                    connection.execute(
+                        BY_ID_SQL["release"].format(marks=marks),
+                        [*due, queue, token, *part],
+                    )
 
-        if ids:
+        if held:
             self._db.write(unlease)
 
     def extend(
         self, queue: str, deliveries: Sequence[Delivery], *, lease: float
     ) -> None:
         """Move the lease ends of tasks still leased to ``lease`` s from now."""
-        ids = _row_ids(deliveries)
+        held = _leased(deliveries)
 
         def renew(connection: sqlite3.Connection) -> None:
             until = self._clock() + lease
-            for marks, part in _chunks(ids):
-                connection.execute(
-                    BY_ID_SQL["extend"].format(marks=marks), [until, queue, *part]
-                )
+            for token, ids in held.items():
+                for marks, part in _chunks(ids):
+                    connection.execute(
+                        BY_ID_SQL["extend"].format(marks=marks),
+                        [until, queue, token, *part],
+                    )
 
-        if ids:
+        if held:
             self._db.write(renew)
 
     def release_owner(self, queue: str, owner: str) -> int:
-        """Make every task leased to ``owner`` due now; delivery counts stand."""
-        return self._db.write(
-            lambda c: (
-                c.execute(
-                    "UPDATE tasks SET lease_owner = NULL, due_at = ?"
-                    " WHERE queue = ? AND lease_owner = ?",
-                    (self._clock(), queue, owner),
-                ).rowcount
-            )
-        )
+        """Put every task leased to ``owner`` at the head of its line (in push
+        order); delivery counts stand."""
+
+        def reclaim(connection: sqlite3.Connection) -> int:
+            due = _heads(connection, queue, self._clock())
+            return connection.execute(
+                "UPDATE tasks SET lease_owner = NULL,"
+                " due_at = CASE priority WHEN 0 THEN ? ELSE ? END"
+                " WHERE queue = ? AND lease_owner = ?",
+                (*due, queue, owner),
+            ).rowcount
+
+        return self._db.write(reclaim)
 
     def dead_letter(self, queue: str, delivery: Delivery, reason: str) -> None:
         """Move the task to the dead-letter store, in one transaction.
 
-        The stored payload is kept when the row still exists; otherwise (a task
-        reserved with ``lease=None`` is already gone) the delivery's payload is.
+        A leased task is moved only while its receipt's lease holds (a holder
+        whose lease lapsed, or a retried call, records nothing); a task reserved
+        with ``lease=None`` is already gone, so its delivery's payload is kept.
         """
-        ids = _row_ids([delivery])
+        held = _leased([delivery])
 
         def move(connection: sqlite3.Connection) -> None:
             payload = delivery.payload
-            if ids:
+            for token, ids in held.items():
                 row = connection.execute(
-                    "DELETE FROM tasks WHERE +queue = ? AND id = ? RETURNING payload",
-                    (queue, ids[0]),
+                    "DELETE FROM tasks WHERE +queue = ? AND deliveries = ?"
+                    " AND lease_owner IS NOT NULL AND id = ? RETURNING payload",
+                    (queue, token, ids[0]),
                 ).fetchone()
-                payload = row[0] if row else payload
+                if row is None:
+                    return  # not held any more: its holder now settles it
+                payload = row[0]
             connection.execute(
                 "INSERT INTO dead_letters (queue, payload, reason, dead_at)"
                 " VALUES (?, ?, ?, ?)",
@@ -378,6 +416,28 @@ class SqliteBroker:
         self._db.close()
 
 
-def _delete(connection: sqlite3.Connection, queue: str, ids: list[int]) -> None:
-    for marks, part in _chunks(ids):
-        connection.execute(BY_ID_SQL["ack"].format(marks=marks), [queue, *part])
+def _delete(
+    connection: sqlite3.Connection, queue: str, held: dict[int, list[int]]
+) -> None:
+    for token, ids in held.items():
+        for marks, part in _chunks(ids):
+            connection.execute(
+                BY_ID_SQL["ack"].format(marks=marks), [queue, token, *part]
+            )
+
+
+def _heads(connection: sqlite3.Connection, queue: str, now: float) -> list[float]:
+    """Per priority (HIGH, NORMAL), a due time ahead of every task of the queue.
+
+    Reserve takes ready rows in (due_at, id) order, so tasks given this due time
+    go back to the head of their line, in row id (push) order among themselves,
+    and ahead of what an earlier release put back, as a push to the front would.
+    """
+    heads = []
+    for level in _PRIORITIES:
+        (first,) = connection.execute(
+            "SELECT min(due_at) FROM tasks WHERE queue = ? AND priority = ?",
+            (queue, level),
+        ).fetchone()
+        heads.append(min(now, now if first is None else first) - 1.0)
+    return heads

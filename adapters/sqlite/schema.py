@@ -2,14 +2,19 @@
 
 One table holds every live task of every queue. Its key design choice is a single
 ``due_at`` column: the wall-clock time from which a row may be reserved. A fresh
-task is due at its push time (or its eta), a released task at ``now + delay``, and
-a leased task at the end of its lease. So "ready" is always ``due_at <= now`` and
-reserve is one range scan of ``tasks_reserve`` per priority; delayed tasks are
-promoted and lapsed leases reclaimed by that same scan, with no separate sweep.
+task is due at its push time (or its eta), a released task at ``now + delay`` or,
+released without delay, just before the first task of its line (so it goes back to
+the head; ``release_owner`` does the same), and a leased task at the end of its
+lease (a lapsed one rejoins the line by that time). So "ready" is always
+``due_at <= now`` and reserve is one range scan of ``tasks_reserve`` per priority;
+delayed tasks are promoted and lapsed leases reclaimed by that same scan, with no
+separate sweep.
 ``lease_owner`` tells a leased row (in flight, or lapsed) from a delayed one.
 
-``tasks.id`` is AUTOINCREMENT so that a row id, which is the receipt handed to
-workers, is never reused after a delete: a stale receipt cannot ack a newer task.
+``tasks.id`` is AUTOINCREMENT so that a row id is never reused after a delete. A
+leased task's receipt is ``<row id>:<delivery count>``: the count changes with
+every reserve of the row, so a receipt whose lease lapsed cannot ack, release,
+extend or dead-letter the task under the lease of whoever reserved it next.
 """
 
 from __future__ import annotations

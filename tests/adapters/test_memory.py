@@ -218,3 +218,35 @@ def test_closing_wakes_a_waiting_reserve() -> None:
 
     closer.join()
     assert time.monotonic() - started < 5
+
+
+def test_lapsed_leases_come_back_in_the_order_they_were_taken(
+    broker: MemoryBroker, clock: FakeClock
+) -> None:
+    """Leases lapsing together return to the head in hand-out order, whatever
+    order their deadlines fall in."""
+    broker.push("q", [b"a", b"b", b"c", b"d"])
+    broker.reserve("q", owner="w1", lease=5)  # a
+    broker.reserve("q", owner="w2", lease=10)  # b
+    broker.reserve("q", owner="w3", lease=3)  # c: its lease ends first
+    clock.advance(11)
+
+    again = broker.reserve("q", owner="w4", count=4, lease=None)
+
+    assert [d.payload for d in again] == [b"a", b"b", b"c", b"d"]
+
+
+def test_a_task_that_fell_due_stays_ahead_of_later_pushes(
+    broker: MemoryBroker, clock: FakeClock
+) -> None:
+    """A delayed task whose eta passed is ready (and counted so) before a task
+    pushed afterwards, as on the other brokers."""
+    broker.push("q", [b"x"], eta=clock() + 1)
+    clock.advance(2)
+    broker.push("q", [b"y"])
+
+    lengths = broker.lengths("q")
+    got = broker.reserve("q", owner="w", count=2, lease=None)
+
+    assert lengths == QueueLengths(ready=2)
+    assert [d.payload for d in got] == [b"x", b"y"]

@@ -260,6 +260,24 @@ def test_a_dead_letter_whose_reply_was_lost_is_recorded_once(
     assert mb.lengths("q") == QueueLengths(dead=1)
 
 
+@pytest.mark.parametrize("ttl", [30.0, None])
+def test_a_lock_whose_taking_reply_was_lost_is_held_by_its_handle(
+    mb: MongoBroker, rec: Recorder, ttl: float | None
+) -> None:
+    """The upsert took the lock but its reply was lost: the retry finds the
+    handle's own token, so acquire says True and the handle can release it."""
+    mb.ensure_indexes()
+    lock, rival = mb.lock("job"), mb.lock("job")
+    rec.lose_reply_of = "update_one"
+
+    taken = lock.acquire(timeout=0.2, ttl=ttl)
+    rival_took = rival.acquire(timeout=0.1)
+    released = lock.release()
+
+    assert (taken, rival_took, released) == (True, False, True)
+    assert rival.acquire(timeout=0.1)
+
+
 # -- several deployments -------------------------------------------------------------
 
 

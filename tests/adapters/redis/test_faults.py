@@ -146,6 +146,31 @@ def test_a_server_without_lmpop_gets_an_error_naming_the_version_needed(
     assert reply in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.exceptions.ClusterError("TTL exhausted."),
+        redis.exceptions.TryAgainError(
+            "TRYAGAIN Multiple keys request during rehashing"
+        ),
+        redis.exceptions.ClusterDownError("CLUSTERDOWN The cluster is down"),
+    ],
+    ids=["ttl-exhausted", "tryagain", "clusterdown"],
+)
+def test_a_cluster_reconfiguring_is_retried_not_raised(error: Exception) -> None:
+    """A slot migrating (the cluster client's retries run out with "TTL
+    exhausted") or an election is an outage to ride out, not a fatal error."""
+    guard = ConnectionGuard(FAST_FAIL, name="cluster")
+    failures = [error, error]
+
+    def call() -> str:
+        if failures:
+            raise failures.pop()
+        return "done"
+
+    assert guard.call(call) == "done"
+
+
 def test_other_error_replies_pass_through_unchanged() -> None:
     """Only the missing command gets the version hint; other replies are as sent."""
     guard = ConnectionGuard(FAST_FAIL, name="127.0.0.1:1")
