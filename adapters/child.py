@@ -127,18 +127,53 @@ def unsigned_pickle_warning(worker: Worker) -> str | None:
     )
 
 
+class StopSignals:
+    """SIGTERM/SIGINT: graceful stop; SIGUSR1: recycle (stop, to be respawned).
+
+    Installed before the worker is built, so that: a recycle request arriving
+    during start-up (heavy imports, a factory that allocates) is kept for the
+    worker rather than killing the process (SIGUSR1's default action), which the
+    supervisor would count as a crash; and a ``ProcessWatchdog`` started by the
+    factory finds these handlers in place and passes on every SIGINT that is not
+    its own, instead of being replaced by them afterwards (its timeouts would
+    then stop the worker instead of the task).
+    """
+
+    def __init__(self) -> None:
+        self._worker: Worker | None = None
+        self._pending: list[StopReason] = []
+
+    def install(self) -> None:
+        """Take SIGTERM, SIGINT and SIGUSR1 from now on."""
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGUSR1, self._recycle)
+
+    def attach(self, worker: Worker) -> None:
+        """Hand requests to ``worker`` from now on, those received so far first."""
+        self._worker = worker
+        for reason in self._pending:
+            worker.request_stop(reason)
+        self._pending.clear()
+
+    def _request(self, reason: StopReason) -> None:
+        if self._worker is None:
+            self._pending.append(reason)
+        else:
+            self._worker.request_stop(reason)
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        self._request(StopReason.STOPPED)
+
+    def _recycle(self, signum: int, frame: FrameType | None) -> None:
+        self._request(StopReason.RECYCLE)
+
+
 def install_signal_handlers(worker: Worker) -> None:
     """SIGTERM/SIGINT: graceful stop; SIGUSR1: recycle (stop, to be respawned)."""
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        worker.request_stop(StopReason.STOPPED)
-
-    def recycle(signum: int, frame: FrameType | None) -> None:
-        worker.request_stop(StopReason.RECYCLE)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGUSR1, recycle)
+    signals = StopSignals()
+    signals.install()
+    signals.attach(worker)
 
 
 def watch_parent(worker: Worker, parent: int, *, every: float = 1.0) -> None:
@@ -201,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Build the worker, run it, return the exit code that tells why it stopped."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
+    signals = StopSignals()
+    signals.install()  # before the target runs: see StopSignals
     try:
         worker = build_worker(args.target, owner=args.owner)
     except SergeantError as error:
@@ -212,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("sergeant.security").warning("%s", warning)
     if not args.no_event_log:
         EventLogger(worker)
-    install_signal_handlers(worker)
+    signals.attach(worker)
     if args.parent is not None:
         watch_parent(worker, args.parent)
     try:

@@ -31,18 +31,21 @@ what they change in it (counters, caches) stays in that child. A ``stop()`` or
 stopping the tasks not yet handed out come back ``NotStarted``. Children ignore
 SIGINT (a Ctrl-C on the terminal is for the worker, which then stops after the
 batch) and die on SIGTERM. They are daemonic: a job cannot start
-``multiprocessing`` children of its own, and the pool dies with the worker process.
+``multiprocessing`` children of its own, and the pool dies with the worker
+process, even a child in the middle of a job (see ``_die_with``).
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import pickle
 import signal
 import threading
+import time
 import traceback
 from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
@@ -273,7 +276,7 @@ class ProcessExecutor:
         inherited = [parent_end, *(c.conn for c in self._children)]
         process = self._context.Process(
             target=_serve,
-            args=(child_end, self._job, inherited),
+            args=(child_end, self._job, inherited, os.getpid()),
             name=f"{self._name}-{len(self._children)}",
             daemon=True,
         )
@@ -309,8 +312,40 @@ class ProcessExecutor:
 # -- in the child --------------------------------------------------------------------
 
 
-def _serve(conn: Connection, job: Job, inherited: list[Connection]) -> None:
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with(parent: int) -> None:
+    """End this process when ``parent`` (the worker) dies, even mid-job.
+
+    The pipe's EOF tells an idle child, but a child inside a job (a busy loop, a
+    hung C call) would run on as an orphan: when the supervisor SIGKILLs its
+    worker (hard memory limit, a stop past its grace) the task is released and
+    runs elsewhere while the orphan still runs it. On Linux the kernel sends
+    SIGKILL at the parent's death (``PR_SET_PDEATHSIG``); elsewhere a thread
+    polls the parent pid, which needs the GIL but covers Python code.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl")
+    except (OSError, AttributeError):  # not Linux
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="sergeant-pool-parent", daemon=True).start()
+    if os.getppid() != parent:  # it died before the line above took effect
+        os._exit(1)
+
+
+def _serve(
+    conn: Connection, job: Job, inherited: list[Connection], parent: int
+) -> None:
     """A child's loop: a task in, ``job(task)``, its outcome out, until told to stop."""
+    _die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for other in inherited:

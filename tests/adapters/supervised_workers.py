@@ -21,6 +21,7 @@ A task's kwargs drive it: ``n`` (its number in the ledger), ``sleep`` (seconds),
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -74,6 +75,8 @@ class LedgerWorker(Worker):
     """Writes each task's number to the ledger; sleeps or hogs memory on request."""
 
     def __init__(self, *, owner: str) -> None:
+        if os.environ.get("SUP_RECYCLE_AT_START"):  # as a supervisor would, early
+            os.kill(os.getpid(), signal.SIGUSR1)
         ledger = Path(os.environ["SUP_LEDGER"])
         pid = os.getpid()
         # Any: the recorder is a Broker by delegation, which mypy cannot see.

@@ -20,9 +20,12 @@ from sergeant.producer import Producer
 from sergeant.protocols import QueueLengths
 from sergeant.supervision import StopReason
 from tests.adapters.supervised_workers import QUEUE, read_ledger
+from tests.adapters.watchdog_workers import QUEUE as WD_QUEUE
+from tests.adapters.watchdog_workers import read_lines
 
 REPO = Path(__file__).resolve().parents[2]
 TARGET = "tests.adapters.supervised_workers:LedgerWorker"
+WD_TARGET = "tests.adapters.watchdog_workers:guarded_worker"
 
 
 def child(target: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -106,3 +109,46 @@ def test_a_signal_stops_the_worker_after_its_task_with_the_reason_code(
     done = read_ledger(ledger)
     assert 1 <= len(done) < 10
     assert producer.queue_lengths() == QueueLengths(ready=10 - len(done))
+
+
+def test_a_recycle_request_during_start_up_is_kept_not_fatal(
+    queue: tuple[Producer, dict[str, str]],
+) -> None:
+    """SIGUSR1 before the worker exists (a supervisor's soft memory limit hit by
+    heavy imports) recycles the worker once it does: a RECYCLE exit, not a death
+    by signal that the supervisor would count as a crash."""
+    producer, env = queue
+    producer.push_tasks([{"n": n} for n in range(3)])
+
+    process = child(TARGET, {**env, "SUP_RECYCLE_AT_START": "1"})
+    process.communicate(timeout=60)
+
+    assert process.returncode == StopReason.RECYCLE.exit_code
+    assert producer.queue_lengths() == QueueLengths(ready=3)
+
+
+def test_a_process_watchdog_started_by_the_factory_still_stops_overruns(
+    tmp_path: Path,
+) -> None:
+    """A factory that starts its ProcessWatchdog early (for the memory limit)
+    installs its SIGINT handler before the child's own: the killer's SIGINT
+    must still stop the task (on_timeout), not the worker."""
+    ledger = tmp_path / "ledger"
+    ledger.mkdir()
+    env = {"WD_BROKER": str(tmp_path / "broker.db"), "WD_LEDGER": str(ledger),
+           "WD_START": "1"}  # fmt: skip
+    broker = SqliteBroker(env["WD_BROKER"])
+    Producer(broker=broker, codec=PickleCodec(), queue=WD_QUEUE).push_tasks(
+        [{"n": 0, "do": "sleep"}, {"n": 1}]
+    )
+
+    process = child(WD_TARGET, env)
+    process.communicate(timeout=60)
+    lines = read_lines(ledger)
+    broker.close()
+
+    assert process.returncode == StopReason.STOPPED.exit_code
+    assert [w[:2] for w in lines if w[0] != "start"] == [
+        ["timeout", "0"],
+        ["done", "1"],
+    ]

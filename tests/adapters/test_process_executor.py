@@ -12,10 +12,13 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psutil
 import pytest
 from sergeant.adapters.codecs.pickle import PickleCodec
 from sergeant.adapters.executors.processes import ProcessDiedError, ProcessExecutor
@@ -166,6 +169,38 @@ class TestWhatCrossesThePipe:
             pool.run(job, _tasks(3))
 
         assert caught.value.code == 4
+
+    def test_a_child_mid_job_dies_with_its_worker(self) -> None:
+        """A worker SIGKILLed while its child runs a runaway job takes the child
+        with it: else the task, released and run elsewhere, would run twice."""
+        script = (
+            "import os\n"
+            "from sergeant.adapters.executors.processes import ProcessExecutor\n"
+            "from sergeant.task import Task\n"
+            "def spin(task):\n"
+            "    while True:\n"
+            "        pass\n"
+            "pool = ProcessExecutor(1)\n"
+            "pool.run(spin, [Task(kwargs={})])\n"
+        )
+        worker = subprocess.Popen([sys.executable, "-c", script])
+        try:
+            deadline = time.monotonic() + 30
+            children: list[psutil.Process] = []
+            while not children and time.monotonic() < deadline:
+                time.sleep(0.1)
+                children = psutil.Process(worker.pid).children()
+            assert children, "the pool never started"
+            (child,) = children
+        finally:
+            worker.kill()
+            worker.wait()
+
+        gone, _ = psutil.wait_procs([child], timeout=10)
+        if not gone:
+            child.kill()
+
+        assert gone == [child]
 
     def test_process_died_error_pickles(self) -> None:
         """ProcessDiedError survives a pickle round trip with its fields."""

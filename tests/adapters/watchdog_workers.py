@@ -60,6 +60,8 @@ class GuardedWorker(Worker):
         )
         path = Path(os.environ["WD_LEDGER"]) / f"ledger-{os.getpid()}.txt"
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        if os.environ.get("WD_START"):  # the killer started by the factory
+            self.watchdog.start()  # type: ignore[attr-defined]
 
     def line(self, *words: object) -> None:
         os.write(self._fd, (" ".join(map(str, words)) + "\n").encode())
