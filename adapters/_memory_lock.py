@@ -12,6 +12,7 @@ import time
 import uuid
 
 from sergeant.clock import Clock
+from sergeant.protocols.lock import check_ttl
 
 
 class LockTable:
@@ -85,6 +86,7 @@ class MemoryLock:
         A release wakes waiters at once; ``check_interval`` bounds how late a waiter
         notices a lock whose ttl lapsed (nothing signals a lapse).
         """
+        check_ttl(ttl)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._table.cond:
             while not self._table.take(self._name, self._token, ttl):
@@ -116,6 +118,7 @@ class MemoryLock:
 
     def set_ttl(self, ttl: float) -> bool:
         """Make the lock lapse ``ttl`` s from now if this handle holds it."""
+        check_ttl(ttl)
         with self._table.cond:
             return self._table.retime(self._name, self._token, ttl)
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from sergeant.clock import Clock
 from sergeant.errors import BrokerError
 from sergeant.protocols import DeadLetter, Delivery, PendingReserve, QueueLengths
+from sergeant.protocols.broker import check_limit
 from sergeant.task import Priority
 
 from ._memory_lock import LocksAndKeys, MemoryLock
@@ -243,12 +244,14 @@ class MemoryBroker(LocksAndKeys):
 
     def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
         """The oldest ``limit`` dead letters of ``queue``, oldest first."""
+        check_limit(limit)
         with self._cond:
             q = self._queues.get(queue)
             return [] if q is None else q.dead[:limit]
 
     def replay_dead(self, queue: str, *, limit: int | None = None) -> int:
         """Push dead letters back as fresh ready NORMAL tasks, oldest first."""
+        check_limit(limit)
         with self._cond:
             q = self._queue(queue)
             letters = q.dead[:limit]

@@ -116,6 +116,28 @@ class TestInspectionContract:
         assert broker.lengths("q") == QueueLengths(ready=1, dead=2)
         assert [d.payload for d in broker.dead_letters("q")] == [b"1", b"2"]
 
+    def test_a_limit_of_zero_takes_none_and_a_negative_one_is_refused(
+        self, inspecting_broker: Any
+    ) -> None:
+        """limit=0 lists and replays nothing; a negative limit is a ValueError
+        (it meant all, none or all but one, depending on the broker)."""
+        broker = inspecting_broker
+        _kill(broker, "q", [b"0", b"1", b"2"])
+
+        listed, replayed = (
+            broker.dead_letters("q", limit=0),
+            broker.replay_dead("q", limit=0),
+        )
+        refused = 0
+        for call in (broker.dead_letters, broker.replay_dead):
+            try:
+                call("q", limit=-1)
+            except ValueError:
+                refused += 1
+
+        assert (listed, replayed, refused) == ([], 0, 2)
+        assert broker.lengths("q") == QueueLengths(dead=3)
+
     def test_purge_dead_drops_only_dead_letters(self, inspecting_broker: Any) -> None:
         """purge_dead drops (and counts) the dead letters and keeps live tasks."""
         broker = inspecting_broker

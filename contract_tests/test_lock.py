@@ -26,6 +26,29 @@ class TestLockContract:
         assert released is True
         assert lock.is_locked() is False
 
+    def test_a_ttl_that_is_not_a_positive_number_is_refused(
+        self, lock_broker: Any
+    ) -> None:
+        """ttl 0, negative or NaN would lapse as taken: a ValueError, lock free."""
+        lock = lock_broker.lock("l")
+        refused = 0
+        for bad in (0, -1.0, float("nan")):
+            try:
+                lock.acquire(timeout=0.1, ttl=bad)
+            except ValueError:
+                refused += 1
+        lock.acquire(timeout=1.0, ttl=30)
+        try:
+            lock.set_ttl(0)
+        except ValueError:
+            refused += 1
+        ttl = lock.get_ttl()
+        lock.release()
+
+        assert refused == 4
+        assert ttl is not None
+        assert 20 < ttl <= 30
+
     def test_lock_keeps_its_name(self, lock_broker: Any) -> None:
         """A handle reports the name it was made with."""
         lock = lock_broker.lock("named")

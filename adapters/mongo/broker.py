@@ -22,6 +22,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 from sergeant.clock import Clock
 from sergeant.errors import BrokerError, ConfigError
 from sergeant.protocols import DeadLetter, Delivery, QueueLengths
+from sergeant.protocols.broker import check_limit
 from sergeant.task import Priority
 
 from . import _queries as q
@@ -308,11 +309,13 @@ class MongoBroker:
 
     def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
         """The oldest ``limit`` dead letters of ``queue``, oldest first."""
+        check_limit(limit)
         self._ready()
         return self._inspector.dead_letters(queue, limit)
 
     def replay_dead(self, queue: str, *, limit: int | None = None) -> int:
         """Make dead letters fresh ready NORMAL tasks, oldest first; return count."""
+        check_limit(limit)
         self._ready()
         return self._inspector.replay_dead(queue, limit)
 

@@ -18,6 +18,7 @@ from bson import Binary
 from pymongo.errors import DuplicateKeyError
 
 from sergeant.clock import Clock
+from sergeant.protocols.lock import check_ttl
 from sergeant.waiting import poll
 
 from ._guard import Guard
@@ -79,6 +80,7 @@ class MongoLock:
         ttl: float | None = 60.0,
     ) -> bool:
         """Take the lock, trying every ``check_interval`` s for up to ``timeout`` s."""
+        check_ttl(ttl)
         return poll(
             lambda: self._try_acquire(ttl),
             timeout=timeout,
@@ -141,6 +143,7 @@ class MongoLock:
 
     def set_ttl(self, ttl: float) -> bool:
         """Make the lock lapse ``ttl`` s from now if this handle holds it."""
+        check_ttl(ttl)
         now = self._clock()
         mine = {"name": self._name, "token": self._token, **_live(now)}
         result = self._guard.run(

@@ -22,6 +22,7 @@ from typing import TypeVar
 
 from sergeant.errors import ConfigError
 from sergeant.protocols import DeadLetter, Delivery, QueueLengths
+from sergeant.protocols.broker import check_limit
 from sergeant.task import Priority
 
 from .broker import MongoBroker
@@ -187,6 +188,7 @@ class MongoNodesBroker:
 
     def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
         """The oldest ``limit`` dead letters over all nodes, oldest first."""
+        check_limit(limit)
         return [letter for _, letter in self._oldest_dead(queue, limit)]
 
     def _oldest_dead(self, queue: str, limit: int) -> list[tuple[int, DeadLetter]]:
@@ -200,6 +202,7 @@ class MongoNodesBroker:
 
     def replay_dead(self, queue: str, *, limit: int | None = None) -> int:
         """Replay the globally oldest dead letters: each node replays its share."""
+        check_limit(limit)
         if limit is None:
             return sum(self._each(lambda n: n.replay_dead(queue)))
         shares = [0] * len(self._nodes)

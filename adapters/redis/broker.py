@@ -35,6 +35,7 @@ from sergeant.protocols.broker import (
     Delivery,
     PendingReserve,
     QueueLengths,
+    check_limit,
 )
 from sergeant.task import Priority
 
@@ -433,6 +434,7 @@ class RedisBroker:
 
     def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
         """The oldest ``limit`` dead letters of ``queue`` (over all nodes)."""
+        check_limit(limit)
         return [letter for _, letter in self._oldest_dead(queue, limit)]
 
     def _oldest_dead(self, queue: str, limit: int) -> list[tuple[int, DeadLetter]]:
@@ -448,6 +450,7 @@ class RedisBroker:
 
     def replay_dead(self, queue: str, *, limit: int | None = None) -> int:
         """Push dead letters back as fresh ready NORMAL tasks, oldest first."""
+        check_limit(limit)
         if limit is None or self._single:
             counts = dict.fromkeys(
                 range(len(self._nodes)), -1 if limit is None else limit

@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from sergeant.protocols.lock import check_ttl
 from sergeant.waiting import poll
 
 from ._node import Node
@@ -91,6 +92,7 @@ class RedisLock:
         Returns True when taken, False when the timeout passed. ``ttl`` makes the
         lock lapse by itself; None keeps it until released.
         """
+        check_ttl(ttl)
         px = None if ttl is None else _millis(ttl)
         guard = self._node.guard
         return poll(
@@ -145,5 +147,6 @@ class RedisLock:
 
     def set_ttl(self, ttl: float) -> bool:
         """Change the ttl if this handle holds the lock; False otherwise."""
+        check_ttl(ttl)
         args = [self._token, _millis(ttl)]
         return bool(self._node.guard.call(self._set_ttl, [self._key], args))

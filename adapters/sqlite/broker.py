@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 
 from sergeant.clock import Clock
 from sergeant.errors import ConfigError
-from sergeant.protocols.broker import DeadLetter, Delivery, QueueLengths
+from sergeant.protocols.broker import DeadLetter, Delivery, QueueLengths, check_limit
 from sergeant.task import Priority
 
 from .database import Database
@@ -359,6 +359,7 @@ class SqliteBroker:
 
     def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
         """The oldest ``limit`` dead letters of ``queue``, oldest first."""
+        check_limit(limit)
         rows = self._db.read(
             lambda c: c.execute(
                 "SELECT payload, reason, dead_at FROM dead_letters WHERE queue = ?"
@@ -370,6 +371,7 @@ class SqliteBroker:
 
     def replay_dead(self, queue: str, *, limit: int | None = None) -> int:
         """Move the oldest dead letters back as ready NORMAL tasks, atomically."""
+        check_limit(limit)
 
         def replay(connection: sqlite3.Connection) -> int:
             rows = connection.execute(

@@ -13,6 +13,7 @@ import sqlite3
 import uuid
 
 from sergeant.clock import Clock
+from sergeant.protocols.lock import check_ttl
 from sergeant.waiting import poll
 
 from .database import Database
@@ -49,6 +50,7 @@ class SqliteLock:
 
         Not re-entrant: a handle that already holds the lock waits like any other.
         """
+        check_ttl(ttl)
         return poll(
             lambda: self._db.write(lambda c: self._try_take(c, ttl)),
             timeout=timeout,
@@ -95,6 +97,7 @@ class SqliteLock:
 
     def set_ttl(self, ttl: float) -> bool:
         """Make the lock lapse ``ttl`` s from now, if this handle holds it."""
+        check_ttl(ttl)
 
         def renew(connection: sqlite3.Connection) -> bool:
             now = self._clock()

@@ -11,10 +11,11 @@ from .broker import (
     QueueLengths,
     SupportsInspection,
     SupportsPrefetch,
+    check_limit,
 )
 from .codec import Codec, SupportsBatchCoding, decode_all, encode_all
 from .executor import Executor, Job
-from .lock import Lock, SupportsKeys, SupportsLocks
+from .lock import Lock, SupportsKeys, SupportsLocks, check_ttl
 from .watchdog import Watchdog
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
     "SupportsLocks",
     "SupportsPrefetch",
     "Watchdog",
+    "check_limit",
+    "check_ttl",
     "decode_all",
     "encode_all",
 ]

@@ -242,3 +242,15 @@ class SupportsInspection(Protocol):
     def purge_dead(self, queue: str) -> int:
         """Drop the queue's dead letters; return how many."""
         ...
+
+
+def check_limit(limit: int | None) -> None:
+    """Raise ValueError unless ``limit`` is None or an int >= 0.
+
+    For adapters' ``dead_letters`` and ``replay_dead``: a negative limit meant
+    something different on each broker (all, none, all but one).
+    """
+    if limit is None:
+        return
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit must be an int >= 0 or None, got {limit!r}")

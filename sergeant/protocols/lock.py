@@ -9,6 +9,7 @@ Every implementation passes ``contract_tests/test_lock.py`` and ``test_keys.py``
 
 from __future__ import annotations
 
+import math
 from typing import Protocol, runtime_checkable
 
 
@@ -76,3 +77,18 @@ class SupportsKeys(Protocol):
     def delete_key(self, key: str) -> bool:
         """Remove ``key``; True when it existed."""
         ...
+
+
+def check_ttl(ttl: float | None) -> None:
+    """Raise ValueError unless ``ttl`` is None or a finite number of seconds > 0.
+
+    For adapters, before acting on a lock's ttl: a lock taken with a ttl of 0 (or
+    less, or NaN) would lapse as it is taken, and ``acquire`` would report a lock
+    that nobody holds.
+    """
+    if ttl is None:
+        return
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+        raise ValueError(f"ttl must be a number of seconds or None, got {ttl!r}")
+    if not (math.isfinite(ttl) and ttl > 0):
+        raise ValueError(f"ttl must be > 0 seconds (finite) or None, got {ttl!r}")
