@@ -265,8 +265,8 @@ class Supervisor:
             slot.respawn_at = None
             logger.log(level, "%s; retired", what)
             return
-        quick = lifetime < self.policy.crash_window
-        slot.rapid_crashes = slot.rapid_crashes + 1 if crash and quick else 0
+        backs_off = self.policy.backs_off(code, lifetime=lifetime)
+        slot.rapid_crashes = slot.rapid_crashes + 1 if backs_off else 0
         delay = self.policy.respawn_delay(rapid_crashes=slot.rapid_crashes)
         slot.respawn_at = now + delay
         logger.log(level, "%s; respawning in %.1f s", what, delay)

@@ -17,6 +17,7 @@ Rules:
 from __future__ import annotations
 
 import enum
+import math
 import re
 from typing import Any
 
@@ -134,7 +135,16 @@ class SupervisionPolicy:
             )
         for field in ("stop_grace", "crash_backoff_base", "crash_backoff_max",
                       "crash_window"):  # fmt: skip
-            if getattr(self, field) < 0:
+            value = getattr(self, field)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise ConfigError(
+                    f"SupervisionPolicy.{field} must be a finite number, got {value!r}"
+                )
+            if value < 0:
                 raise ConfigError(f"SupervisionPolicy.{field} must be >= 0")
         if (
             self.soft_memory is not None
@@ -163,6 +173,18 @@ class SupervisionPolicy:
     def is_crash(self, exit_code: int | None) -> bool:
         """Whether ``exit_code`` is not one of the worker's deliberate exits."""
         return StopReason.from_exit_code(exit_code) is None
+
+    def backs_off(self, exit_code: int | None, *, lifetime: float) -> bool:
+        """Whether this exit counts toward the respawn back-off: a crash, or a
+        memory recycle, within ``crash_window`` of the start.
+
+        A worker whose start-up alone passes ``soft_memory`` is recycled as soon
+        as it starts; respawned at once each time, it would loop.
+        """
+        if lifetime >= self.crash_window:
+            return False
+        reason = StopReason.from_exit_code(exit_code)
+        return reason is None or reason is StopReason.RECYCLE
 
     def respawn_delay(self, *, rapid_crashes: int) -> float:
         """Seconds to wait before respawning after ``rapid_crashes`` in a row."""

@@ -159,6 +159,8 @@ def test_policy_accepts_size_strings_and_converts_them_to_bytes() -> None:
         ({"crash_backoff_base": -1}, "crash_backoff_base must be >= 0"),
         ({"crash_backoff_max": -1}, "crash_backoff_max must be >= 0"),
         ({"crash_window": -1}, "crash_window must be >= 0"),
+        ({"stop_grace": float("nan")}, "stop_grace must be a finite number"),
+        ({"crash_window": "5"}, "crash_window must be a finite number"),
         ({"soft_memory": "2MiB", "hard_memory": "1MiB"}, "must be below hard_memory"),
         ({"soft_memory": "1MiB", "hard_memory": "1MiB"}, "must be below hard_memory"),
         ({"hard_memory": "lots"}, "not a size: 'lots'"),
@@ -170,3 +172,17 @@ def test_invalid_policies_are_refused_with_a_message_naming_the_field(
     """Each bad value fails at construction with a ConfigError naming the field."""
     with pytest.raises(ConfigError, match=message):
         SupervisionPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_quick_crashes_and_quick_recycles_back_off_and_the_rest_do_not() -> None:
+    """A crash or a memory recycle soon after start counts toward the back-off (a
+    start-up over soft_memory would otherwise respawn in a loop); a stop, a
+    respawn request or anything after crash_window does not."""
+    policy = SupervisionPolicy(crash_window=5.0)
+
+    assert policy.backs_off(1, lifetime=0.5)
+    assert policy.backs_off(-9, lifetime=4.9)
+    assert policy.backs_off(StopReason.RECYCLE.exit_code, lifetime=2.0)
+    assert not policy.backs_off(StopReason.RECYCLE.exit_code, lifetime=5.0)
+    assert not policy.backs_off(StopReason.RESPAWN.exit_code, lifetime=0.1)
+    assert not policy.backs_off(1, lifetime=60.0)
