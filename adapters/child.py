@@ -115,8 +115,9 @@ def unsigned_pickle_warning(worker: Worker) -> str | None:
     broker is local (SQLite, memory).
     """
     layers = worker.codec.name.split("+")
-    module = type(worker.broker).__module__
-    network = any(module.startswith(prefix) for prefix in NETWORK_BROKERS)
+    # The class or any base: an application's subclass of RedisBroker counts too.
+    modules = [cls.__module__ for cls in type(worker.broker).__mro__]
+    network = any(m.startswith(prefix) for m in modules for prefix in NETWORK_BROKERS)
     if "pickle" not in layers or "hmac" in layers or not network:
         return None
     return (

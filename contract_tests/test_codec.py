@@ -248,6 +248,18 @@ class TestCodecContract:
 
         assert set(results) == {"decode-error"}
 
+    def test_a_payload_that_is_not_bytes_is_a_decode_error(self, codec: Any) -> None:
+        """None or a number given as a payload: DecodeError, alone or in a batch
+        (where the good payloads still decode)."""
+        good = codec.encode(Task(kwargs={"n": 1}, queue="q"))
+
+        results = [outcome(codec, bad) for bad in (None, 42, "text")]
+        batch = codec.decode_many([good, None, good])
+
+        assert results == ["decode-error"] * 3
+        assert [type(x).__name__ for x in batch][::2] == ["Task", "Task"]
+        assert isinstance(batch[1], DecodeError)
+
     def test_rejects_a_payload_written_by_another_codec(
         self, codec: Any, foreign_codec: Any, codec_claims: frozenset[str]
     ) -> None:

@@ -106,9 +106,15 @@ class Producer:
                 raise ConfigError(f"{name} must be a finite number, got {value!r}")
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"timeout must be > 0 seconds, got {timeout!r}")
+        # Plain floats: a numpy or other float subclass would be pickled as such,
+        # and decoders take exactly int or float (the task would be dead-lettered).
+        if timeout is not None:
+            timeout = float(timeout)
         now = self.clock()
         if delay is not None:
-            eta = now + delay
+            eta = now + float(delay)
+        elif eta is not None:
+            eta = float(eta)
         ids = new_task_id.many(len(kwargs_list))
         tasks = [
             assemble_task(kwargs, queue, id_, id_, now, 0, priority, eta, timeout)

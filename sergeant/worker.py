@@ -239,7 +239,7 @@ class Worker(Producer):
             raise ConfigError(
                 f"retry delay must be a finite number >= 0 seconds, got {delay!r}"
             )
-        return RetryRequested(delay)
+        return RetryRequested(None if delay is None else float(delay))
 
     def requeue(self, task: Task) -> RequeueRequested:
         """Ask to put ``task`` back at the tail of its queue (not a retry)."""
@@ -455,14 +455,20 @@ class Worker(Producer):
         return held, tasks
 
     def _run_and_settle(self, held: list[Delivery], tasks: list[Task]) -> None:
+        # The leases are renewed until the batch is settled, not just run: the
+        # handlers, retry pushes and dead letters of a big batch take time too,
+        # and a lease lapsing meanwhile would hand its task to a second worker.
         self._settlement.hold(held)
         try:
-            if self._overrides_batch:
-                outcomes = self._run_batch(tasks)
-            else:
-                outcomes = self.executor.run(self.run_one, tasks)
+            self._run_then_settle(held, tasks)
         finally:
             self._settlement.unhold()
+
+    def _run_then_settle(self, held: list[Delivery], tasks: list[Task]) -> None:
+        if self._overrides_batch:
+            outcomes = self._run_batch(tasks)
+        else:
+            outcomes = self.executor.run(self.run_one, tasks)
         if self._stop_requested and self._prefetcher is not None:
             # Before this batch's unstarted tasks are released (settle, below): a
             # release puts tasks at the head of the queue, so the batch taken
@@ -523,10 +529,12 @@ class Worker(Producer):
                     handle = self.watchdog.arm(
                         timeout, grace=self.config.timeouts.grace_period
                     )
-                return call()
+                result = call()
             finally:
-                if handle is not None:
-                    self.watchdog.disarm(handle)
+                in_time = handle is None or self.watchdog.disarm(handle)
+            # The deadline fired, and the task swallowed its TaskTimedOut: it ran
+            # over all the same (the asyncio executor reports that case so too).
+            return result if in_time else Expired()
         except TaskTimedOut:
             if handle is not None:
                 # The timeout may have surfaced inside disarm, before it took

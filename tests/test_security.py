@@ -172,6 +172,7 @@ def test_a_planted_pickle_through_a_live_worker_runs_only_without_signing(
         ("redis", HmacSigner(PickleCodec(), key=KEY), False),
         ("redis", MsgpackCodec(), False),
         ("sqlite", PickleCodec(), False),
+        ("redis-subclass", PickleCodec(), True),
     ],
 )
 def test_unsigned_pickle_warning_only_for_pickle_unsigned_on_a_network_broker(
@@ -183,6 +184,10 @@ def test_unsigned_pickle_warning_only_for_pickle_unsigned_on_a_network_broker(
         "redis": lambda: RedisBroker.from_url(f"redis://127.0.0.1:{free_port()}/0"),
         "mongo": lambda: MongoBroker(mongomock.MongoClient()),
         "sqlite": lambda: SqliteBroker(str(tmp_path / "b.db")),
+        # An application's own subclass is still a network broker.
+        "redis-subclass": lambda: type("AppBroker", (RedisBroker,), {}).from_url(
+            f"redis://127.0.0.1:{free_port()}/0"
+        ),
     }[broker]()
     worker = recorder(made, codec)
 

@@ -10,17 +10,26 @@ from sergeant.task import Task
 
 from . import _frame, _wire
 
+# The default bound on what one payload may inflate to. A forged payload of a few
+# kilobytes can otherwise inflate to gigabytes (a decompression bomb) in the
+# worker, which ``max_payload_bytes`` cannot see: it measures the stored size.
+MAX_INFLATED = 64 * 2**20
+
 
 class CompressorCodec(_frame.FramedCodec):
     """Compresses the body of the codec it wraps; the header records both layers.
 
-    Subclasses name their compressor id and provide ``_compress``/``_decompress``.
+    Subclasses name their compressor id and provide ``_compress`` and
+    ``_inflate(data, limit)``, which stops once more than ``limit`` bytes came
+    out (the caller then refuses the payload).
     """
 
     COMPRESSOR: ClassVar[int]
     LEVELS: ClassVar[range]
 
-    def __init__(self, inner: _frame.Layer, level: int) -> None:
+    def __init__(
+        self, inner: _frame.Layer, level: int, max_inflated: int = MAX_INFLATED
+    ) -> None:
         cls = type(self).__name__
         header = _frame.inner_header(inner, cls)
         if type(level) is not int or level not in self.LEVELS:
@@ -28,9 +37,14 @@ class CompressorCodec(_frame.FramedCodec):
                 f"{cls} level must be in {self.LEVELS.start}..{self.LEVELS.stop - 1},"
                 f" got {level!r}"
             )
+        if type(max_inflated) is not int or max_inflated < 1:
+            raise ConfigError(
+                f"{cls} max_inflated must be an int >= 1 (bytes), got {max_inflated!r}"
+            )
         self._set_header(header.compressed(self.COMPRESSOR))
         self._inner = inner
         self.level = level
+        self.max_inflated = max_inflated
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._inner!r}, level={self.level})"
@@ -38,13 +52,33 @@ class CompressorCodec(_frame.FramedCodec):
     def _compress(self, data: bytes) -> bytes:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _decompress(self, data: bytes) -> bytes:  # pragma: no cover - abstract
+    def _inflate(self, data: bytes, limit: int) -> bytes:  # pragma: no cover
         raise NotImplementedError
 
+    def _decompress(self, data: bytes) -> bytes:
+        """The whole stream ``data`` holds, refused past ``max_inflated`` bytes."""
+        limit = self.max_inflated
+        out = self._inflate(data, limit)
+        if len(out) > limit:
+            raise ValueError(f"inflates past max_inflated ({limit} bytes)")
+        return out
+
     def dump_bodies(self, records: Sequence[_wire.Record]) -> list[bytes]:
-        """The inner codec's bodies, compressed."""
-        compress = self._compress
-        return [compress(body) for body in self._inner.dump_bodies(records)]
+        """The inner codec's bodies, compressed.
+
+        Raises:
+            EncodeError: a body over ``max_inflated``: it could not be decoded.
+        """
+        compress, limit = self._compress, self.max_inflated
+        bodies = self._inner.dump_bodies(records)
+        for body in bodies:
+            if len(body) > limit:
+                raise EncodeError(
+                    f"a task encodes to {len(body)} bytes before compression, over "
+                    f"{type(self).__name__}.max_inflated ({limit}): no worker could "
+                    "decode it"
+                )
+        return [compress(body) for body in bodies]
 
     def load_records(self, bodies: Sequence[bytes | _wire.Failed]) -> list[object]:
         """Decompress, then let the inner codec read the records; ``Failed`` in

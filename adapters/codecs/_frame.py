@@ -126,13 +126,17 @@ class Header:
         return attrs.evolve(self, signed=True)
 
 
+# What a payload may be: anything else is refused with a DecodeError, not a crash.
+BYTES = (bytes, bytearray, memoryview)
+
+
 def mismatch(data: object, expected: Header) -> DecodeError:
     """The error for a payload that does not start with ``expected.prefix``.
 
     Only called on the error path, so it can afford to parse and explain.
     """
     reads = expected.name
-    if not isinstance(data, bytes | bytearray | memoryview):
+    if not isinstance(data, BYTES):
         return DecodeError(f"payload must be bytes, got {type(data).__name__}")
     if len(data) < HEADER_SIZE:
         return DecodeError(
@@ -283,7 +287,7 @@ class FramedCodec:
             DecodeError: corrupt or truncated data; ``ForeignPayloadError`` if
                 another codec wrote it. Nothing else escapes.
         """
-        if data[:HEADER_SIZE] != self._prefix:
+        if not isinstance(data, BYTES) or data[:HEADER_SIZE] != self._prefix:
             raise mismatch(data, self.header)
         return single(_wire.tasks_of(self.load_records((data[HEADER_SIZE:],))))
 
@@ -292,12 +296,20 @@ class FramedCodec:
         prefix, header = self._prefix, self.header
         # A bytes slice, not a memoryview: for task-sized payloads the copy is
         # cheaper than the view (measured), and every library takes either.
-        bodies: list[bytes | Failed] = [
-            data[HEADER_SIZE:]
-            if data[:HEADER_SIZE] == prefix
-            else Failed(mismatch(data, header))
-            for data in payloads
-        ]
+        try:
+            bodies: list[bytes | Failed] = [
+                data[HEADER_SIZE:]
+                if data[:HEADER_SIZE] == prefix
+                else Failed(mismatch(data, header))
+                for data in payloads
+            ]
+        except TypeError:  # something that is not bytes: checked one by one
+            bodies = [
+                data[HEADER_SIZE:]
+                if isinstance(data, BYTES) and data[:HEADER_SIZE] == prefix
+                else Failed(mismatch(data, header))
+                for data in payloads
+            ]
         return _wire.tasks_of(self.load_records(bodies))
 
     # The Layer methods each subclass implements.

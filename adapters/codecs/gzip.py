@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 
 from . import _compressor, _frame
 
@@ -17,19 +18,32 @@ class GzipCodec(_compressor.CompressorCodec):
     Args:
         inner: the codec to wrap (a serializer).
         level: 0 (store) to 9 (smallest).
+        max_inflated: the most bytes one payload may inflate to; a payload past
+            it is refused (DecodeError), as is a task that encodes past it.
 
     Raises:
-        ConfigError: bad level, or ``inner`` is compressed or signed already.
+        ConfigError: bad level or max_inflated, or ``inner`` is compressed or
+            signed already.
     """
 
     COMPRESSOR = _frame.GZIP
     LEVELS = range(10)
 
-    def __init__(self, inner: _frame.Layer, *, level: int = 6) -> None:
-        super().__init__(inner, level)
+    def __init__(
+        self,
+        inner: _frame.Layer,
+        *,
+        level: int = 6,
+        max_inflated: int = _compressor.MAX_INFLATED,
+    ) -> None:
+        super().__init__(inner, level, max_inflated)
 
     def _compress(self, data: bytes) -> bytes:
         return gzip.compress(data, self.level, mtime=0)
 
-    def _decompress(self, data: bytes) -> bytes:
-        return gzip.decompress(data)
+    def _inflate(self, data: bytes, limit: int) -> bytes:
+        stream = zlib.decompressobj(wbits=31)  # one gzip member, as encode writes
+        out = stream.decompress(data, limit + 1)
+        if len(out) <= limit and not stream.eof:
+            raise ValueError("incomplete or truncated gzip stream")
+        return out

@@ -186,7 +186,10 @@ class HmacSigner:
 
     def _verified(self, data: bytes) -> bytes | _wire.Failed:
         """The body of ``data`` if its header and signature check out."""
-        if data[: _frame.HEADER_SIZE] != self._prefix:
+        if (
+            not isinstance(data, _frame.BYTES)
+            or data[: _frame.HEADER_SIZE] != self._prefix
+        ):
             return _wire.Failed(_frame.mismatch(data, self.header))
         body = data[self._body_at :]
         sent = data[_frame.HEADER_SIZE : self._body_at]

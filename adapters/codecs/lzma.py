@@ -18,19 +18,32 @@ class LzmaCodec(_compressor.CompressorCodec):
     Args:
         inner: the codec to wrap (a serializer).
         level: the xz preset, 0 (fast) to 9 (smallest).
+        max_inflated: the most bytes one payload may inflate to; a payload past
+            it is refused (DecodeError), as is a task that encodes past it.
 
     Raises:
-        ConfigError: bad level, or ``inner`` is compressed or signed already.
+        ConfigError: bad level or max_inflated, or ``inner`` is compressed or
+            signed already.
     """
 
     COMPRESSOR = _frame.LZMA
     LEVELS = range(10)
 
-    def __init__(self, inner: _frame.Layer, *, level: int = 6) -> None:
-        super().__init__(inner, level)
+    def __init__(
+        self,
+        inner: _frame.Layer,
+        *,
+        level: int = 6,
+        max_inflated: int = _compressor.MAX_INFLATED,
+    ) -> None:
+        super().__init__(inner, level, max_inflated)
 
     def _compress(self, data: bytes) -> bytes:
         return lzma.compress(data, preset=self.level)
 
-    def _decompress(self, data: bytes) -> bytes:
-        return lzma.decompress(data, format=lzma.FORMAT_XZ)
+    def _inflate(self, data: bytes, limit: int) -> bytes:
+        stream = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        out = stream.decompress(data, max_length=limit + 1)
+        if len(out) <= limit and not stream.eof:
+            raise ValueError("incomplete or truncated xz stream")
+        return out

@@ -31,8 +31,9 @@ class MsgpackCodec(_frame.FramedCodec):
 
     Carries None, bool, int (signed or unsigned 64-bit), float, str, bytes (they come
     back as bytes), lists and dicts (with str or int keys), nested. Tuples come back
-    as lists. Anything else (sets, datetimes, objects, ints beyond 64 bits, strs
-    with lone surrogates) is refused with ``EncodeError``.
+    as lists, except as dict keys, where they come back as tuples. Anything else
+    (sets, datetimes, objects, ints beyond 64 bits, strs with lone surrogates) is
+    refused with ``EncodeError``.
     """
 
     def __init__(self) -> None:
@@ -63,8 +64,21 @@ class MsgpackCodec(_frame.FramedCodec):
 
     def load_records(self, bodies: Sequence[bytes | _wire.Failed]) -> list[object]:
         """The unpacked records; ``Failed`` in place of a body that does not
-        unpack (a ``Failed`` given stays)."""
-        return _wire.load_each(bodies, _unpack, _unpack_error)
+        unpack (a ``Failed`` given stays).
+
+        A map with an array key (a tuple key when packed) cannot be built as a
+        dict with a list key; such a body, on the rare path of a failed one, is
+        read again with its array keys made tuples.
+        """
+        records = _wire.load_each(bodies, _unpack, _unpack_error)
+        for index, record in enumerate(records):
+            body = bodies[index]
+            if type(record) is _wire.Failed and type(body) is not _wire.Failed:
+                try:
+                    records[index] = _unpack_tuple_keys(body)
+                except Exception:  # the first error stands
+                    continue
+        return records
 
     def encode_error(self, task: Task, error: Exception) -> EncodeError:
         """The error naming the kwarg of ``task`` that msgpack cannot pack."""
@@ -74,6 +88,19 @@ class MsgpackCodec(_frame.FramedCodec):
 # strict_map_key=False: whatever encode accepts must decode, and packing allows
 # int keys (see the module docstring for the cost). A partial stays in C.
 _unpack = functools.partial(msgpack.unpackb, raw=False, strict_map_key=False)
+
+
+def _tuple_keys(pairs: list[tuple[object, object]]) -> dict[object, object]:
+    return {_frozen(key): value for key, value in pairs}
+
+
+def _frozen(key: object) -> object:
+    return tuple(_frozen(k) for k in key) if type(key) is list else key
+
+
+_unpack_tuple_keys = functools.partial(
+    msgpack.unpackb, raw=False, strict_map_key=False, object_pairs_hook=_tuple_keys
+)
 
 
 def _unpack_error(error: Exception) -> DecodeError:

@@ -15,19 +15,32 @@ class ZlibCodec(_compressor.CompressorCodec):
     Args:
         inner: the codec to wrap (a serializer).
         level: 0 (store) to 9 (smallest); 6 is zlib's balance of speed and size.
+        max_inflated: the most bytes one payload may inflate to; a payload past
+            it is refused (DecodeError), as is a task that encodes past it.
 
     Raises:
-        ConfigError: bad level, or ``inner`` is compressed or signed already.
+        ConfigError: bad level or max_inflated, or ``inner`` is compressed or
+            signed already.
     """
 
     COMPRESSOR = _frame.ZLIB
     LEVELS = range(10)
 
-    def __init__(self, inner: _frame.Layer, *, level: int = 6) -> None:
-        super().__init__(inner, level)
+    def __init__(
+        self,
+        inner: _frame.Layer,
+        *,
+        level: int = 6,
+        max_inflated: int = _compressor.MAX_INFLATED,
+    ) -> None:
+        super().__init__(inner, level, max_inflated)
 
     def _compress(self, data: bytes) -> bytes:
         return zlib.compress(data, self.level)
 
-    def _decompress(self, data: bytes) -> bytes:
-        return zlib.decompress(data)
+    def _inflate(self, data: bytes, limit: int) -> bytes:
+        stream = zlib.decompressobj()
+        out = stream.decompress(data, limit + 1)
+        if len(out) <= limit and not stream.eof:
+            raise ValueError("incomplete or truncated stream")
+        return out

@@ -412,3 +412,48 @@ def test_msgpack_is_imported_only_when_asked_for() -> None:
     )
 
     assert result.stdout.split() == ["False", "True"]
+
+
+@pytest.mark.parametrize("compressor", [ZlibCodec, GzipCodec, Bz2Codec, LzmaCodec])
+def test_a_payload_inflating_past_max_inflated_is_refused(compressor: Any) -> None:
+    """A small payload that inflates past the bound (a decompression bomb) is a
+    DecodeError, in one call and in a batch, and costs no other payload; a task
+    that encodes past the bound is refused at push time."""
+    big = Task(kwargs={"blob": "a" * 200_000}, queue="q")
+    small = Task(kwargs={"n": 1}, queue="q")
+    lenient = compressor(PickleCodec())
+    strict = compressor(PickleCodec(), max_inflated=100_000)
+    bomb, fine = lenient.encode(big), lenient.encode(small)
+
+    with pytest.raises(DecodeError, match=r"max_inflated \(100000 bytes\)"):
+        strict.decode(bomb)
+    decoded = strict.decode_many([bomb, fine])
+    with pytest.raises(EncodeError, match="max_inflated"):
+        strict.encode(big)
+
+    assert len(bomb) < 2_000
+    assert isinstance(decoded[0], DecodeError)
+    assert decoded[1] == small
+
+
+@pytest.mark.parametrize("compressor", [ZlibCodec, GzipCodec, Bz2Codec, LzmaCodec])
+def test_max_inflated_must_be_a_positive_int(compressor: Any) -> None:
+    """A bad bound fails at construction, naming it."""
+    for bad in (0, -1, 1.5, "64MiB"):
+        with pytest.raises(ConfigError, match="max_inflated"):
+            compressor(PickleCodec(), max_inflated=bad)
+
+
+def test_msgpack_brings_a_tuple_dict_key_back_as_a_tuple() -> None:
+    """msgpack packs a tuple key as an array, which cannot be a dict key once read
+    as a list: it comes back as the tuple, alone and in a batch."""
+    codec = MsgpackCodec()
+    task = Task(kwargs={"m": {(1, (2, 3)): "a", "x": [1, (2, 3)]}}, queue="q")
+    payload = codec.encode(task)
+
+    single = codec.decode(payload)
+    batch = codec.decode_many([payload, b"junk"])
+
+    assert single.kwargs == {"m": {(1, (2, 3)): "a", "x": [1, [2, 3]]}}
+    assert batch[0] == single
+    assert isinstance(batch[1], DecodeError)

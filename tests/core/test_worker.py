@@ -446,6 +446,25 @@ def test_a_retry_with_a_bad_delay_fails_that_task_only(
     assert broker.lengths("jobs") == QueueLengths()
 
 
+class _OwnFloat(float):
+    """A float subclass, as numpy's float64 is one: pickle keeps the class."""
+
+
+def test_times_given_as_a_float_subclass_are_pushed_as_plain_floats(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """A numpy-like float for timeout or delay still gives a task the worker can
+    decode and run (decoders take exactly int or float)."""
+    worker = _worker(make_worker, lambda w, t: None, max_tasks_per_run=2)
+    worker.push_task({"n": 1}, timeout=_OwnFloat(30.0))
+    worker.push_task({"n": 2}, delay=_OwnFloat(0.0))
+
+    worker.run()
+
+    assert [c[1] for c in worker.calls if c[0] == "work"] == [{"n": 1}, {"n": 2}]
+    assert broker.lengths("jobs") == QueueLengths()
+
+
 def test_a_timeout_runs_on_timeout(
     make_worker: WorkerFactory, broker: MemoryBroker
 ) -> None:
