@@ -80,6 +80,7 @@ def _target(text: str) -> str:
 
 
 def _supervise(args: argparse.Namespace) -> int:
+    from .child import load_target  # noqa: PLC0415 - with the supervisor's imports
     from .supervisor import Supervisor  # noqa: PLC0415 - psutil only when needed
 
     parser: argparse.ArgumentParser = args.parser
@@ -98,9 +99,12 @@ def _supervise(args: argparse.Namespace) -> int:
     # Import the target as the children will: from the working directory.
     sys.path.insert(0, os.getcwd())
     try:
-        supervisor = Supervisor(args.target, policy, log_level=args.log_level)
-    except ConfigError as error:
+        load_target(args.target)
+    except ConfigError as error:  # no such module or attribute: a usage error
         parser.error(f"argument TARGET: {error}")
+    # Building the worker may fail at run time (its factory raised, its broker is
+    # unreachable): main() reports that as a runtime failure, exit 1.
+    supervisor = Supervisor(args.target, policy, log_level=args.log_level)
     supervisor.run()
     return 0
 
@@ -108,7 +112,11 @@ def _supervise(args: argparse.Namespace) -> int:
 def _open_broker(url: str | None, parser: argparse.ArgumentParser) -> Broker:
     if not url:
         parser.error(f"argument --broker: required (or set ${BROKER_VARIABLE})")
-    if urlsplit(url).scheme == "sqlite":
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError as error:  # e.g. an unclosed IPv6 bracket
+        raise ConfigError(f"malformed broker URL {redact(url)!r}: {error}") from None
+    if scheme == "sqlite":
         from .sqlite import parse_url  # noqa: PLC0415 - only for sqlite URLs
 
         path, _ = parse_url(url)

@@ -155,12 +155,17 @@ def _demo_in(path: Path, *, tasks: int, workers: int, out: TextIO, tick: float) 
         file=out,
         flush=True,
     )
-    os.environ[PATH_VARIABLE] = str(path)  # for the supervisor's probe and children
+    # For the supervisor's probe and the children, which run in the file's folder:
+    # ``python -m`` puts the children's working directory first on sys.path, and
+    # in a checkout of sergeant its ``sergeant/`` folder (the core alone) would hide
+    # the installed package and its adapters.
+    os.environ[PATH_VARIABLE] = str(path.resolve())
     supervisor = Supervisor(
         f"{__name__}:DemoWorker",
         SupervisionPolicy(workers=workers, stop_grace=10.0),
         log_level="ERROR",  # per-task failures are the point, not news
         handle_signals=False,  # it runs in a thread; Ctrl-C lands here
+        cwd=path.resolve().parent,
     )
     thread = threading.Thread(target=supervisor.run, name="sergeant-demo-supervisor")
     started = time.monotonic()

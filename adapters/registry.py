@@ -103,7 +103,10 @@ def broker_from_url(url: str) -> Broker:
             f"a broker URL looks like scheme://..., got {redact(str(url))!r} "
             f"(schemes: {', '.join(sorted(BROKERS))})"
         )
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as error:  # e.g. an unclosed IPv6 bracket
+        raise ConfigError(f"malformed broker URL {redact(url)!r}: {error}") from None
     dotted = BROKERS.get(scheme)
     if dotted is None:
         raise ConfigError(

@@ -121,6 +121,11 @@ class RedisBroker:
             seed = RedisCluster.from_url(urls[0], **options)
             return cls(seed, namespace=namespace, retry=retry)
         made = [redis.Redis.from_url(u, **options) for u in urls]
+        for client in made:
+            # Clients connect lazily: build one connection object (unconnected)
+            # now, so that an unknown URL option fails here, not on first use.
+            pool = client.connection_pool
+            pool.connection_class(**pool.connection_kwargs)
         if len(made) == 1:
             return cls(made[0], namespace=namespace, retry=retry)
         return cls(clients=made, namespace=namespace, retry=retry)

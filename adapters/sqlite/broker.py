@@ -10,6 +10,7 @@ column, and ``database.py`` for connections, threads and forks.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -108,6 +109,19 @@ class SqliteBroker:
             raise ConfigError(
                 f"SqliteBroker needs SQLite >= 3.35 (RETURNING); this Python links"
                 f" {sqlite3.sqlite_version}"
+            )
+        if not (
+            isinstance(busy_timeout, int | float)
+            and math.isfinite(busy_timeout)
+            and busy_timeout >= 0
+        ):
+            raise ConfigError(
+                f"SqliteBroker.busy_timeout must be a finite number >= 0 (seconds), "
+                f"got {busy_timeout!r}"
+            )
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigError(
+                f"SqliteBroker.retries must be an int >= 0, got {retries!r}"
             )
         if path in ("", ":memory:"):
             # Each connection would get its own private in-memory database.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from sergeant.errors import ConfigError
@@ -32,7 +33,10 @@ def parse_url(url: str) -> tuple[str, dict[str, float]]:
         if name != "busy_timeout":
             raise ConfigError(f"unknown sqlite URL option {name!r} in {url!r}")
         try:
-            options[name] = float(value)
+            seconds = float(value)
         except ValueError:
             raise ConfigError(f"busy_timeout must be a number: {url!r}") from None
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise ConfigError(f"busy_timeout must be a finite number >= 0: {url!r}")
+        options[name] = seconds
     return path, options

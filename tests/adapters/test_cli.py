@@ -74,12 +74,26 @@ def test_usage_errors_exit_2_naming_the_argument(args: list[str], message: str) 
     assert message in result.stderr
 
 
+def test_a_target_whose_factory_fails_is_a_runtime_error_of_one_line() -> None:
+    """The target imports but building its worker fails (here: its environment is
+    missing): exit 1 and one line naming the target and the cause, no usage."""
+    result = sergeant("supervise", "tests.adapters.supervised_workers:ledger_worker")
+
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert "ledger_worker" in result.stderr
+    assert "SUP_LEDGER" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
         ("ftp://user:hunter2@host/x", "unknown broker URL scheme 'ftp'"),
         ("sqlite:///no/such/dir/jobs.db", "no SQLite database at"),
         ("jobs.db", "a broker URL looks like scheme://"),
+        ("redis://:hunter2@[::1", "malformed broker URL"),
+        ("sqlite:///jobs.db?busy_timeout=nan", "busy_timeout must be a finite"),
+        ("redis://:hunter2@127.0.0.1:1/0?bogus=1", "unexpected keyword argument"),
     ],
 )
 def test_an_invalid_broker_is_one_line_and_exit_1(url: str, message: str) -> None:
