@@ -210,11 +210,15 @@ class AsyncioExecutor:
         self._sync.shutdown()
         if loop is None or thread is None:
             return
-        if thread is not threading.current_thread():
-            concurrent.futures.wait(batches)
+        if thread is threading.current_thread():
+            # Called by a job on the loop: stopping the loop now would leave its
+            # batch (and any other) unfinished, and run() waiting for good. The
+            # loop stops once every running batch is done, this job's included.
+            _stop_after(loop, [batch for batch in batches if not batch.done()])
+            return
+        concurrent.futures.wait(batches)
         loop.call_soon_threadsafe(loop.stop)
-        if thread is not threading.current_thread():
-            thread.join()
+        thread.join()
 
     # -- the loop ------------------------------------------------------------------
 
@@ -261,6 +265,28 @@ class AsyncioExecutor:
 
         outcomes = await asyncio.gather(*(one(task) for task in tasks))
         return list(outcomes), fatal
+
+
+def _stop_after(
+    loop: asyncio.AbstractEventLoop, batches: list[concurrent.futures.Future[Any]]
+) -> None:
+    """Stop ``loop`` once every one of ``batches`` is done (at once if none)."""
+    if not batches:
+        loop.call_soon(loop.stop)
+        return
+    left = len(batches)
+    lock = threading.Lock()
+
+    def one_done(_: concurrent.futures.Future[Any]) -> None:
+        nonlocal left
+        with lock:
+            left -= 1
+            last = left == 0
+        if last:
+            loop.call_soon_threadsafe(loop.stop)
+
+    for batch in batches:
+        batch.add_done_callback(one_done)
 
 
 def _serve(loop: asyncio.AbstractEventLoop) -> None:

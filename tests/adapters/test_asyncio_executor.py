@@ -132,6 +132,36 @@ class TestCoroutineJobs:
         with pytest.raises(RuntimeError):
             executor.run(job, _tasks(1))
 
+    def test_shutdown_from_a_job_lets_its_batch_finish(self) -> None:
+        """A job that shuts the executor down while a sibling still awaits: the
+        batch completes (run() returns every outcome), then the loop stops."""
+        executor = AsyncioExecutor(concurrency=2, name="loop-shut-from-inside")
+
+        async def job(task: Task) -> Outcome:
+            if task.kwargs["n"] == 0:
+                executor.shutdown()
+                return Returned("shut")
+            await asyncio.sleep(0.2)
+            return Returned("slept")
+
+        outcomes: list[Outcome] = []
+        runner = threading.Thread(
+            target=lambda: outcomes.extend(executor.run(job, _tasks(2))), daemon=True
+        )
+        runner.start()
+        runner.join(timeout=10)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and [
+            t for t in threading.enumerate() if t.name == "loop-shut-from-inside"
+        ]:
+            time.sleep(0.01)
+
+        assert not runner.is_alive()
+        assert outcomes == [Returned("shut"), Returned("slept")]
+        assert not [
+            t for t in threading.enumerate() if t.name == "loop-shut-from-inside"
+        ]
+
     def test_run_coroutine_runs_on_the_loop_and_returns_its_result(
         self, loop_pool: AsyncioExecutor
     ) -> None:
