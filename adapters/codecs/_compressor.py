@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from sergeant.errors import ConfigError, DecodeError, EncodeError
 from sergeant.task import Task
@@ -20,16 +20,24 @@ class CompressorCodec(_frame.FramedCodec):
     """Compresses the body of the codec it wraps; the header records both layers.
 
     Subclasses name their compressor id and provide ``_compress`` and
-    ``_inflate(data, limit)``, which stops once more than ``limit`` bytes came
-    out (the caller then refuses the payload).
+    ``_decompressor()``: a fresh streaming decompressor (zlib's, bz2's or lzma's
+    shape: ``decompress(data, max_length=)`` and ``eof``), which lets inflating
+    stop past ``max_inflated``.
     """
 
     COMPRESSOR: ClassVar[int]
     LEVELS: ClassVar[range]
+    DEFAULT_LEVEL: ClassVar[int]
 
     def __init__(
-        self, inner: _frame.Layer, level: int, max_inflated: int = MAX_INFLATED
+        self,
+        inner: _frame.Layer,
+        *,
+        level: int | None = None,
+        max_inflated: int = MAX_INFLATED,
     ) -> None:
+        if level is None:
+            level = self.DEFAULT_LEVEL
         cls = type(self).__name__
         header = _frame.inner_header(inner, cls)
         if type(level) is not int or level not in self.LEVELS:
@@ -52,15 +60,18 @@ class CompressorCodec(_frame.FramedCodec):
     def _compress(self, data: bytes) -> bytes:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _inflate(self, data: bytes, limit: int) -> bytes:  # pragma: no cover
+    def _decompressor(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _decompress(self, data: bytes) -> bytes:
         """The whole stream ``data`` holds, refused past ``max_inflated`` bytes."""
         limit = self.max_inflated
-        out = self._inflate(data, limit)
+        stream = self._decompressor()
+        out: bytes = stream.decompress(data, max_length=limit + 1)
         if len(out) > limit:
             raise ValueError(f"inflates past max_inflated ({limit} bytes)")
+        if not stream.eof:
+            raise ValueError("incomplete or truncated stream")
         return out
 
     def dump_bodies(self, records: Sequence[_wire.Record]) -> list[bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+from typing import Any
 
 from . import _compressor, _frame
 
@@ -15,7 +16,7 @@ class Bz2Codec(_compressor.CompressorCodec):
 
     Args:
         inner: the codec to wrap (a serializer).
-        level: 1 to 9 (block size in 100 kB units).
+        level: 1 to 9 (block size in 100 kB units); 9 by default.
         max_inflated: the most bytes one payload may inflate to; a payload past
             it is refused (DecodeError), as is a task that encodes past it.
 
@@ -26,22 +27,10 @@ class Bz2Codec(_compressor.CompressorCodec):
 
     COMPRESSOR = _frame.BZ2
     LEVELS = range(1, 10)
-
-    def __init__(
-        self,
-        inner: _frame.Layer,
-        *,
-        level: int = 9,
-        max_inflated: int = _compressor.MAX_INFLATED,
-    ) -> None:
-        super().__init__(inner, level, max_inflated)
+    DEFAULT_LEVEL = 9
 
     def _compress(self, data: bytes) -> bytes:
         return bz2.compress(data, self.level)
 
-    def _inflate(self, data: bytes, limit: int) -> bytes:
-        stream = bz2.BZ2Decompressor()
-        out = stream.decompress(data, max_length=limit + 1)
-        if len(out) <= limit and not stream.eof:
-            raise ValueError("incomplete or truncated bzip2 stream")
-        return out
+    def _decompressor(self) -> Any:
+        return bz2.BZ2Decompressor()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from typing import Any
 
 from . import _compressor, _frame
 
@@ -17,7 +18,7 @@ class GzipCodec(_compressor.CompressorCodec):
 
     Args:
         inner: the codec to wrap (a serializer).
-        level: 0 (store) to 9 (smallest).
+        level: 0 (store) to 9 (smallest); 6 by default.
         max_inflated: the most bytes one payload may inflate to; a payload past
             it is refused (DecodeError), as is a task that encodes past it.
 
@@ -28,22 +29,10 @@ class GzipCodec(_compressor.CompressorCodec):
 
     COMPRESSOR = _frame.GZIP
     LEVELS = range(10)
-
-    def __init__(
-        self,
-        inner: _frame.Layer,
-        *,
-        level: int = 6,
-        max_inflated: int = _compressor.MAX_INFLATED,
-    ) -> None:
-        super().__init__(inner, level, max_inflated)
+    DEFAULT_LEVEL = 6
 
     def _compress(self, data: bytes) -> bytes:
         return gzip.compress(data, self.level, mtime=0)
 
-    def _inflate(self, data: bytes, limit: int) -> bytes:
-        stream = zlib.decompressobj(wbits=31)  # one gzip member, as encode writes
-        out = stream.decompress(data, limit + 1)
-        if len(out) <= limit and not stream.eof:
-            raise ValueError("incomplete or truncated gzip stream")
-        return out
+    def _decompressor(self) -> Any:
+        return zlib.decompressobj(wbits=31)  # one gzip member, as encode writes

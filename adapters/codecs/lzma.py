@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lzma
+from typing import Any
 
 from . import _compressor, _frame
 
@@ -17,7 +18,7 @@ class LzmaCodec(_compressor.CompressorCodec):
 
     Args:
         inner: the codec to wrap (a serializer).
-        level: the xz preset, 0 (fast) to 9 (smallest).
+        level: the xz preset, 0 (fast) to 9 (smallest); 6 by default.
         max_inflated: the most bytes one payload may inflate to; a payload past
             it is refused (DecodeError), as is a task that encodes past it.
 
@@ -28,22 +29,10 @@ class LzmaCodec(_compressor.CompressorCodec):
 
     COMPRESSOR = _frame.LZMA
     LEVELS = range(10)
-
-    def __init__(
-        self,
-        inner: _frame.Layer,
-        *,
-        level: int = 6,
-        max_inflated: int = _compressor.MAX_INFLATED,
-    ) -> None:
-        super().__init__(inner, level, max_inflated)
+    DEFAULT_LEVEL = 6
 
     def _compress(self, data: bytes) -> bytes:
         return lzma.compress(data, preset=self.level)
 
-    def _inflate(self, data: bytes, limit: int) -> bytes:
-        stream = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-        out = stream.decompress(data, max_length=limit + 1)
-        if len(out) <= limit and not stream.eof:
-            raise ValueError("incomplete or truncated xz stream")
-        return out
+    def _decompressor(self) -> Any:
+        return lzma.LZMADecompressor(format=lzma.FORMAT_XZ)

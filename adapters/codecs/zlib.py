@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 from . import _compressor, _frame
 
@@ -14,7 +15,8 @@ class ZlibCodec(_compressor.CompressorCodec):
 
     Args:
         inner: the codec to wrap (a serializer).
-        level: 0 (store) to 9 (smallest); 6 is zlib's balance of speed and size.
+        level: 0 (store) to 9 (smallest); 6 (the default) is zlib's balance of
+            speed and size.
         max_inflated: the most bytes one payload may inflate to; a payload past
             it is refused (DecodeError), as is a task that encodes past it.
 
@@ -25,22 +27,10 @@ class ZlibCodec(_compressor.CompressorCodec):
 
     COMPRESSOR = _frame.ZLIB
     LEVELS = range(10)
-
-    def __init__(
-        self,
-        inner: _frame.Layer,
-        *,
-        level: int = 6,
-        max_inflated: int = _compressor.MAX_INFLATED,
-    ) -> None:
-        super().__init__(inner, level, max_inflated)
+    DEFAULT_LEVEL = 6
 
     def _compress(self, data: bytes) -> bytes:
         return zlib.compress(data, self.level)
 
-    def _inflate(self, data: bytes, limit: int) -> bytes:
-        stream = zlib.decompressobj()
-        out = stream.decompress(data, limit + 1)
-        if len(out) <= limit and not stream.eof:
-            raise ValueError("incomplete or truncated stream")
-        return out
+    def _decompressor(self) -> Any:
+        return zlib.decompressobj()

@@ -32,6 +32,12 @@ def _worker(make_worker: WorkerFactory, behaviour: Any, **config: Any) -> Record
     return worker
 
 
+def _slow_first(worker: Recorder, task: Any) -> None:
+    """Task 0 takes 6 s of the worker's clock: past half of a 10 s lease."""
+    if task.kwargs["n"] == 0:
+        worker.monotonic.advance(6.0)  # type: ignore[attr-defined]
+
+
 def _worked(worker: Recorder) -> list[int]:
     return [c[1]["n"] for c in worker.calls if c[0] == "work"]
 
@@ -159,13 +165,9 @@ def test_a_batch_that_waited_past_half_its_lease_is_released_then_taken_again(
 
     monkeypatch.setattr(broker, "release", release)
 
-    def slow_first(worker: Recorder, task: Any) -> None:
-        if task.kwargs["n"] == 0:
-            worker.monotonic.advance(6.0)  # type: ignore[attr-defined]
-
     worker = _worker(
         make_worker,
-        slow_first,
+        _slow_first,
         tasks_per_transaction=2,
         max_tasks_per_run=4,
         lease=10.0,
@@ -259,13 +261,9 @@ def test_stale_prefetched_batches_go_back_in_the_order_taken(
     """Two prefetched batches that waited past half their lease are released
     together, so they still run in order."""
 
-    def slow_first(worker: Recorder, task: Any) -> None:
-        if task.kwargs["n"] == 0:
-            worker.monotonic.advance(6.0)  # type: ignore[attr-defined]
-
     worker = _worker(
         make_worker,
-        slow_first,
+        _slow_first,
         tasks_per_transaction=2,
         max_tasks_per_run=8,
         prefetch=2,
