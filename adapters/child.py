@@ -134,7 +134,8 @@ class StopSignals:
     Installed before the worker is built, so that: a recycle request arriving
     during start-up (heavy imports, a factory that allocates) is kept for the
     worker rather than killing the process (SIGUSR1's default action), which the
-    supervisor would count as a crash; and a ``ProcessWatchdog`` started by the
+    supervisor would count as a crash, while a stop request ends the process at
+    once (exit ``STOPPED``); and a ``ProcessWatchdog`` started by the
     factory finds these handlers in place and passes on every SIGINT that is not
     its own, instead of being replaced by them afterwards (its timeouts would
     then stop the worker instead of the task).
@@ -158,10 +159,14 @@ class StopSignals:
         self._pending.clear()
 
     def _request(self, reason: StopReason) -> None:
-        if self._worker is None:
-            self._pending.append(reason)
-        else:
+        if self._worker is not None:
             self._worker.request_stop(reason)
+        elif reason is StopReason.STOPPED:
+            # Nothing to finish yet, and a factory may hang (a broker that does
+            # not answer): a stop ends the process now, as SIGTERM always did.
+            raise SystemExit(reason.exit_code)
+        else:
+            self._pending.append(reason)
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         self._request(StopReason.STOPPED)

@@ -282,6 +282,27 @@ class TestBrokerContract:
 
         assert _payloads(again) == [b"a", b"b", b"c", b"d", b"e"]
 
+    def test_release_keeps_the_order_taken_not_the_order_pushed(
+        self, broker: Any
+    ) -> None:
+        """A delayed task pushed first but due after a ready one is taken second;
+        released together, they come back in the order they were taken. (HIGH:
+        a broker over several nodes keeps a queue's HIGH tasks on one node, and
+        orders tasks within a node only.)"""
+        broker.push(
+            "q", [b"delayed"], priority=Priority.HIGH, eta=time.time() + SHORT_LEASE
+        )
+        broker.push("q", [b"ready"], priority=Priority.HIGH)
+        first = broker.reserve("q", owner="w1", lease=60)
+        time.sleep(PAST_SHORT)
+        second = broker.reserve("q", owner="w1", lease=60)
+
+        broker.release("q", first + second)
+        again = broker.reserve("q", owner="w2", count=2, lease=None)
+
+        assert _payloads(first + second) == [b"ready", b"delayed"]
+        assert _payloads(again) == [b"ready", b"delayed"]
+
     def test_release_owner_puts_tasks_back_at_the_head_in_order(
         self, broker: Any
     ) -> None:

@@ -10,6 +10,7 @@ How a reserve claims tasks without handing one to two workers: see ``_claim.py``
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import time
@@ -17,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pymongo import MongoClient, WriteConcern
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from sergeant.clock import Clock
 from sergeant.errors import BrokerError, ConfigError
@@ -269,7 +270,14 @@ class MongoBroker:
             if done.matched_count:
                 return
         letter = q.new_dead_letter(queue, delivery.payload, reason, now)
-        self._guard.run("dead_letter", lambda: tasks.insert_one(letter))
+
+        def insert() -> None:
+            # The _id is ours and fresh: a duplicate means an earlier attempt of
+            # this very insert landed before its reply was lost. Recorded once.
+            with contextlib.suppress(DuplicateKeyError):
+                tasks.insert_one(letter)
+
+        self._guard.run("dead_letter", insert)
 
     def lengths(self, queue: str) -> QueueLengths:
         """Count each place with an index-backed ``count_documents``.

@@ -120,8 +120,23 @@ class MongoLock:
     def release(self) -> bool:
         """Delete the lock document if this handle holds it and it has not lapsed."""
         mine = {"name": self._name, "token": self._token, **_live(self._clock())}
-        result = self._guard.run("lock release", lambda: self._locks.delete_one(mine))
-        return bool(result.deleted_count)
+        calls = 0
+
+        def delete() -> bool:
+            nonlocal calls
+            calls += 1
+            if self._locks.delete_one(mine).deleted_count:
+                return True
+            # A repeat is the guard retrying after a fault: the first attempt may
+            # have deleted it and lost the reply. A lock nobody holds counts as
+            # released by this handle.
+            return (
+                calls > 1
+                and self._locks.find_one({"name": self._name, **_live(self._clock())})
+                is None
+            )
+
+        return self._guard.run("lock release", delete)
 
     def is_locked(self) -> bool:
         """Whether any handle holds the lock now."""

@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from sergeant.errors import ConfigError
+from sergeant.errors import BrokerError, ConfigError
 from sergeant.protocols import DeadLetter, Delivery, QueueLengths
 from sergeant.protocols.broker import check_limit
 from sergeant.task import Priority
@@ -109,16 +109,23 @@ class MongoNodesBroker:
         pause = 0.005
         while True:
             got: list[Delivery] = []
-            for index, priority in self._visits(queue):
-                batch = self._nodes[index]._reserve_once(
-                    queue, owner, count - len(got), lease, priority
-                )
-                got += [
-                    Delivery(f"{index}/{d.receipt}", d.payload, d.deliveries)
-                    for d in batch
-                ]
-                if len(got) >= count:
-                    break
+            try:
+                for index, priority in self._visits(queue):
+                    batch = self._nodes[index]._reserve_once(
+                        queue, owner, count - len(got), lease, priority
+                    )
+                    got += [
+                        Delivery(f"{index}/{d.receipt}", d.payload, d.deliveries)
+                        for d in batch
+                    ]
+                    if len(got) >= count:
+                        break
+            except BrokerError:
+                # Tasks in hand are not given up for a node that failed after:
+                # popped ones exist nowhere else, leased ones would wait for their
+                # lease. The failure recurs on the next call.
+                if not got:
+                    raise
             left = give_up - time.monotonic()
             if got or left <= 0:
                 return got

@@ -290,9 +290,10 @@ class RedisBroker:
 
         A node failing once tasks are in hand does not cost them: popped tasks
         exist nowhere else, leased ones would wait for their lease to lapse. They
-        are handed out and the failure recurs on the next call. Acks sent to that
-        node may not have been applied: those tasks come back when their lease
-        lapses, as at least once allows.
+        are handed out and the failure recurs on the next call. The acks for the
+        nodes not visited are still sent; those sent to the failing node may not
+        have been applied, and their tasks come back when their lease lapses, as
+        at least once allows.
         """
         now = self._clock()
         args = reserve_args(now, count, lease, member, woken=woken)
@@ -320,13 +321,16 @@ class RedisBroker:
                         break
                 elif nxt and (due is None or float(nxt) < due):
                     due = float(nxt)
-            for index, groups in list(acks.items()):
-                node = self._nodes[index]
-                del acks[index]
-                node.run(node.ack_script, queue, groups)
         except BrokerError:
             if not out:
                 raise
+        for index, groups in acks.items():
+            node = self._nodes[index]
+            try:
+                node.run(node.ack_script, queue, groups)
+            except BrokerError:
+                if not out:
+                    raise  # the caller keeps every ack and sends them again
         return out, due
 
     def _hand_out(

@@ -28,6 +28,9 @@ from .url import parse_url
 _PRIORITIES = tuple(sorted(int(p) for p in Priority))  # HIGH (0) first
 _CHUNK = 500  # ids per IN (...) list: far below SQLite's variable limit
 _FIRST_POLL, _MAX_POLL = 0.005, 0.1  # reserve(wait=...) polling pauses, seconds
+# Seconds between the due times of tasks released together (ahead of the line):
+# far above the float resolution of epoch seconds, so each keeps its place.
+_STEP = 1e-3
 
 _RESERVE_IDS = (
     "SELECT id FROM tasks WHERE queue = ? AND priority = ? AND due_at <= ?"
@@ -53,8 +56,8 @@ _ANY_READY = " OR ".join(
 )
 
 
-def _leased(deliveries: Sequence[Delivery]) -> dict[int, list[int]]:
-    """Leased receipts (``<row id>:<token>``) as token -> row ids.
+def _leased_in_order(deliveries: Sequence[Delivery]) -> list[tuple[int, int]]:
+    """Leased receipts (``<row id>:<token>``) as ``(row id, token)``, in order.
 
     The token is the row's delivery count as that reserve set it: a later reserve
     of the same row (its lease lapsed) gives another, and a release takes its
@@ -62,11 +65,19 @@ def _leased(deliveries: Sequence[Delivery]) -> dict[int, list[int]]:
     without lease (a bare row id: the row is gone) and receipts this broker
     cannot have issued are skipped.
     """
-    by_token: dict[int, list[int]] = {}
+    pairs = []
     for d in deliveries:
         row, sep, token = d.receipt.partition(":")
         if sep and _small_int(row) and _small_int(token):
-            by_token.setdefault(int(token), []).append(int(row))
+            pairs.append((int(row), int(token)))
+    return pairs
+
+
+def _leased(deliveries: Sequence[Delivery]) -> dict[int, list[int]]:
+    """The leased receipts as token -> row ids (one statement per token)."""
+    by_token: dict[int, list[int]] = {}
+    for row, token in _leased_in_order(deliveries):
+        by_token.setdefault(token, []).append(row)
     return by_token
 
 
@@ -272,20 +283,27 @@ class SqliteBroker:
     ) -> None:
         """Unlease the tasks: at the head of their line, or due after ``delay``;
         the delivery is un-counted."""
-        held = _leased(deliveries)
+        held = _leased_in_order(deliveries)
 
         def unlease(connection: sqlite3.Connection) -> None:
             now = self._clock()
             if delay > 0:
                 due = [now + delay] * len(_PRIORITIES)
+                step = 0.0  # they are delayed: their etas order them
             else:
-                due = _heads(connection, queue, now)
-            for token, ids in held.items():
-                for marks, part in _chunks(ids):
-                    connection.execute(
-                        BY_ID_SQL["release"].format(marks=marks),
-                        [*due, queue, token, *part],
-                    )
+                # Stepping up from before the head, in the order given: the first
+                # given is first in line (a shared due time would fall back to row
+                # id order, which is push order, not the order they were taken).
+                heads = _heads(connection, queue, now)
+                due = [head - _STEP * len(held) for head in heads]
+                step = _STEP
+            connection.executemany(
+                BY_ID_SQL["release"].format(marks="?"),
+                (
+                    (*(d + i * step for d in due), queue, token, row)
+                    for i, (row, token) in enumerate(held)
+                ),
+            )
 
         if held:
             self._db.write(unlease)

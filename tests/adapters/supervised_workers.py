@@ -77,6 +77,8 @@ class LedgerWorker(Worker):
     def __init__(self, *, owner: str) -> None:
         if os.environ.get("SUP_RECYCLE_AT_START"):  # as a supervisor would, early
             os.kill(os.getpid(), signal.SIGUSR1)
+        if os.environ.get("SUP_SLOW_START"):  # a factory that hangs a while
+            time.sleep(float(os.environ["SUP_SLOW_START"]))
         ledger = Path(os.environ["SUP_LEDGER"])
         pid = os.getpid()
         # Any: the recorder is a Broker by delegation, which mypy cannot see.

@@ -152,3 +152,23 @@ def test_a_process_watchdog_started_by_the_factory_still_stops_overruns(
         ["timeout", "0"],
         ["done", "1"],
     ]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_during_start_up_ends_the_process_at_once(
+    queue: tuple[Producer, dict[str, str]], signum: int
+) -> None:
+    """A factory that hangs (a broker that does not answer) must not make the
+    process deaf to SIGTERM or Ctrl-C: it exits at once with STOPPED's code."""
+    producer, env = queue
+    producer.push_tasks([{"n": 1}])
+    process = child(TARGET, {**env, "SUP_SLOW_START": "20"})
+    time.sleep(1.5)  # inside the factory by now
+
+    sent = time.monotonic()
+    process.send_signal(signum)
+    process.communicate(timeout=15)
+
+    assert time.monotonic() - sent < 5
+    assert process.returncode == StopReason.STOPPED.exit_code
+    assert producer.queue_lengths() == QueueLengths(ready=1)

@@ -8,6 +8,7 @@ What every broker must do is in ``contract_tests/``; the exact queries are in
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import socket
 import threading
@@ -278,6 +279,35 @@ def test_a_lock_whose_taking_reply_was_lost_is_held_by_its_handle(
     assert rival.acquire(timeout=0.1)
 
 
+def test_a_popped_tasks_dead_letter_whose_reply_was_lost_is_recorded_once(
+    mb: MongoBroker, rec: Recorder
+) -> None:
+    """A task reserved without lease is recorded as a new dead letter; that insert
+    retried after a lost reply is not an error and stores one letter."""
+    mb.push("q", [b"a"])
+    (popped,) = mb.reserve("q", owner="w", lease=None)
+    rec.lose_reply_of = "insert_one"
+
+    mb.dead_letter("q", popped, "poison")
+
+    assert mb.lengths("q") == QueueLengths(dead=1)
+
+
+def test_a_lock_release_whose_reply_was_lost_says_released(
+    mb: MongoBroker, rec: Recorder
+) -> None:
+    """The delete ran, its reply was lost: the retry finds the lock free."""
+    mb.ensure_indexes()
+    lock = mb.lock("job")
+    assert lock.acquire(timeout=0.2)
+    rec.lose_reply_of = "delete_one"
+
+    released = lock.release()
+
+    assert released is True
+    assert not lock.is_locked()
+
+
 # -- several deployments -------------------------------------------------------------
 
 
@@ -447,3 +477,24 @@ def test_lapse_does_not_wait_for_the_ttl_monitor(
     assert still_stored == 1
     assert taken is True
     assert first.release() is False
+
+
+@pytest.mark.parametrize("lease", [60.0, None], ids=["leased", "popped"])
+def test_nodes_hand_out_tasks_in_hand_when_a_later_node_fails(
+    wall: FakeClock, lease: float | None
+) -> None:
+    """Node 0's task is taken, then node 1 is unreachable: the task is handed out
+    (popped ones exist nowhere else), and the next call meets the outage."""
+    recs = [Recorder(), Recorder()]
+    parts = [MongoBroker(r, clock=wall, retry_budget=0.2) for r in recs]
+    broker = MongoNodesBroker(parts)
+    queue = next(q for q in (f"q{i}" for i in range(100)) if broker._home(q) == 0)
+    parts[0].push(queue, [b"on-node-0"])
+    broker._reserve_turns = itertools.count(0)  # start the visits at node 0
+    recs[1].fail_next = [AutoReconnect("node 1 down")] * 1000
+
+    got = broker.reserve(queue, owner="w", count=2, lease=lease)
+    with pytest.raises(BrokerUnavailable):
+        broker.reserve(queue, owner="w", count=2, lease=lease)
+
+    assert [d.payload for d in got] == [b"on-node-0"]

@@ -462,6 +462,37 @@ def test_tasks_in_hand_survive_another_node_going_down(
     assert payloads(got) == [b"%d" % i for i in range(10)]
 
 
+def test_acks_for_nodes_after_a_failed_one_are_still_sent(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """A reserve that meets a node down after another gave it tasks hands those
+    out, and still sends its acks to the nodes it had not visited yet."""
+    servers = [redis_server_factory() for _ in range(3)]
+    broker = RedisBroker(
+        clients=[s.client(socket_timeout=2) for s in servers],
+        namespace="nodes",
+        retry=FAST_FAIL,
+    )
+    queue = next(q for q in (f"q{i}" for i in range(100)) if broker._home(q) == 0)
+    broker.push(queue, [b"t%d" % i for i in range(5)])  # pushes go round robin:
+    broker.push(queue, [b"elsewhere"])  # node 1
+    broker.push(queue, [b"acked"])  # node 2
+    broker._reserve_turn = itertools.count(2)
+    held = broker.reserve(queue, owner="w", count=1)
+    servers[1].stop()
+    broker._reserve_turn = itertools.count(0)  # visits 0, then 1 (down), then 2
+
+    got = broker.reserve(queue, owner="w", count=10, ack=held)
+    raw = servers[2].client()
+    leases = raw.zcard(f"{{nodes:{queue}}}:leases")
+    raw.close()
+    broker.close()
+
+    assert payloads(held) == [b"acked"]
+    assert payloads(got) == [b"t%d" % i for i in range(5)]
+    assert leases == 0
+
+
 def test_locks_and_keys_live_on_the_node_their_name_hashes_to(
     nodes: tuple[RedisBroker, list[redis.Redis], str],
 ) -> None:
