@@ -175,13 +175,6 @@ class StopSignals:
         self._request(StopReason.RECYCLE)
 
 
-def install_signal_handlers(worker: Worker) -> None:
-    """SIGTERM/SIGINT: graceful stop; SIGUSR1: recycle (stop, to be respawned)."""
-    signals = StopSignals()
-    signals.install()
-    signals.attach(worker)
-
-
 def watch_parent(worker: Worker, parent: int, *, every: float = 1.0) -> None:
     """Stop ``worker`` gracefully once process ``parent`` is no longer our parent.
 
