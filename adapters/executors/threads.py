@@ -39,6 +39,7 @@ class _Batch:
         "done",
         "fatal",
         "finish",
+        "halted",
         "job",
         "results",
         "tallies",
@@ -58,6 +59,7 @@ class _Batch:
         self.workers = workers
         self.tallies: list[int] = []  # jobs each drain stored (list.append is atomic)
         self.fatal: list[BaseException] = []
+        self.halted = False  # set when the caller gave up waiting: start no more
         # A plain lock used as a one-shot event: the cheapest thing to block on.
         self.done = threading.Lock()
         self.done.acquire()
@@ -78,7 +80,7 @@ def _drain(batch: _Batch) -> None:
     count = len(tasks)
     stored = 0
     try:
-        while (index := claim()) < count:
+        while (index := claim()) < count and not batch.halted:
             try:
                 results[index] = job(tasks[index])
             except (Exception, TaskTimedOut) as exc:
@@ -99,7 +101,9 @@ class ThreadExecutor:
     Outcomes come back in input order; at most ``threads`` jobs run at once; an
     exception escaping a job becomes ``Raised`` for that task while the others run.
     A ``SystemExit`` or ``KeyboardInterrupt`` escaping a job is recorded as ``Raised``
-    and then re-raised by ``run()`` after the whole batch has finished.
+    and then re-raised by ``run()`` after the whole batch has finished. One raised
+    into ``run()`` itself while it waits (a Ctrl-C) starts no more jobs, waits for
+    the running ones, then goes on (a second one goes on at once).
 
     The pool threads are daemon threads, so a forgotten ``shutdown()`` never keeps
     the interpreter alive; call it to wait for running jobs.
@@ -149,7 +153,17 @@ class ThreadExecutor:
             put = self._inbox.put
             for _ in range(workers):
                 put(batch)
-        batch.done.acquire()
+        try:
+            batch.done.acquire()
+        except BaseException:
+            # Interrupted while waiting (Ctrl-C without a graceful handler): start
+            # no more of the batch, and let the jobs already running end before
+            # the exception goes on, or they would run on, unsupervised, while the
+            # caller unwinds (and a daemon pool thread dies mid-job at exit). A
+            # second interrupt during that wait goes on at once.
+            batch.halted = True
+            batch.done.acquire()
+            raise
         if batch.fatal:
             raise batch.fatal[0]
         return batch.outcomes()

@@ -33,7 +33,9 @@ returns. Before it returns, one may arrive anywhere in the thread, including ins
   caller *without* disarming. Callers must treat ``TaskTimedOut`` from ``disarm`` as
   a timeout and call ``disarm`` again. As a safety net, the next ``arm()`` from the
   same thread disarms that thread's previous handle, so a missed disarm can at worst
-  let one escalation run while the thread sits idle for ``grace`` seconds.
+  let one escalation run while the thread sits idle for ``grace`` seconds;
+- inside ``arm`` (a timeout shorter than a thread switch): ``arm`` ends the new
+  handle itself and lets the exception go on, for its caller never got the handle.
 
 When is a fired exception still pending? A thread running bytecode gets it at the
 point where it gave up the GIL for the watchdog to fire, so in practice only while
@@ -184,21 +186,31 @@ class ThreadWatchdog:
         Raises:
             ConfigError: ``timeout`` or ``grace`` is negative or not a number.
             WatchdogError: the watchdog is closed.
+            TaskTimedOut: the deadline passed before ``arm`` returned; the arm is
+                already ended (nothing to disarm).
         """
         _check("timeout", timeout)
         _check("grace", grace)
         handle = WatchdogHandle(self, timeout, grace)
-        with self._lock:
-            if self._closed:
-                raise WatchdogError("ThreadWatchdog.arm() after close()")
-            previous = self._live.get(handle.thread_id)
-            if previous is not None:  # a missed disarm: see the module docstring
-                self._end(previous)
-            self._live[handle.thread_id] = handle
-            self._push(handle.deadline, handle, escalation=False)
-            if self._thread is None:
-                self._start()
-        return handle
+        try:
+            with self._lock:
+                if self._closed:
+                    raise WatchdogError("ThreadWatchdog.arm() after close()")
+                previous = self._live.get(handle.thread_id)
+                if previous is not None:  # a missed disarm: see the module docstring
+                    self._end(previous)
+                self._live[handle.thread_id] = handle
+                self._push(handle.deadline, handle, escalation=False)
+                if self._thread is None:
+                    self._start()
+            return handle
+        except TaskTimedOut:
+            # This arm fired before arm() could return it (a timeout shorter than
+            # a thread switch): the caller never gets the handle to disarm, so its
+            # escalation would hit whatever the thread runs next. End it here; the
+            # caller sees the timeout.
+            self.disarm(handle)
+            raise
 
     def disarm(self, handle: object) -> bool:
         """Stop watching; True when the deadline had not fired. Idempotent.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -181,6 +182,36 @@ class TestEscapingBaseExceptions:
 
         assert raised.value.code == 3
         assert sorted(ran) == [1, 2, 3, 4, 5]
+
+    def test_threads_interrupted_while_waiting_finish_the_running_job_only(
+        self,
+    ) -> None:
+        """A Ctrl-C while run() waits (no graceful handler installed) goes on only
+        once the running job has ended, and the rest of the batch never starts:
+        the jobs must not run on unsupervised while the caller unwinds."""
+        pool = ThreadExecutor(threads=1)
+        caller = threading.get_ident()
+        finished: list[int] = []
+        started: list[int] = []
+
+        def job(task: Task) -> Outcome:
+            started.append(task.kwargs["n"])
+            if task.kwargs["n"] == 0:
+                signal.pthread_kill(caller, signal.SIGINT)
+                time.sleep(0.3)
+                finished.append(0)
+            return Returned(None)
+
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                pool.run(job, _tasks(4))
+            finished_when_raised = list(finished)
+            time.sleep(0.3)  # time enough for the other tasks, were they started
+        finally:
+            pool.shutdown()
+
+        assert finished_when_raised == [0]
+        assert started == [0]
 
 
 _raise_in = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)(

@@ -175,6 +175,40 @@ class TestRaces:
         assert forgotten.disarmed
         assert thread_watchdog.disarm(current) is True
 
+    def test_a_timeout_surfacing_inside_arm_ends_that_arm(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        recording_watchdog: ThreadWatchdog,
+        escalations: list[tuple[WatchdogHandle, float]],
+    ) -> None:
+        """A deadline shorter than a thread switch can fire before ``arm`` returns:
+        the caller never gets that handle, so ``arm`` must end it itself, or its
+        escalation hits whatever the thread runs next (here: an untimed spin)."""
+        from sergeant.adapters.watchdogs import threads
+
+        real_push = ThreadWatchdog._push
+
+        def push_then_fire(
+            self: ThreadWatchdog, when: float, handle: WatchdogHandle, **kw: bool
+        ) -> None:
+            real_push(self, when, handle, **kw)
+            # What the watchdog's thread does at the deadline: the exception is
+            # delivered at this thread's next bytecode, still inside arm().
+            handle._fired = True
+            handle._state = threads._State.FIRED
+            real_push(self, handle.deadline + handle.grace, handle, escalation=True)
+            threads._raise_in(handle.thread_id, TaskTimedOut)
+
+        monkeypatch.setattr(ThreadWatchdog, "_push", push_then_fire)
+        with pytest.raises(TaskTimedOut):
+            recording_watchdog.arm(0.05, grace=0.05)
+        monkeypatch.undo()
+
+        _spin(0.4)  # past deadline and grace: nothing may reach this thread now
+
+        assert escalations == []
+        assert recording_watchdog._live == {}
+
     def test_a_thread_that_ends_armed_is_never_interrupted_again(
         self, thread_watchdog: ThreadWatchdog
     ) -> None:
