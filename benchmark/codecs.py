@@ -10,7 +10,8 @@ in batches of 1,000 (``encode_all``/``decode_all``, which go through the codec's
 ``encode_many``/``decode_many``: what producers and workers call). The hot path
 of a queue is encode -> push and reserve -> decode, so these are the per-task
 costs a broker adds to. Then how fast a Task is built from its fields: by
-``assemble_task`` (what pushes and decoders use) and by the public constructor.
+``assemble_task`` (what pushes and decoders use) and by the public constructor,
+and how fast task ids are drawn (one per pushed task).
 
 Decoded tasks are dropped as they are made, as a worker drops them once run:
 keeping 100k decoded tasks alive would mostly measure the garbage collector
@@ -20,6 +21,7 @@ scanning them (it halves the decode rate).
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,7 +36,7 @@ from sergeant.adapters.codecs import (
 from sergeant.adapters.codecs.msgpack import MsgpackCodec
 
 from sergeant import protocols
-from sergeant.task import Priority, Task, assemble_task
+from sergeant.task import Priority, Task, assemble_task, new_task_id
 
 KEY = b"benchmark-key-benchmark-key-32by"
 
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
             f"| {batch_encodes:,.0f} | {batch_decodes:,.0f} |"
         )
     print()
-    print("| building a Task from its fields | tasks/s |")
+    print("| building a Task from its fields, or its id | tasks/s |")
     print("| --- | ---: |")
     for name, rate in build_rates(args.tasks, args.repeat).items():
         print(f"| {name} | {rate:,.0f} |")
@@ -141,9 +143,23 @@ def build_rates(count: int, repeat: int) -> dict[str, float]:
         for _ in range(count):
             Task(kwargs=kwargs, queue="bench", id="id", trace_id="id", created_at=1.0)
 
+    # Ids: a bulk push draws one per task. For comparison, the format ids had
+    # before (the counter as 8 hex digits, drawn one ``next`` at a time).
+    hex_format, counter = new_task_id.prefix + "%08x", itertools.count()
+
+    def ids() -> None:
+        for _ in range(0, count, BATCH):
+            new_task_id.many(BATCH)
+
+    def hex_ids() -> None:
+        for _ in range(0, count, BATCH):
+            [hex_format % next(counter) for _ in range(BATCH)]
+
     return {
         "assemble_task (pushes, decoders)": best_rate(assembled, count, repeat),
         "Task(...) (the public constructor)": best_rate(constructed, count, repeat),
+        f"task ids, new_task_id.many({BATCH:,})": best_rate(ids, count, repeat),
+        "task ids, the former '%08x' counter": best_rate(hex_ids, count, repeat),
     }
 
 

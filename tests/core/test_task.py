@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import threading
 import weakref
 
 import attrs
 import pytest
 
-from sergeant.task import Priority, Task, assemble_task
+from sergeant.task import Priority, Task, assemble_task, new_task_id
 
 
 def _fields() -> dict[str, object]:
@@ -59,3 +61,43 @@ def test_tasks_get_unique_ids_and_the_id_as_trace_id_by_default() -> None:
     assert first.id != second.id
     assert first.trace_id == first.id
     assert first.created_at > 0
+
+
+def test_ids_drawn_singly_in_bulk_and_from_threads_never_repeat() -> None:
+    """``new_task_id()`` and ``new_task_id.many(n)`` share one counter: ids drawn
+    either way, from several threads at once, are all distinct and one length."""
+    drawn: list[str] = []
+
+    def draw() -> None:
+        for _ in range(200):
+            drawn.extend(new_task_id.many(50))
+            drawn.append(new_task_id())
+
+    threads = [threading.Thread(target=draw) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(drawn) == 4 * 200 * 51
+    assert len(set(drawn)) == len(drawn)
+    assert {len(task_id) for task_id in drawn} == {34}
+    assert new_task_id.many(0) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_draws_ids_of_its_own() -> None:
+    """A child starts from the parent's counter: without a new prefix after the
+    fork both would hand out the same ids."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, new_task_id().encode())
+        os._exit(0)
+    os.close(write)
+    child_id = os.read(read, 100).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+
+    assert len(child_id) == 34
+    assert child_id[:24] != new_task_id()[:24]
