@@ -86,7 +86,11 @@ class RetryPolicy:
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait before retry number ``attempt + 1``."""
-        base = min(self.max_delay, self.base_delay * self.factor ** min(attempt, 64))
+        try:
+            grown = self.base_delay * self.factor ** min(attempt, 64)
+        except OverflowError:  # a big factor: the cap was passed long before
+            grown = self.max_delay if self.base_delay else 0.0
+        base = min(self.max_delay, grown)
         return base * (1.0 + rng.uniform(0.0, self.jitter))
 
 
@@ -137,7 +141,8 @@ class WorkerConfig:
             dead-lettered instead of crashing its worker again.
         wait: seconds one reserve may block on an empty queue before returning.
         max_payload_bytes: encoded tasks larger than this are refused by pushes
-            (``PayloadTooLarge``) and dead-lettered by the worker; None: no limit.
+            (``PayloadTooLarge``) and dead-lettered by the worker (past a slack
+            of 64 bytes, what a retry adds to a task); None: no limit.
         prefetch: how many batches to reserve ahead of the one running, so the
             broker's work on them overlaps the worker's; 0 (the default) for
             none (at-least-once only, and a broker with ``SupportsPrefetch``).

@@ -64,6 +64,10 @@ from sergeant.supervision import StopReason
 from sergeant.task import Task
 
 Listener = Callable[[Event], None]
+# Bytes a stored payload may exceed ``max_payload_bytes`` by and still run: what a
+# retry or requeue adds to a task the producer accepted (its attempt, an eta).
+REPUSH_SLACK = 64
+
 _T = TypeVar("_T")
 
 
@@ -313,6 +317,9 @@ class Worker(Producer):
                     logger=self.logger,
                 )
             self._settlement.keeper = keeper
+            # Starvation counts from the loop's start, not from construction
+            # (``initialize`` may take long).
+            self._last_task_at = self.monotonic()
             while not self._stop_requested:
                 self.step()
                 if self._budget_spent():
@@ -355,6 +362,8 @@ class Worker(Producer):
             held, tasks = self._settlement.reject_crash_loops(held, tasks)
         if tasks:
             self._run_and_settle(held, tasks)
+            # Idle time starts when the batch is done, not when it came in.
+            self._last_task_at = self.monotonic()
         return len(deliveries)
 
     def _reserve(self, queue: str) -> list[Delivery]:
@@ -429,10 +438,12 @@ class Worker(Producer):
     ) -> tuple[list[Delivery], list[Task]]:
         limit = self.max_payload_bytes
         if limit is not None:
-            # Dead-lettered undecoded: decoding them is what the limit spares.
+            # Dead-lettered undecoded: decoding them is what the limit spares. A
+            # retry or requeue of a task the producer accepted at the limit comes
+            # back a few bytes longer (its attempt, an eta): the slack lets it run.
             fitting = []
             for delivery in deliveries:
-                if len(delivery.payload) > limit:
+                if len(delivery.payload) > limit + REPUSH_SLACK:
                     self._settlement.poison(queue, delivery, oversized(delivery, limit))
                 else:
                     fitting.append(delivery)
@@ -545,8 +556,48 @@ class Worker(Producer):
             return Raised(error)
 
     def _run_batch(self, tasks: list[Task]) -> list[Outcome]:
-        timeout = self.config.timeouts.timeout
-        results = self._guarded(timeout, lambda: list(self.work_batch(tasks)))
+        """``work_batch`` for the batch, with what ``run_one`` gives each task.
+
+        A stop requested before the batch starts releases it whole; ``pre_work``
+        runs for each task first (one that raises fails that task, which is left
+        out of the batch), ``post_work`` for each task after; the batch runs
+        under one arm of the watchdog, with the smallest time limit among its
+        tasks (their own ``timeout``, else the config's).
+        """
+        if self._stop_requested:
+            return [NotStarted() for _ in tasks]
+        outcomes: list[Outcome | None] = [None] * len(tasks)
+        runnable, places = tasks, list(range(len(tasks)))
+        if self._pre_work:
+            runnable, places = [], []
+            for place, task in enumerate(tasks):
+                try:
+                    self.pre_work(task)
+                except Exception as error:
+                    outcomes[place] = Raised(error)
+                else:
+                    runnable.append(task)
+                    places.append(place)
+        if runnable:
+            for place, outcome in zip(
+                places, self._run_work_batch(runnable), strict=True
+            ):
+                outcomes[place] = outcome
+        done = [NotStarted() if outcome is None else outcome for outcome in outcomes]
+        if self._post_work:
+            for task, outcome in zip(tasks, done, strict=True):
+                try:
+                    self.post_work(task, outcome)
+                except Exception:
+                    self.logger.exception("post_work raised; the worker carries on")
+        return done
+
+    def _run_work_batch(self, tasks: list[Task]) -> list[Outcome]:
+        default = self.config.timeouts.timeout
+        limits = [limit for limit in (t.timeout or default for t in tasks) if limit]
+        results = self._guarded(
+            min(limits, default=0.0), lambda: list(self.work_batch(tasks))
+        )
         if isinstance(results, Outcome):
             return [results for _ in tasks]
         if len(results) != len(tasks):

@@ -99,3 +99,14 @@ def test_retry_delay_survives_huge_attempt_counts() -> None:
     policy = RetryPolicy(base_delay=1.0, max_delay=30.0, jitter=0.0)
 
     assert policy.delay(10_000, random.Random(1)) == 30.0
+
+
+def test_retry_delay_survives_a_huge_factor() -> None:
+    """``factor ** attempt`` overflows a float long before 64 attempts when the
+    factor is big; the delay is then the cap (or 0 with no base delay), and the
+    retry is not lost to an OverflowError inside the worker's settlement."""
+    policy = RetryPolicy(base_delay=1.0, factor=1e6, max_delay=60.0, jitter=0.0)
+    no_base = RetryPolicy(base_delay=0.0, factor=1e6, max_delay=60.0, jitter=0.0)
+
+    assert policy.delay(60, random.Random(1)) == 60.0
+    assert no_base.delay(60, random.Random(1)) == 0.0

@@ -757,3 +757,145 @@ def test_oversized_payloads_are_refused_and_dead_lettered(
         "undecodable payload: payload of 600 bytes exceeds max_payload_bytes (500)"
     )
     assert worker.names().count("work") == 1
+
+
+def test_a_retry_of_a_task_pushed_at_the_size_limit_still_runs(
+    make_worker: WorkerFactory, broker: MemoryBroker, clock: FakeClock
+) -> None:
+    """A retry carries an eta and a higher attempt, a few bytes more than the task
+    the producer accepted at ``max_payload_bytes``: it must run, not be
+    dead-lettered as oversized."""
+    from sergeant.config import RetryPolicy
+
+    worker = _worker(
+        make_worker,
+        lambda w, t: w.retry(t),
+        max_retries=3,
+        retry=RetryPolicy(base_delay=1.0, jitter=0.0),
+        max_payload_bytes=10_000,
+    )
+    task = worker.push_task({"blob": "a" * 100})
+    worker.max_payload_bytes = len(worker.codec.encode(task))  # exactly at it
+
+    for _ in range(6):
+        worker.step()
+        clock.advance(100)
+
+    assert worker.names().count("work") == 4
+    [dead] = broker.dead_letters("jobs")
+    assert dead.reason == "max retries (3) exhausted"
+
+
+def test_starvation_counts_from_the_end_of_the_last_batch(
+    make_worker: WorkerFactory, monotonic: FakeClock
+) -> None:
+    """Time spent running a task, or in ``initialize``, is not time with no task."""
+    from sergeant.config import Starvation
+
+    class Slow(Recorder):
+        def initialize(self) -> None:
+            super().initialize()
+            monotonic.advance(15)  # a slow start
+
+    def long_task(w: Any, t: Any) -> None:
+        monotonic.advance(15)
+        if t.kwargs["n"] == 2:
+            w.request_stop()
+
+    worker = make_worker(
+        type("W", (Slow,), {"behaviour": staticmethod(long_task)}),
+        starvation=Starvation(time_with_no_tasks=10),
+    )
+    assert isinstance(worker, Recorder)
+    worker.push_tasks([{"n": 1}])
+    worker.step()  # a 15 s task
+    worker.step()  # the queue is empty right after it: not starving yet
+    worker.push_tasks([{"n": 2}])
+
+    worker.run()  # initialize takes 15 s, then the task: no starvation either
+
+    assert "on_starvation" not in worker.names()
+
+
+class _BatchRecorder(Recorder):
+    def pre_work(self, task: Any) -> None:
+        self.calls.append(("pre_work", task.kwargs["n"]))
+        if task.kwargs["n"] == 1:
+            raise ValueError("no connection for 1")
+
+    def post_work(self, task: Any, outcome: Any) -> None:
+        self.calls.append(("post_work", task.kwargs["n"], type(outcome).__name__))
+
+    def work_batch(self, tasks: Any) -> list[Any]:
+        self.calls.append(("work_batch", [t.kwargs["n"] for t in tasks]))
+        return ["ok" for _ in tasks]
+
+
+def test_work_batch_runs_pre_and_post_work_around_each_task(
+    make_worker: WorkerFactory,
+) -> None:
+    """As with ``work``: pre_work before each task (a raise fails that task, which
+    the batch then leaves out), post_work after each with its outcome."""
+    worker = make_worker(_BatchRecorder, tasks_per_transaction=3)
+    assert isinstance(worker, Recorder)
+    worker.push_tasks([{"n": 0}, {"n": 1}, {"n": 2}])
+
+    worker.step()
+
+    assert ("work_batch", [0, 2]) in worker.calls
+    assert [c for c in worker.calls if c[0] in ("pre_work", "post_work")] == [
+        ("pre_work", 0),
+        ("pre_work", 1),
+        ("pre_work", 2),
+        ("post_work", 0, "Returned"),
+        ("post_work", 1, "Raised"),
+        ("post_work", 2, "Returned"),
+    ]
+    assert ("on_failure", {"n": 1}, "ValueError('no connection for 1')") in (
+        worker.calls
+    )
+
+
+def test_work_batch_does_not_start_after_a_stop_request(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """A stop requested before the batch starts releases the batch whole, as the
+    tasks of a ``work`` batch that have not started are."""
+    worker = make_worker(_BatchRecorder, tasks_per_transaction=3)
+    assert isinstance(worker, Recorder)
+    worker.push_tasks([{"n": 0}, {"n": 2}, {"n": 3}])
+    worker.request_stop()
+
+    worker.step()
+
+    assert "work_batch" not in worker.names()
+    assert broker.lengths("jobs").ready == 3
+
+
+def test_work_batch_is_armed_with_the_smallest_limit_of_its_tasks(
+    make_worker: WorkerFactory,
+) -> None:
+    """A task's own timeout applies under ``work_batch`` too: the batch's one arm
+    takes the smallest limit among its tasks (the config's for tasks without)."""
+    from sergeant.config import Timeouts
+
+    class Batcher(Recorder):
+        def work_batch(self, tasks: Any) -> list[Any]:
+            return [None for _ in tasks]
+
+    untimed = make_worker(Batcher, tasks_per_transaction=3)
+    timed = make_worker(
+        Batcher,
+        tasks_per_transaction=3,
+        timeouts=Timeouts(timeout=5.0, grace_period=2.0),
+    )
+    for worker in (untimed, timed):
+        worker.watchdog = _RecordingWatchdog()
+    untimed.push_tasks([{"n": 0}, {"n": 1}])
+    untimed.push_task({"n": 2}, timeout=0.5)
+    untimed.step()
+    timed.push_tasks([{"n": 0}])
+    timed.step()
+
+    assert untimed.watchdog.armed == [(0.5, 10.0)]
+    assert timed.watchdog.armed == [(5.0, 2.0)]
