@@ -57,6 +57,8 @@ def db(tmp_path: Path) -> str:
         (["supervise", "a.b:W", "--soft-memory", "2GB", "--max-memory", "1GB"],
          "argument --soft-memory: must be below --max-memory"),
         (["supervise", "a.b:W", "--stop-grace", "-1"], "argument --stop-grace"),
+        (["supervise", "a.b:W", "--stop-grace", "inf"], "argument --stop-grace"),
+        (["supervise", "a.b:W", "--stop-grace", "1e999"], "argument --stop-grace"),
         (["supervise", "nocolon"], "argument TARGET: must look like"),
         (["supervise", "no_such_module_xyz:W"],
          "argument TARGET: cannot import 'no_such_module_xyz'"),
