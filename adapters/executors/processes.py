@@ -276,7 +276,13 @@ class ProcessExecutor:
         inherited = [parent_end, *(c.conn for c in self._children)]
         process = self._context.Process(
             target=_serve,
-            args=(child_end, self._job, inherited, os.getpid()),
+            args=(
+                child_end,
+                self._job,
+                inherited,
+                os.getpid(),
+                threading.current_thread() is threading.main_thread(),
+            ),
             name=f"{self._name}-{len(self._children)}",
             daemon=True,
         )
@@ -315,37 +321,44 @@ class ProcessExecutor:
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _die_with(parent: int) -> None:
+def _die_with(parent: int, *, kernel: bool) -> None:
     """End this process when ``parent`` (the worker) dies, even mid-job.
 
     The pipe's EOF tells an idle child, but a child inside a job (a busy loop, a
     hung C call) would run on as an orphan: when the supervisor SIGKILLs its
     worker (hard memory limit, a stop past its grace) the task is released and
-    runs elsewhere while the orphan still runs it. On Linux the kernel sends
-    SIGKILL at the parent's death (``PR_SET_PDEATHSIG``); elsewhere a thread
-    polls the parent pid, which needs the GIL but covers Python code.
+    runs elsewhere while the orphan still runs it. A thread polls the parent pid,
+    which needs the GIL but covers Python code. With ``kernel`` (the pool was
+    forked from the parent's main thread), on Linux the kernel also sends SIGKILL
+    at the parent's death (``PR_SET_PDEATHSIG``), which covers C code too. Not
+    otherwise: the kernel sends it when the *thread* that forked the child ends,
+    and a pool forked from a short-lived thread would die under the next caller's
+    jobs.
     """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl")
-    except (OSError, AttributeError):  # not Linux
 
-        def watch() -> None:
-            while os.getppid() == parent:
-                time.sleep(0.5)
-            os._exit(1)
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
 
-        threading.Thread(target=watch, name="sergeant-pool-parent", daemon=True).start()
-    if os.getppid() != parent:  # it died before the line above took effect
+    threading.Thread(target=watch, name="sergeant-pool-parent", daemon=True).start()
+    if kernel:
+        with contextlib.suppress(OSError, AttributeError):  # not Linux
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the lines above took effect
         os._exit(1)
 
 
 def _serve(
-    conn: Connection, job: Job, inherited: list[Connection], parent: int
+    conn: Connection,
+    job: Job,
+    inherited: list[Connection],
+    parent: int,
+    kernel_watch: bool,
 ) -> None:
     """A child's loop: a task in, ``job(task)``, its outcome out, until told to stop."""
-    _die_with(parent)
+    _die_with(parent, kernel=kernel_watch)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for other in inherited:

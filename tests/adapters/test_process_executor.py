@@ -14,6 +14,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -42,6 +43,11 @@ def _tasks(count: int, **extra: Any) -> list[Task]:
 
 
 def _echo(task: Task) -> Outcome:
+    return Returned(task.kwargs["n"])
+
+
+def _sleep_then_echo(task: Task) -> Outcome:
+    time.sleep(task.kwargs["sleep"])
     return Returned(task.kwargs["n"])
 
 
@@ -201,6 +207,34 @@ class TestWhatCrossesThePipe:
             child.kill()
 
         assert gone == [child]
+
+    def test_a_pool_forked_from_a_thread_outlives_that_thread(self) -> None:
+        """Linux's parent-death signal fires when the *thread* that forked a child
+        ends: a pool first used from a short-lived thread must not die under the
+        next caller's job (calls from several threads take turns)."""
+        pool = ProcessExecutor(1)
+        forked, leave = threading.Event(), threading.Event()
+
+        def first_caller() -> None:
+            # Forks the pool from this thread (the same job: no fresh fork later).
+            pool.run(_sleep_then_echo, _tasks(1, sleep=0.0))
+            forked.set()
+            leave.wait()
+
+        first = threading.Thread(target=first_caller)
+        try:
+            first.start()
+            forked.wait()
+            # The forking thread ends while the main thread's job runs.
+            threading.Timer(0.3, leave.set).start()
+
+            outcomes = pool.run(_sleep_then_echo, _tasks(1, sleep=1.0))
+        finally:
+            leave.set()
+            first.join()
+            pool.shutdown()
+
+        assert outcomes == [Returned(0)]
 
     def test_process_died_error_pickles(self) -> None:
         """ProcessDiedError survives a pickle round trip with its fields."""
