@@ -5,11 +5,12 @@ retire, recycle or kill, crash back-off); this module observes the children (exi
 codes, RSS through psutil) and acts. Children are fresh interpreters
 (``python -m sergeant.adapters.child TARGET --owner OWNER``), never forks.
 
-The supervisor builds **one worker in its own process** from the target, only to
-learn the queue and to get a broker for ``release_owner``; it never runs. Each child
-leases under its own owner (``queue:host:supervisor-pid:slot:generation``), so when
-a child exits or is killed its leased tasks are ready again at once, not after
-their lease. Delivery counts stand: a killed worker's task counts a crash delivery,
+The supervisor never imports the target: a helper process started like the
+children (``sergeant.adapters.releaser``) builds one worker, never run, to learn
+the queue and to ``release_owner`` on the children's own broker. Each child leases
+under its own owner (``queue:host:supervisor-pid:slot:generation``), so when a
+child exits or is killed its leased tasks are ready again at once, not after their
+lease. Delivery counts stand: a killed worker's task counts a crash delivery,
 and ``max_deliveries`` eventually dead-letters a task that keeps killing workers.
 """
 
@@ -39,9 +40,9 @@ from sergeant.supervision import (
     StopReason,
     SupervisionPolicy,
 )
-from sergeant.worker import Worker
 
-from .child import SETUP_ERROR, build_worker
+from .child import SETUP_ERROR
+from .releaser import Releaser
 
 __all__ = ["ChildExit", "SupervisionPolicy", "Supervisor"]
 
@@ -116,8 +117,8 @@ class Supervisor:
         clock: monotonic seconds (for lifetimes and back-off).
 
     Raises:
-        SergeantError: the target cannot be loaded or does not build a worker (see
-            ``sergeant.adapters.child.build_worker``).
+        SergeantError: the target cannot be loaded or does not build a worker in
+            a process started like the children (see ``sergeant.adapters.releaser``).
     """
 
     def __init__(
@@ -145,10 +146,14 @@ class Supervisor:
         self.handle_signals = handle_signals
         self.clock = clock
         self.hostname = socket.gethostname()
-        probe = build_worker(target, owner=f"probe:{self.hostname}:{os.getpid()}")
-        self._close_probe(probe)
-        self.queue = probe.config.name
-        self.broker = probe.broker
+        self._releaser = Releaser(
+            target,
+            owner=f"releaser:{self.hostname}:{os.getpid()}",
+            python=python,
+            cwd=cwd,
+            env=self.env,
+        )
+        self.queue = self._releaser.queue
         #: The most recent exits, oldest first (bounded: a long run recycles often).
         self.exits: collections.deque[ChildExit] = collections.deque(maxlen=1000)
         self._slots = [_Slot(index) for index in range(policy.workers)]
@@ -175,7 +180,7 @@ class Supervisor:
             finally:
                 for signum, handler in previous.items():
                     signal.signal(signum, handler)
-                self.broker.close()
+                self._releaser.close()
 
     def request_stop(self) -> None:
         """Ask ``run()`` to stop every child and return (thread-safe)."""
@@ -274,7 +279,7 @@ class Supervisor:
     def _release(self, child: _Child) -> int:
         """Make the child's leased tasks ready now (the lease is the fallback)."""
         try:
-            return self.broker.release_owner(self.queue, child.owner)
+            return self._releaser.release(child.owner)
         except BrokerError as error:
             logger.warning(
                 "could not release the tasks of %s (they come back when their "
@@ -388,12 +393,3 @@ class Supervisor:
 
     def _owner(self, suffix: str) -> str:
         return f"{self.queue}:{self.hostname}:{os.getpid()}:{suffix}"
-
-    @staticmethod
-    def _close_probe(worker: Worker) -> None:
-        for close in (worker.executor.shutdown, worker.watchdog.close):
-            try:
-                close()
-            except Exception:
-                logger.debug("closing the probe worker's %r failed", close,
-                             exc_info=True)  # fmt: skip

@@ -61,7 +61,7 @@ class Harness:
         self.running: list[tuple[Supervisor, threading.Thread]] = []
 
     def supervisor(self, policy: SupervisionPolicy, **settings: str) -> Supervisor:
-        # The supervisor's probe worker reads them here; the children inherit them.
+        # The children and the releaser (started like them) inherit them.
         for name, value in {**self.env, **settings}.items():
             self.monkeypatch.setenv(name, value)
         return Supervisor(
@@ -212,6 +212,31 @@ def test_a_worker_that_outlives_the_stop_grace_is_killed_and_released(
     assert harness.broker.lengths(QUEUE) == QueueLengths(ready=1)
 
 
+def test_settings_given_with_env_reach_the_release_of_a_killed_worker(
+    harness: Harness,
+) -> None:
+    """Settings passed with ``env=`` (here the broker's file) are the children's
+    alone: a killed child's tasks must be released on *their* broker, not on one
+    the supervisor would build from its own environment (where the target cannot
+    even find its settings)."""
+    assert "SUP_BROKER" not in os.environ
+    harness.producer.push_task({"n": 0, "sleep": 120})
+    supervisor = Supervisor(
+        TARGET, SupervisionPolicy(workers=1, stop_grace=1.0), cwd=REPO,
+        env=harness.env, tick=0.1, handle_signals=False, log_level="WARNING",
+    )  # fmt: skip
+    thread = harness.start(supervisor)
+    wait_until(lambda: harness.broker.lengths(QUEUE).in_flight == 1, 60)
+
+    supervisor.request_stop()
+    harness.join(thread, 30)
+
+    [ended] = supervisor.exits
+    assert ended.reason.startswith("killed: still running")
+    assert ended.released == 1
+    assert harness.broker.lengths(QUEUE) == QueueLengths(ready=1)
+
+
 def test_sigterm_to_the_supervise_command_stops_every_child_gracefully(
     harness: Harness, tmp_path: Path
 ) -> None:
@@ -234,7 +259,8 @@ def test_sigterm_to_the_supervise_command_stops_every_child_gracefully(
 
     assert process.returncode == 0, stderr.decode()
     assert time.monotonic() - started < 10
-    assert len(children) == 2
+    # Two workers and the releaser (see sergeant.adapters.releaser), all gone.
+    assert len(children) == 3
     assert not any(child.is_running() for child in children)
     assert b"exited: stopped" in stderr
     lengths = harness.broker.lengths(QUEUE)
@@ -286,7 +312,7 @@ def test_children_of_a_sigkilled_supervisor_stop_by_themselves(
             with contextlib.suppress(psutil.Error):
                 child.kill()
 
-    assert len(children) == 2
+    assert len(children) == 3  # two workers and the releaser: none may linger
     assert alive == [], "orphaned workers still running"
     lengths = harness.broker.lengths(QUEUE)
     assert lengths.in_flight == 0
