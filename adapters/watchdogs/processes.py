@@ -2,16 +2,30 @@
 
 Theory of operation. On the first ``arm()`` in a process, the watchdog starts a
 small killer process (``_killer.py``, standard library only) as a child of the
-worker, connected by two pipes. ``arm()`` writes one 24-byte record (generation,
-deadline, grace) down the first pipe; ``disarm()`` writes one more. Neither waits
-for an answer, nor wakes the killer (it reads the pipe when it wakes by itself, every
-``poll_interval`` seconds or at a deadline): an arm/disarm pair costs two
-``os.write`` calls, a few microseconds. At the deadline the
-killer writes the generation up the second pipe and sends SIGINT to the worker; the
-watchdog's SIGINT handler turns it into ``TaskTimedOut`` in the task (the worker
-then runs ``on_timeout`` and settles the task as timed out). If the arm is still
-not disarmed ``grace`` seconds later, the killer sends SIGKILL: the worker process
-dies, its supervisor respawns it, and the task comes back through its lease.
+worker, connected by two pipes, and waits (at most ``_READY_TIMEOUT`` seconds) for
+it to say it is ready: a killer that cannot run (psutil missing for a memory
+limit, ``python=`` not a Python) raises ``WatchdogError`` with its reason, rather
+than leaving a watchdog that enforces no deadline. ``arm()`` writes one 24-byte
+record (generation, deadline, grace) down the first pipe; ``disarm()`` writes one
+more. Neither waits for an answer, nor wakes the killer (it reads the pipe when it
+wakes by itself, every ``poll_interval`` seconds or at a deadline): an arm/disarm
+pair costs two ``os.write`` calls, a few microseconds.
+
+The one bound on that: the pipe holds what the worker wrote since the killer last
+woke. On Linux it is enlarged to ``_PIPE_SIZE`` (256 KiB: 10,922 records, 5,461
+arm/disarm pairs per ``poll_interval``, more than a worker runs in the default
+20 ms at 7 µs a pair); elsewhere it keeps the system's size (often 64 KiB: 1,365
+pairs). A write that finds it full wakes the killer with SIGUSR1 and waits for it
+to drain the pipe: the time the killer takes to be scheduled and read it (a few
+milliseconds at most), not the rest of its ``poll_interval``.
+
+At the deadline the killer writes the generation up the second pipe and sends
+SIGINT to the worker; the watchdog's SIGINT handler turns it into ``TaskTimedOut``
+in the task (the worker then runs ``on_timeout`` and settles the task as timed
+out). If the arm is still not disarmed ``grace`` seconds after that SIGINT, the
+killer sends SIGKILL: the worker process dies, its supervisor respawns it, and the
+task comes back through its lease. (The grace runs from the SIGINT, not from the
+deadline: a killer that learns of an arm late still gives the task all of it.)
 
 Because the killer is another process, it fires whatever the worker is doing: a
 task stuck in C code that holds the GIL (a catastrophic regex) does not even let a
@@ -42,9 +56,12 @@ raises ``WatchdogError``.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import functools
 import itertools
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -56,10 +73,20 @@ from typing import Any
 from sergeant.errors import ConfigError, TaskTimedOut, WatchdogError
 from sergeant.supervision import parse_size
 
-from ._killer import ARM, FIRED
+from ._killer import ARM, FIRED, READY, WAKE
 
 _log = logging.getLogger(__name__)
 _KILLER = str(Path(__file__).with_name("_killer.py"))
+# Seconds to wait for a new killer's READY: an interpreter starts in tens of ms,
+# and a busy machine gets ample slack before the watchdog gives up on it.
+_READY_TIMEOUT = 5.0
+# The pipe to the killer, on Linux. Larger means fewer SIGUSR1 wake-ups for a
+# worker that arms faster than the killer polls; but every pipe's size counts
+# against its user's fs/pipe-user-pages-soft (64 MiB by default), past which
+# *every* new pipe of that user is cut to two pages: 256 KiB keeps 256 workers
+# under it, and a worker needs 270,000 arm/disarm pairs a second to fill it
+# between two 20 ms polls.
+_PIPE_SIZE = 256 * 1024
 
 
 class ProcessArm:
@@ -116,8 +143,11 @@ class ProcessWatchdog:
         poll_interval: how often the killer wakes to read the arms and disarms
             sent meanwhile and to check that the worker is alive. A deadline fires
             at most this late (the killer learns of an arm when it next wakes);
-            larger values cost fewer wake-ups.
-        python: the interpreter that runs the killer.
+            larger values cost fewer wake-ups. Past 5,461 arm/disarm pairs in one
+            interval (1,365 where the pipe cannot be enlarged), the pipe is full
+            and the next write wakes the killer and waits for it to drain it.
+        python: the interpreter that runs the killer (it must ``exec`` Python
+            itself, not run it as a child, and have psutil for ``memory_limit``).
 
     Raises:
         ConfigError: a limit or interval is not a positive number.
@@ -159,7 +189,8 @@ class ProcessWatchdog:
         """Start the killer now (for the memory limit before any task is armed).
 
         Raises:
-            WatchdogError: not called from the main thread, or after ``close()``.
+            WatchdogError: not called from the main thread, after ``close()``, or
+                the killer cannot start (the message says why).
         """
         self._ensure_started()
 
@@ -179,12 +210,16 @@ class ProcessWatchdog:
         self._armed = handle
         record = ARM.pack(handle.generation, handle.deadline, handle.grace)
         try:
-            os.write(self._to_killer, record)
+            self._send(record)
         except BrokenPipeError:  # someone killed the killer: start another
             _log.warning("ProcessWatchdog: the killer process died; restarting it")
             self._forget_killer(reap=True)
-            self._ensure_started()
-            os.write(self._to_killer, record)
+            try:
+                self._ensure_started()
+            except WatchdogError:
+                self._armed = None  # nothing watches it: the caller gets no handle
+                raise
+            self._send(record)
         return handle
 
     def disarm(self, handle: object) -> bool:
@@ -204,7 +239,7 @@ class ProcessWatchdog:
             if self._owner == os.getpid():
                 # OSError: the killer is gone, there is nothing left to disarm.
                 with contextlib.suppress(OSError):
-                    os.write(self._to_killer, ARM.pack(-handle.generation, 0.0, 0.0))
+                    self._send(ARM.pack(-handle.generation, 0.0, 0.0))
         return not handle._fired
 
     def close(self) -> None:
@@ -239,15 +274,23 @@ class ProcessWatchdog:
         if self._owner:  # a forked copy: the killer and pipes are the parent's
             self._forget_killer(reap=False)
             self._armed = None
+        self._spawn()
         # Checked once per process (getsignal is slow): a handler installed after
         # the first arm replaces ours, and its owner then gets the killer's SIGINT.
+        # Installed once the killer runs (it sends nothing before an arm), so a
+        # killer that cannot start leaves the SIGINT handler as it was.
         if signal.getsignal(signal.SIGINT) != self._on_sigint:
             self._previous = signal.signal(signal.SIGINT, self._on_sigint)
-        self._spawn()
 
     def _spawn(self) -> None:
+        """Start the killer and wait for its READY; WatchdogError if it fails."""
         to_read, to_write = os.pipe()
         back_read, back_write = os.pipe()
+        if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux
+            # OSError: over the user's pipe-buffer limit: the default size works,
+            # only with more SIGUSR1 wake-ups under a flood of arms.
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(to_write, fcntl.F_SETPIPE_SZ, _pipe_size())
         argv = [self.python, "-I", _KILLER, "--pid", str(os.getpid()),
                 "--poll", repr(self.poll_interval),
                 "--memory-limit", str(self.memory_limit or 0),
@@ -268,9 +311,79 @@ class ProcessWatchdog:
             raise WatchdogError(f"cannot start the killer process: {error}") from error
         os.close(to_read)
         os.close(back_write)
+        os.set_blocking(to_write, False)  # a full pipe: see _send
         os.set_blocking(back_read, False)
+        try:
+            self._await_ready(pid, back_read)
+        except BaseException:  # WatchdogError, or a Ctrl-C while waiting
+            os.close(to_write)
+            os.close(back_read)
+            _stop(pid)
+            raise
         self._owner, self._killer = os.getpid(), pid
         self._to_killer, self._from_killer = to_write, back_read
+
+    def _await_ready(self, pid: int, fd: int) -> None:
+        """Wait for the killer's READY byte on ``fd``, at most ``_READY_TIMEOUT`` s.
+
+        Without this, a killer that cannot run (no psutil for a memory limit, a
+        ``python`` that is not Python) exits unseen: every arm then only restarts
+        it, and no deadline is enforced at all. The killer answers READY once it is
+        set up, or instead why it cannot run, then exits.
+
+        Raises:
+            WatchdogError: with the killer's reason, its exit status, or a timeout.
+        """
+        deadline = time.monotonic() + _READY_TIMEOUT
+        answer = b""
+        ended = False
+        while not ended and (remaining := deadline - time.monotonic()) > 0:
+            if not _ready(fd, select.POLLIN, remaining):
+                continue
+            with contextlib.suppress(BlockingIOError):
+                # One byte first: anything after READY is FIRED records.
+                chunk = os.read(fd, 4096 if answer else 1)
+                if not answer and chunk == READY:
+                    return
+                ended = not chunk
+                answer += chunk
+        status = _stop(pid)
+        killer = f"the ProcessWatchdog killer process ({self.python} {_KILLER})"
+        reason = answer.decode(errors="replace").strip()
+        if reason:
+            raise WatchdogError(f"{killer} cannot run: {reason}")
+        if not ended:
+            raise WatchdogError(
+                f"{killer} was not ready after {_READY_TIMEOUT:g} s; killed it"
+            )
+        raise WatchdogError(
+            f"{killer} exited with status {status} before it was ready "
+            "(is python= a Python interpreter? its stderr may say more)"
+        )
+
+    def _send(self, record: bytes) -> None:
+        """Write one record to the killer: at once, unless the pipe is full.
+
+        The pipe is non-blocking. A full one (the killer drains it only when it
+        wakes) would otherwise hold the write until the killer's next poll: instead
+        wake the killer with SIGUSR1 and wait for room, which takes as long as the
+        killer needs to run and read, not the rest of its ``poll_interval``.
+
+        Raises:
+            BrokenPipeError: the killer is gone.
+        """
+        fd = self._to_killer
+        while True:
+            try:
+                os.write(fd, record)  # < PIPE_BUF: all of it, or BlockingIOError
+            except BlockingIOError:
+                pass
+            else:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._killer, WAKE)
+            # Writable when there is room, or the killer is gone (EPIPE then).
+            _ready(fd, select.POLLOUT, 1.0)
 
     def _forget_killer(self, *, reap: bool) -> None:
         """Close our ends of the pipes; ``reap``: wait for the killer to exit."""
@@ -321,6 +434,43 @@ class ProcessWatchdog:
         else:  # SIG_DFL (or a handler not set from Python): die as by default
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
+
+
+def _ready(fd: int, event: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` s for ``event`` (or an error, or EOF) on ``fd``.
+
+    ``poll``, not ``select``: a worker with many connections may have its pipes
+    past ``FD_SETSIZE`` (1024), which ``select`` cannot watch.
+    """
+    poller = select.poll()
+    poller.register(fd, event)
+    return bool(poller.poll(timeout * 1000))
+
+
+@functools.cache
+def _pipe_size() -> int:
+    """``_PIPE_SIZE``, or the system's maximum if that is smaller."""
+    try:
+        maximum = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    except (OSError, ValueError):
+        return _PIPE_SIZE
+    return min(_PIPE_SIZE, maximum)
+
+
+def _stop(pid: int) -> int | None:
+    """SIGKILL our child ``pid`` if it still runs, and reap it.
+
+    Returns:
+        Its exit code (negative: the signal that ended it); None if it was
+        reaped elsewhere.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)  # a zombie keeps its status
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return None
+    return os.waitstatus_to_exitcode(status)
 
 
 def _reap(pid: int, timeout: float = 2.0) -> None:

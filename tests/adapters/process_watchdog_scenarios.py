@@ -154,6 +154,43 @@ def stress(watchdog: ProcessWatchdog) -> None:
     say("done", interrupted=interrupted, completed=completed, leaked=leaked)
 
 
+def late_fire(watchdog: ProcessWatchdog) -> None:
+    # The killer hears of the arm only after its deadline and grace have passed
+    # (stopped here; a long poll_interval does the same): the grace still runs
+    # from the SIGINT, so a task that SIGINT stops cleans up and lives on.
+    watchdog.start()
+    killer = watchdog.killer_pid or 0
+    os.kill(killer, signal.SIGSTOP)
+    try:
+        handle = watchdog.arm(0.05, grace=0.5)
+        try:
+            spin(0.8)  # past the deadline and the grace; no SIGINT yet
+            os.kill(killer, signal.SIGCONT)
+            spin(5.0)
+            outcome = "not interrupted"
+        except TaskTimedOut:
+            time.sleep(0.05)  # cleaning up, well within the grace
+            watchdog.disarm(handle)
+            outcome = "timed out"
+    finally:
+        os.kill(killer, signal.SIGCONT)  # never leave a stopped killer behind
+    time.sleep(0.8)  # past the SIGINT plus the grace: a SIGKILL would land here
+    say("done", outcome=outcome)
+
+
+def flood(watchdog: ProcessWatchdog) -> None:
+    # 120,000 arm/disarm pairs (5.8 MB: over 20 pipes full, even enlarged) in
+    # about a second, with the killer polling every second: arm/disarm must not
+    # wait for its next poll each time the pipe fills.
+    watchdog.start()
+    for _ in range(120_000):
+        watchdog.disarm(watchdog.arm(60.0, grace=60.0))
+    say("flooded")
+    # Nothing was lost or garbled on the way: a short arm still fires.
+    elapsed = timed_out_after(watchdog, 0.05, lambda: time.sleep(5.0))
+    say("done", elapsed=elapsed)
+
+
 def memory(watchdog: ProcessWatchdog) -> None:
     watchdog.start()
     say("allocating")
@@ -188,13 +225,14 @@ def close(watchdog: ProcessWatchdog) -> None:
 
 
 _ALL = (loop, blocking, regex, c_loop, swallow, disarmed, late, foreign, keyboard,
-        stress, memory, orphan, close)  # fmt: skip
+        stress, late_fire, flood, memory, orphan, close)  # fmt: skip
 SCENARIOS: dict[str, Callable[[ProcessWatchdog], None]] = {f.__name__: f for f in _ALL}
 
 
 if __name__ == "__main__":
     name = sys.argv[1]
-    settings = {"memory_limit": "100MiB", "memory_interval": 0.05}
-    SCENARIOS[name](
-        ProcessWatchdog(**settings) if name == "memory" else ProcessWatchdog()
-    )
+    settings: dict[str, dict[str, Any]] = {
+        "memory": {"memory_limit": "100MiB", "memory_interval": 0.05},
+        "flood": {"poll_interval": 1.0},
+    }
+    SCENARIOS[name](ProcessWatchdog(**settings.get(name, {})))

@@ -7,7 +7,10 @@ checks that never arm run in pytest itself.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +21,7 @@ from typing import Any
 
 import psutil
 import pytest
+from sergeant.adapters.watchdogs import processes
 from sergeant.adapters.watchdogs.processes import ProcessWatchdog
 
 from sergeant.errors import ConfigError, WatchdogError
@@ -54,8 +58,17 @@ class Scenario:
         return self.events[event]
 
     def finish(self, timeout: float = 20.0) -> tuple[int, float]:
-        """Wait for the exit; return (exit code, monotonic time it was seen)."""
-        code = self.process.wait(timeout)
+        """Wait for the exit; return (exit code, monotonic time it was seen).
+
+        A scenario still running after ``timeout`` seconds is killed and fails
+        the test (a hang must not outlive it).
+        """
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"still running after {timeout} s; stderr: {self.stderr()}"
+            ) from None
         seen = time.monotonic()
         assert self.process.stdout is not None
         for line in self.process.stdout:
@@ -78,10 +91,10 @@ def _has_exited(process: psutil.Process) -> bool:
         return True
 
 
-def run(name: str) -> dict[str, Any]:
+def run(name: str, timeout: float = 20.0) -> dict[str, Any]:
     """Run a scenario that ends normally; return its ``done`` event."""
     scenario = Scenario(name)
-    code, _ = scenario.finish()
+    code, _ = scenario.finish(timeout)
     assert code == 0, scenario.stderr()
     return scenario.expect("done")
 
@@ -113,6 +126,15 @@ class TestDeadlines:
         assert done["first"] is True
         assert done["second"] is True
 
+    def test_arm_and_disarm_never_wait_for_the_killers_poll(self) -> None:
+        """120,000 arm/disarm pairs (over 20 pipes full) under a 1 s poll_interval
+        take about a second: a full pipe wakes the killer instead of waiting out
+        its poll (20+ s), and the killer still gets every record: a short arm
+        after them fires."""
+        done = run("flood", timeout=10.0)
+
+        assert done["elapsed"] >= 0.05  # -1: the last arm never fired
+
     def test_a_timeout_leaks_past_no_disarm_under_stress(self) -> None:
         """800 arm/disarm cycles racing a 1 ms deadline never leak a TaskTimedOut."""
         done = run("stress")
@@ -136,6 +158,17 @@ class TestEscalation:
         assert 0.6 <= died - armed < 0.6 + 1.0
         assert "survived" not in scenario.events
         assert "still running" in scenario.stderr()
+
+    def test_the_grace_runs_from_the_sigint_not_the_deadline(self) -> None:
+        """A killer that hears of an arm after its deadline plus grace (it reads
+        arms every poll_interval) still grants the full grace after its SIGINT:
+        a task that SIGINT stops and that disarms within the grace lives on."""
+        scenario = Scenario("late_fire")
+
+        code, _ = scenario.finish()
+
+        assert code == 0, scenario.stderr()
+        assert scenario.expect("done")["outcome"] == "timed out"
 
     def test_c_code_holding_the_gil_is_killed_after_the_grace(self) -> None:
         """An endless C loop that never checks signals is SIGKILLed at timeout+grace."""
@@ -259,3 +292,90 @@ class TestInProcess:
             watchdog.arm(1.0, grace=1.0)
 
         assert signal.getsignal(signal.SIGINT) is handler
+
+
+def _python_without_psutil(directory: Path) -> Path:
+    """An interpreter (a shell wrapper) whose ``import psutil`` fails, as in an
+    environment where psutil is not installed; everything else works."""
+    script = (
+        "import runpy, sys; sys.modules['psutil'] = None; "
+        "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    wrapper = directory / "python-without-psutil"
+    wrapper.write_text(
+        f'#!/bin/sh\nshift\nexec {shlex.quote(sys.executable)} -I -c "{script}" "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+class TestKillerStart:
+    """A killer that cannot run raises WatchdogError instead of watching nothing.
+
+    ``start()`` spawns the killer without arming, so these run in pytest itself.
+    """
+
+    def test_a_killer_without_psutil_for_a_memory_limit_raises(
+        self, tmp_path: Path
+    ) -> None:
+        """memory_limit with an interpreter lacking psutil: WatchdogError with the
+        killer's reason (psutil), no killer, the SIGINT handler untouched; without
+        a limit that same interpreter runs the killer (standard library only)."""
+        python = str(_python_without_psutil(tmp_path))
+        handler = signal.getsignal(signal.SIGINT)
+        watchdog = ProcessWatchdog(memory_limit="1GiB", python=python)
+
+        with pytest.raises(WatchdogError, match="memory limit needs psutil"):
+            watchdog.start()
+
+        assert watchdog.killer_pid is None
+        assert signal.getsignal(signal.SIGINT) is handler
+        plain = ProcessWatchdog(python=python)
+        try:
+            plain.start()
+            assert plain.killer_pid is not None
+        finally:
+            plain.close()
+
+    def test_an_interpreter_that_exits_at_once_raises(self) -> None:
+        """A ``python`` that is no Python (``false``): WatchdogError with its exit
+        status, instead of a watchdog that silently enforces no deadline."""
+        false = shutil.which("false")
+        assert false is not None
+        watchdog = ProcessWatchdog(python=false)
+
+        with pytest.raises(WatchdogError, match="exited with status 1"):
+            watchdog.start()
+
+        assert watchdog.killer_pid is None
+
+    def test_a_killer_that_never_gets_ready_is_killed_and_raises(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A killer silent past the ready timeout: WatchdogError, and the hung
+        process is killed and reaped (no child is left behind)."""
+        monkeypatch.setattr(processes, "_READY_TIMEOUT", 0.3)
+        hang = tmp_path / "python-that-hangs"
+        hang.write_text("#!/bin/sh\nexec sleep 30\n")
+        hang.chmod(0o755)
+        watchdog = ProcessWatchdog(python=str(hang))
+        before = {child.pid for child in psutil.Process().children()}
+
+        with pytest.raises(WatchdogError, match="not ready"):
+            watchdog.start()
+
+        assert {child.pid for child in psutil.Process().children()} <= before
+
+    @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
+    def test_the_pipe_to_the_killer_is_enlarged(self) -> None:
+        """On Linux the pipe holds _PIPE_SIZE bytes (or the system's maximum), so
+        the killer is woken to drain it at most once per ~5,000 arm/disarm pairs."""
+        maximum = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+        watchdog = ProcessWatchdog()
+        try:
+            watchdog.start()
+            size = fcntl.fcntl(watchdog._to_killer, fcntl.F_GETPIPE_SZ)
+        finally:
+            watchdog.close()
+
+        assert size >= min(processes._PIPE_SIZE, maximum)
