@@ -66,7 +66,9 @@ class MemoryBroker(LocksAndKeys):
         with self._cond:
             q = self._queue(queue)
             now = self._clock()
-            q.settle(now)  # tasks that fell due meanwhile stay ahead of these
+            # Tasks that fell due meanwhile stay ahead of these. Lapsed leases
+            # are left to the next reserve: until then their holders may settle.
+            q.promote(now)
             if eta is not None and eta > now:
                 for payload in payloads:
                     task = StoredTask(bytes(payload), priority)
@@ -212,13 +214,20 @@ class MemoryBroker(LocksAndKeys):
     def lengths(self, queue: str) -> QueueLengths:
         """Count the queue's tasks per place; due delayed tasks and lapsed leases
         count as ready (the next reserve hands them out), as on the other
-        brokers."""
+        brokers.
+
+        A lapsed lease is only counted, not reclaimed: the port leaves that to the
+        next reserve, and until then the holder's late ack or dead-letter must
+        still find its lease (else the task would run again, or be dead and
+        ready at once).
+        """
         with self._cond:
             q = self._queues.get(queue)
             if q is None:
                 return QueueLengths()
-            q.settle(self._clock())
-            return q.lengths()
+            now = self._clock()
+            q.promote(now)
+            return q.lengths(now)
 
     def purge(self, queue: str) -> int:
         """Drop ready, delayed and in-flight tasks; keep dead letters."""

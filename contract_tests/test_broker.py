@@ -337,6 +337,71 @@ class TestBrokerContract:
         assert lengths.in_flight == 1
         assert returned == 1
 
+    def test_a_released_tasks_old_receipt_leaves_the_next_holders_lease_alone(
+        self, broker: Any
+    ) -> None:
+        """After its holder released a task and another owner reserved it, the old
+        receipt can neither ack, extend, release nor dead-letter it: every reserve
+        issues a receipt that no earlier holder had, even though a release takes
+        its delivery back."""
+        broker.push("q", [b"a"])
+        (first,) = broker.reserve("q", owner="w1", lease=60)
+        broker.release("q", [first])
+        (second,) = broker.reserve("q", owner="w2", lease=SHORT_LEASE)
+
+        broker.extend("q", [first], lease=60)
+        broker.release("q", [first])
+        broker.ack("q", [first])
+        broker.dead_letter("q", first, "late verdict of a holder that released it")
+        lengths = broker.lengths("q")
+        time.sleep(PAST_SHORT)  # w2's lease lapses: the stale extend did not renew it
+        again = broker.reserve("q", owner="w3", lease=60)
+
+        assert second.receipt != first.receipt
+        assert (lengths.ready, lengths.in_flight) == (0, 1)
+        assert _payloads(again) == [b"a"]
+        assert again[0].deliveries == 2
+
+    def test_a_lapsed_lease_stays_its_holders_until_a_reserve_retakes_it(
+        self, broker: Any
+    ) -> None:
+        """Neither counting nor pushing reclaims a lapsed lease: until the next
+        reserve retakes the task, its holder's late ack or dead-letter settles it."""
+        broker.push("q", [b"a", b"b"])
+        (acked,) = broker.reserve("q", owner="w1", lease=SHORT_LEASE)
+        (killed,) = broker.reserve("q", owner="w1", lease=SHORT_LEASE)
+        time.sleep(PAST_SHORT)
+
+        lapsed = broker.lengths("q")
+        broker.push("q", [b"c"])
+        broker.ack("q", [acked])
+        broker.dead_letter("q", killed, "late verdict of a lapsed holder")
+        settled = broker.lengths("q")
+        rest = broker.reserve("q", owner="w2", count=5, lease=None)
+
+        assert lapsed == QueueLengths(ready=2)
+        assert settled == QueueLengths(ready=1, dead=1)
+        assert _payloads(rest) == [b"c"]
+
+    def test_settling_under_another_queue_leaves_the_tasks_alone(
+        self, broker: Any
+    ) -> None:
+        """ack, release and extend act only on the queue they name: receipts of
+        "emails" settled as "reports" neither remove, return nor renew them."""
+        broker.push("emails", [b"a", b"b"])
+        got = broker.reserve("emails", owner="w1", count=2, lease=SHORT_LEASE)
+
+        broker.ack("reports", got)
+        broker.release("reports", got)
+        broker.extend("reports", got, lease=60)
+        held = broker.lengths("emails")
+        time.sleep(PAST_SHORT)  # the leases lapse: the extend did not renew them
+        again = broker.reserve("emails", owner="w2", count=2, lease=60)
+
+        assert held == QueueLengths(in_flight=2)
+        assert sorted(_payloads(again)) == [b"a", b"b"]
+        assert [d.deliveries for d in again] == [2, 2]
+
     def test_push_refuses_an_unknown_priority(self, broker: Any) -> None:
         """A priority that is not a Priority raises ValueError and stores nothing."""
         for bad in (2, -1, 7):

@@ -94,7 +94,7 @@ class Claimer:
         if lease is not None:
             return [q.receipt(doc, token) for doc in docs]
         if docs:
-            gone = q.token_filter([doc["_id"] for doc in docs], token)
+            gone = q.token_filter(queue, [doc["_id"] for doc in docs], token)
             self._guard.run("reserve", lambda: self._tasks.delete_many(gone))
         return [q.receipt(doc, None) for doc in docs]
 
@@ -128,11 +128,13 @@ class Claimer:
         update = q.lease_update(owner, token, now + lease)
         self._guard.run(
             "reserve",
-            lambda: tasks.update_many(q.claim_filter(candidates, now), update),
+            lambda: tasks.update_many(q.claim_filter(queue, candidates, now), update),
         )
         won = self._guard.run(
             "reserve",
-            lambda: list(tasks.find(q.token_filter(ids, token), _payload_fields())),
+            lambda: list(
+                tasks.find(q.token_filter(queue, ids, token), _payload_fields())
+            ),
         )
         place = {oid: i for i, oid in enumerate(ids)}
         won.sort(key=lambda doc: place[doc["_id"]])

@@ -6,7 +6,13 @@ Every driver call of the mongo adapter goes through ``Guard.run``. A network fai
 exponential back-off until a time budget is spent, then raised as
 ``BrokerUnavailable``. The first failure of an outage is logged once at WARNING and
 the recovery once at INFO, so a flapping link does not flood the log. Any other
-driver error is a ``BrokerError`` at once: retrying a bad query cannot help.
+driver error is a ``BrokerError`` at once: retrying a bad query cannot help. That
+includes what pymongo raises outside ``PyMongoError``: ``bson.errors.BSONError``
+(``DocumentTooLarge`` for a payload past the server's maximum document size is
+an ``InvalidDocument``) and the ``ValueError``, ``UnicodeError`` or
+``OverflowError`` of encoding a value BSON cannot hold (a str with a lone
+surrogate, an int past 64 bits), as the port promises that no driver exception
+escapes.
 
 Retrying is safe because every operation the adapter retries is idempotent by its
 filter (see ``broker.py``): inserts carry client-made ``_id``s, claims and settles
@@ -22,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from bson.errors import BSONError
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from sergeant.errors import BrokerError, BrokerUnavailable
@@ -97,6 +104,12 @@ class Guard:
                 delay = min(delay * 2, self.max_delay)
             except PyMongoError as error:
                 raise BrokerError(f"MongoDB {what} failed: {error}") from error
+            except (BSONError, ValueError, OverflowError) as error:
+                # Raised by the client while encoding a command (see the module
+                # docstring); UnicodeError is a ValueError.
+                raise BrokerError(
+                    f"MongoDB {what} failed: {type(error).__name__}: {error}"
+                ) from error
             else:
                 if self._outage_since is not None:
                     self._recovered()

@@ -81,7 +81,7 @@ class Inspector:
         ids = self._guard.run("replay_dead", oldest)
         replayed = 0
         for batch in q.chunks(ids, _REPLAY_BATCH):
-            where = {"state": q.DEAD, "_id": {"$in": list(batch)}}
+            where = {"state": q.DEAD, "_id": {"$in": list(batch)}, "queue": queue}
             update = q.replay_update(self._clock())
             revive = functools.partial(self._tasks.update_many, where, update)
             result = self._guard.run("replay_dead", revive)

@@ -23,6 +23,11 @@ Filters list their most selective cheap field first. A server ignores the order
 (its planner picks an index), but mongomock has no indexes and evaluates fields in
 order for every document, so a leading ``lease_id`` or ``seq`` range spares it an
 O(documents x list) ``$in`` scan.
+
+Every task filter names the queue, even where ``_id`` alone would find the
+document: a settle acts only on the queue it was called for (as on every other
+broker), and on a collection sharded on ``queue`` the command goes to the one
+shard that owns the queue instead of to all of them.
 """
 
 from __future__ import annotations
@@ -120,7 +125,7 @@ def lease_update(owner: str, token: str, until: float) -> Doc:
     }
 
 
-def claim_filter(candidates: Sequence[Doc], now: float) -> Doc:
+def claim_filter(queue: str, candidates: Sequence[Doc], now: float) -> Doc:
     """The candidates that are still ready; re-checked per document on the server.
 
     ``visible_at <= now`` is what makes the claim safe: the server evaluates it
@@ -132,12 +137,13 @@ def claim_filter(candidates: Sequence[Doc], now: float) -> Doc:
         "seq": {"$gte": min(seqs), "$lte": max(seqs)},
         "_id": {"$in": [doc["_id"] for doc in candidates]},
         "visible_at": {"$lte": now},
+        "queue": queue,
     }
 
 
-def token_filter(ids: Sequence[ObjectId], token: str) -> Doc:
+def token_filter(queue: str, ids: Sequence[ObjectId], token: str) -> Doc:
     """The documents among ``ids`` that one claim (``token``) leased."""
-    return {"lease_id": token, "_id": {"$in": list(ids)}}
+    return {"lease_id": token, "_id": {"$in": list(ids)}, "queue": queue}
 
 
 def receipt(doc: Doc, token: str | None) -> Delivery:
@@ -155,11 +161,14 @@ def parse_receipt(handle: str) -> tuple[ObjectId, str | None] | None:
         return None
 
 
-def leased_filter(deliveries: Iterable[Delivery]) -> Doc | None:
-    """Leased tasks still held under the receipts' leases, or None if there are none.
+def leased_filter(queue: str, deliveries: Iterable[Delivery]) -> Doc | None:
+    """Leased tasks of ``queue`` still held under the receipts' leases, or None if
+    there are none.
 
     A lease token names one claim, so a stale receipt (its lease lapsed and the task
-    went to another worker) matches nothing and cannot disturb the new holder.
+    went to another worker) matches nothing and cannot disturb the new holder; a
+    receipt of another queue's task matches nothing either. ``queue`` is repeated
+    in each ``$or`` clause so that each clause stays a plain ``_id`` lookup.
     """
     groups: dict[str, list[ObjectId]] = {}
     for delivery in deliveries:
@@ -167,7 +176,7 @@ def leased_filter(deliveries: Iterable[Delivery]) -> Doc | None:
         if parsed is not None and parsed[1] is not None:
             groups.setdefault(parsed[1], []).append(parsed[0])
     clauses = [
-        {"lease_id": token, "_id": {"$in": ids}, "state": LEASED}
+        {"lease_id": token, "_id": {"$in": ids}, "queue": queue, "state": LEASED}
         for token, ids in groups.items()
     ]
     if not clauses:
@@ -202,8 +211,9 @@ def owner_release_update(now: float) -> Doc:
     return {"$set": {"state": QUEUED, "visible_at": now}, "$unset": dict(LEASE_FIELDS)}
 
 
-def holder_filter(delivery: Delivery) -> Doc | None:
-    """The task under this receipt's lease, leased or already dead-lettered by it.
+def holder_filter(queue: str, delivery: Delivery) -> Doc | None:
+    """The task of ``queue`` under this receipt's lease, leased or already
+    dead-lettered by it.
 
     No ``state`` condition: ``lease_id`` stays on a dead letter, so a
     dead-lettering retried after a lost reply finds its own work again instead of
@@ -212,7 +222,19 @@ def holder_filter(delivery: Delivery) -> Doc | None:
     parsed = parse_receipt(delivery.receipt)
     if parsed is None or parsed[1] is None:
         return None
-    return {"lease_id": parsed[1], "_id": parsed[0]}
+    return {"lease_id": parsed[1], "_id": parsed[0], "queue": queue}
+
+
+def storable(text: str) -> str:
+    """``text`` with any lone surrogate written as a ``\\udcxx`` escape.
+
+    Python puts lone surrogates in a str decoded with ``surrogateescape``, such as
+    a file name from ``os.fsdecode`` that is not UTF-8, so an exception's message
+    can hold one; BSON strings are UTF-8, which cannot encode them. A dead
+    letter's reason is kept this way rather than refused, so the task is still
+    recorded. Any other text is returned unchanged.
+    """
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def dead_update(reason: str, now: float) -> Doc:
@@ -223,7 +245,7 @@ def dead_update(reason: str, now: float) -> Doc:
     return {
         "$set": {
             "state": DEAD,
-            "reason": reason,
+            "reason": storable(reason),
             "dead_at": now,
             "seq": SEQ.take(1)[0],
         },
@@ -242,7 +264,7 @@ def new_dead_letter(queue: str, payload: bytes, reason: str, now: float) -> Doc:
         "state": DEAD,
         "payload": Binary(bytes(payload)),
         "deliveries": 0,
-        "reason": reason,
+        "reason": storable(reason),
         "dead_at": now,
     }
 

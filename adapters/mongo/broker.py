@@ -213,35 +213,47 @@ class MongoBroker:
         return self._claimer.reserve_once(queue, owner, count, lease, level)
 
     def _on_held(
-        self, what: str, deliveries: Sequence[Delivery], op: Callable[[Any, q.Doc], Any]
+        self,
+        what: str,
+        queue: str,
+        deliveries: Sequence[Delivery],
+        op: Callable[[Any, q.Doc], Any],
     ) -> None:
-        """``op(tasks, filter)`` on the tasks still held under ``deliveries``' leases.
+        """``op(tasks, filter)`` on the tasks of ``queue`` still held under
+        ``deliveries``' leases.
 
         A receipt whose lease lapsed and went to another worker matches nothing, so
-        it cannot disturb the new holder; unleased and unknown receipts are ignored.
+        it cannot disturb the new holder; nor does one of another queue's task;
+        unleased and unknown receipts are ignored.
         """
         tasks = self._ready()
-        held = q.leased_filter(deliveries)
+        held = q.leased_filter(queue, deliveries)
         if held is not None:
             self._guard.run(what, lambda: op(tasks, held))
 
     def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
         """Delete the tasks still held under these receipts, in one ``delete_many``."""
-        self._on_held("ack", deliveries, lambda tasks, held: tasks.delete_many(held))
+        self._on_held(
+            "ack", queue, deliveries, lambda tasks, held: tasks.delete_many(held)
+        )
 
     def release(
         self, queue: str, deliveries: Sequence[Delivery], *, delay: float = 0.0
     ) -> None:
         """Give held tasks back in one ``update_many``; the handout is not counted."""
         update = q.release_update(self._clock(), delay)
-        self._on_held("release", deliveries, lambda t, h: t.update_many(h, update))
+        self._on_held(
+            "release", queue, deliveries, lambda t, h: t.update_many(h, update)
+        )
 
     def extend(
         self, queue: str, deliveries: Sequence[Delivery], *, lease: float
     ) -> None:
         """Move the deadline of the leases still held to ``lease`` s from now."""
         update = q.extend_update(self._clock() + lease)
-        self._on_held("extend", deliveries, lambda t, h: t.update_many(h, update))
+        self._on_held(
+            "extend", queue, deliveries, lambda t, h: t.update_many(h, update)
+        )
 
     def release_owner(self, queue: str, owner: str) -> int:
         """Make every task leased to ``owner`` ready now, in its old place."""
@@ -257,11 +269,12 @@ class MongoBroker:
         """Turn the held task into a dead letter in place (one atomic update).
 
         A receipt that holds no lease (reserved with ``lease=None``, or lapsed
-        and retaken) still gets its payload recorded, as a new dead letter.
+        and retaken) still gets its payload recorded, as a new dead letter. A
+        lone surrogate in ``reason`` is stored escaped (see ``_queries.storable``).
         """
         tasks = self._ready()
         now = self._clock()
-        held = q.holder_filter(delivery)
+        held = q.holder_filter(queue, delivery)
         if held is not None:
             done = self._guard.run(
                 "dead_letter",

@@ -36,11 +36,11 @@ _RESERVE_IDS = (
     "SELECT id FROM tasks WHERE queue = ? AND priority = ? AND due_at <= ?"
     " ORDER BY due_at, id LIMIT ?"
 )
-# Statements on a list of row ids leased under one token (the delivery count the
+# Statements on a list of row ids leased under one token (the ``leases`` count the
 # reserve gave them, see ``_leased``): a receipt acts only on the lease it came
 # with, never on a later holder's. "+queue" keeps the planner off the queue
 # indexes: with many ids it would otherwise scan the whole queue, not the rowids.
-_HELD = "+queue = ? AND deliveries = ? AND lease_owner IS NOT NULL AND id IN ({marks})"
+_HELD = "+queue = ? AND leases = ? AND lease_owner IS NOT NULL AND id IN ({marks})"
 BY_ID_SQL = {
     "ack": f"DELETE FROM tasks WHERE {_HELD}",
     # due_at per priority (HIGH, NORMAL): the head of its line, or a delay's end.
@@ -59,11 +59,13 @@ _ANY_READY = " OR ".join(
 def _leased_in_order(deliveries: Sequence[Delivery]) -> list[tuple[int, int]]:
     """Leased receipts (``<row id>:<token>``) as ``(row id, token)``, in order.
 
-    The token is the row's delivery count as that reserve set it: a later reserve
-    of the same row (its lease lapsed) gives another, and a release takes its
-    delivery back, so a stale receipt matches nothing. Receipts of tasks popped
-    without lease (a bare row id: the row is gone) and receipts this broker
-    cannot have issued are skipped.
+    The token is the row's ``leases`` count as that reserve set it. Every reserve
+    of the row raises it and nothing ever lowers it (unlike ``deliveries``, which
+    a release takes back), and row ids are never reused, so no two leases share a
+    receipt: a stale one (its lease lapsed, or it was released, and another
+    reserve retook the row) matches nothing. Receipts of tasks popped without
+    lease (a bare row id: the row is gone) and receipts this broker cannot have
+    issued are skipped.
     """
     pairs = []
     for d in deliveries:
@@ -79,6 +81,18 @@ def _leased(deliveries: Sequence[Delivery]) -> dict[int, list[int]]:
     for row, token in _leased_in_order(deliveries):
         by_token.setdefault(token, []).append(row)
     return by_token
+
+
+def _storable(text: str) -> str:
+    """``text`` with any lone surrogate written as a ``\\udcxx`` escape.
+
+    Python puts lone surrogates in a str decoded with ``surrogateescape``, such as
+    a file name from ``os.fsdecode`` that is not UTF-8, so an exception's message
+    can hold one; SQLite stores UTF-8, which cannot encode them. A dead letter's
+    reason is kept this way rather than refused, so the task is still recorded.
+    Any other text is returned unchanged.
+    """
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _small_int(text: str) -> bool:
@@ -245,19 +259,23 @@ class SqliteBroker:
                 _RESERVE_IDS, (queue, level, now, count - len(ids))
             )
             ids.extend(row[0] for row in rows)
-        rows_by_id: dict[int, tuple[bytes, int]] = {}
+        rows_by_id: dict[int, tuple[bytes, int, int]] = {}
         for marks, part in _chunks(ids):
             if lease is None:  # at-most-once: gone as it is handed out
                 sql = f"DELETE FROM tasks WHERE id IN ({marks})"
-                sql += " RETURNING id, payload, deliveries + 1"
+                sql += " RETURNING id, payload, deliveries + 1, 0"
                 params: list[object] = [*part]
             else:
+                # ``leases`` is the receipt's token: raised by every reserve,
+                # never lowered, so this lease's receipt is one no earlier
+                # holder of the row was given (see ``_leased_in_order``).
                 sql = "UPDATE tasks SET lease_owner = ?, due_at = ?,"
-                sql += f" deliveries = deliveries + 1 WHERE id IN ({marks})"
-                sql += " RETURNING id, payload, deliveries"
+                sql += " deliveries = deliveries + 1, leases = leases + 1"
+                sql += f" WHERE id IN ({marks})"
+                sql += " RETURNING id, payload, deliveries, leases"
                 params = [owner, now + lease, *part]
-            for row_id, payload, deliveries in connection.execute(sql, params):
-                rows_by_id[row_id] = (payload, deliveries)
+            for row_id, payload, deliveries, token in connection.execute(sql, params):
+                rows_by_id[row_id] = (payload, deliveries, token)
         # RETURNING order is unspecified: restore the FIFO order of the SELECT.
         if lease is None:
             return [
@@ -266,7 +284,7 @@ class SqliteBroker:
                 if (row := rows_by_id.get(i)) is not None
             ]
         return [
-            Delivery(receipt=f"{i}:{row[1]}", payload=row[0], deliveries=row[1])
+            Delivery(receipt=f"{i}:{row[2]}", payload=row[0], deliveries=row[1])
             for i in ids
             if (row := rows_by_id.get(i)) is not None
         ]
@@ -282,7 +300,8 @@ class SqliteBroker:
         self, queue: str, deliveries: Sequence[Delivery], *, delay: float = 0.0
     ) -> None:
         """Unlease the tasks: at the head of their line, or due after ``delay``;
-        the delivery is un-counted."""
+        the delivery is un-counted (``leases``, the receipt token, is not, so the
+        next holder's receipt differs from this one)."""
         held = _leased_in_order(deliveries)
 
         def unlease(connection: sqlite3.Connection) -> None:
@@ -347,14 +366,16 @@ class SqliteBroker:
         A leased task is moved only while its receipt's lease holds (a holder
         whose lease lapsed, or a retried call, records nothing); a task reserved
         with ``lease=None`` is already gone, so its delivery's payload is kept.
+        A lone surrogate in ``reason`` is stored escaped (see ``_storable``).
         """
         held = _leased([delivery])
+        reason = _storable(reason)
 
         def move(connection: sqlite3.Connection) -> None:
             payload = delivery.payload
             for token, ids in held.items():
                 row = connection.execute(
-                    "DELETE FROM tasks WHERE +queue = ? AND deliveries = ?"
+                    "DELETE FROM tasks WHERE +queue = ? AND leases = ?"
                     " AND lease_owner IS NOT NULL AND id = ? RETURNING payload",
                     (queue, token, ids[0]),
                 ).fetchone()

@@ -91,7 +91,8 @@ class Database:
 
         Raises:
             BrokerUnavailable: the file stayed locked, or cannot be opened.
-            BrokerError: any other SQLite failure, or the broker is closed.
+            BrokerError: any other SQLite failure, a value the sqlite3 module
+                cannot bind (see ``_attempt``), or the broker is closed.
         """
         return self._attempt(lambda connection: _in_transaction(connection, work))
 
@@ -120,6 +121,13 @@ class Database:
             except sqlite3.Error as error:
                 if not is_busy(error) or attempt == self._retries:
                     raise translate(error) from error
+            except (ValueError, OverflowError) as error:
+                # Raised by the sqlite3 module while binding a value, not by
+                # SQLite: a str holding a lone surrogate cannot be encoded as
+                # UTF-8 (UnicodeEncodeError is a ValueError), an int does not
+                # fit in 64 bits. The port promises that no driver exception
+                # escapes, and retrying the same values cannot help.
+                raise BrokerError(f"sqlite: {type(error).__name__}: {error}") from error
             # Jitter so that processes that collided do not collide again.
             time.sleep(pause * (0.5 + random.random()))
             pause = min(pause * 2, 1.0)

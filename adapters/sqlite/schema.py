@@ -12,9 +12,13 @@ separate sweep.
 ``lease_owner`` tells a leased row (in flight, or lapsed) from a delayed one.
 
 ``tasks.id`` is AUTOINCREMENT so that a row id is never reused after a delete. A
-leased task's receipt is ``<row id>:<delivery count>``: the count changes with
-every reserve of the row, so a receipt whose lease lapsed cannot ack, release,
-extend or dead-letter the task under the lease of whoever reserved it next.
+leased task's receipt is ``<row id>:<leases>``, ``leases`` counting the row's
+reserves: every reserve raises it and nothing lowers it, so no two leases of any
+row ever share a receipt, and a receipt whose lease lapsed, or that was released,
+cannot ack, release, extend or dead-letter the task under the lease of whoever
+reserved it next. ``deliveries`` is only the count the worker sees: a release
+takes its delivery back, which is why it cannot serve as the token (schema
+version 1 used it and re-issued a released task's receipt to its next holder).
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from __future__ import annotations
 import sqlite3
 
 # Bump when the tables change; kept in PRAGMA user_version so a file written by a
-# newer layout is refused instead of misread.
-SCHEMA_VERSION = 1
+# newer layout is refused instead of misread, and an older one is migrated by
+# ``_migrate``. 2: ``tasks.leases`` added as the receipt token.
+SCHEMA_VERSION = 2
 
 TABLES = (
     """
@@ -34,7 +39,8 @@ TABLES = (
         payload     BLOB    NOT NULL,
         due_at      REAL    NOT NULL,  -- reservable once due_at <= now
         lease_owner TEXT,              -- NULL unless reserved under a lease
-        deliveries  INTEGER NOT NULL DEFAULT 0
+        deliveries  INTEGER NOT NULL DEFAULT 0,  -- handouts; a release undoes one
+        leases      INTEGER NOT NULL DEFAULT 0   -- reserves; the receipt token
     )
     """,
     # FIFO per priority: rows with due_at <= now, in (due_at, id) order; the rowid
@@ -132,9 +138,30 @@ def configure(connection: sqlite3.Connection, *, busy_timeout: float) -> None:
             )
         for statement in TABLES:
             connection.execute(statement)
+        _migrate(connection)
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         connection.execute("COMMIT")
     except BaseException:
         if connection.in_transaction:
             connection.execute("ROLLBACK")
         raise
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Bring the tables of a file written by an older layout up to this one.
+
+    Runs inside ``configure``'s ``BEGIN IMMEDIATE``, so processes opening one old
+    file at once migrate it once. It looks at the columns, not at
+    ``user_version``, so on a file already up to date it changes nothing.
+
+    Version 1 had no ``leases``: its receipts used the delivery count, which a
+    release lowers. The column is added with 0 for every row; the next reserve of
+    a row makes it 1, a token no receipt of this layout has used for that row.
+    Processes still running the old code must be stopped first: they neither
+    raise ``leases`` nor match on it (and they refuse to reopen the file).
+    """
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(tasks)")}
+    if "leases" not in columns:
+        connection.execute(
+            "ALTER TABLE tasks ADD COLUMN leases INTEGER NOT NULL DEFAULT 0"
+        )

@@ -250,3 +250,42 @@ def test_a_task_that_fell_due_stays_ahead_of_later_pushes(
 
     assert lengths == QueueLengths(ready=2)
     assert [d.payload for d in got] == [b"x", b"y"]
+
+
+def test_counting_or_pushing_leaves_a_lapsed_lease_to_its_holder(
+    broker: MemoryBroker, clock: FakeClock
+) -> None:
+    """lengths() counts a lapsed lease as ready and a push promotes due delayed
+    tasks, but neither reclaims the lease: until a reserve retakes the task, its
+    holder's late ack removes it and its late dead-letter only records it."""
+    broker.push("q", [b"acked", b"killed"])
+    (acked,) = broker.reserve("q", owner="w1", lease=10)
+    (killed,) = broker.reserve("q", owner="w1", lease=10)
+    broker.push("q", [b"due"], eta=clock() + 5)
+    clock.advance(11)
+
+    lapsed = broker.lengths("q")
+    broker.push("q", [b"new"])
+    broker.ack("q", [acked])
+    broker.dead_letter("q", killed, "late verdict")
+    settled = broker.lengths("q")
+    rest = broker.reserve("q", owner="w2", count=5, lease=None)
+
+    assert lapsed == QueueLengths(ready=3)
+    assert settled == QueueLengths(ready=2, dead=1)
+    assert [d.payload for d in rest] == [b"due", b"new"]
+
+
+def test_a_reserve_after_a_push_still_puts_lapsed_tasks_first(
+    broker: MemoryBroker, clock: FakeClock
+) -> None:
+    """A lapsed task left unreclaimed by a push still comes back at the head when
+    a reserve reclaims it, ahead of what was pushed meanwhile."""
+    broker.push("q", [b"a", b"b"])
+    broker.reserve("q", owner="w1", lease=10)
+    clock.advance(11)
+    broker.push("q", [b"c"])
+
+    got = broker.reserve("q", owner="w2", count=3, lease=None)
+
+    assert [(d.payload, d.deliveries) for d in got] == [(b"a", 2), (b"b", 1), (b"c", 1)]

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import collections
 import multiprocessing
+import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ from sergeant.adapters.sqlite.broker import _RESERVE_IDS, BY_ID_SQL
 
 from sergeant.clock import FakeClock
 from sergeant.errors import BrokerError, BrokerUnavailable, ConfigError
-from sergeant.protocols import QueueLengths
+from sergeant.protocols import Delivery, QueueLengths
 
 PRODUCERS, CONSUMERS, PER_PRODUCER = 4, 4, 5_000
 
@@ -115,6 +117,101 @@ def test_injected_clock_drives_leases_and_etas(tmp_path: Path) -> None:
     assert sorted(d.payload for d in due) == [b"later", b"now"]
 
 
+def test_a_released_tasks_next_holder_gets_a_receipt_of_its_own(
+    tmp_path: Path,
+) -> None:
+    """A release takes the delivery back but never the receipt token: each holder
+    of a row gets a receipt no earlier holder had, so an earlier holder's stale
+    ack, extend, release or dead-letter leaves the current lease alone."""
+    clock = FakeClock()
+    broker = SqliteBroker(str(tmp_path / "b.db"), clock=clock)
+    broker.push("q", [b"a"])
+    stale: list[Delivery] = []
+    for _ in range(3):
+        stale += broker.reserve("q", owner="w1", lease=10)
+        broker.release("q", stale[-1:])
+    (current,) = broker.reserve("q", owner="w2", lease=10)
+
+    broker.ack("q", stale)
+    broker.extend("q", stale, lease=100)
+    broker.release("q", stale)
+    for delivery in stale:
+        broker.dead_letter("q", delivery, "late verdict of an earlier holder")
+    lengths = broker.lengths("q")
+    clock.advance(11)  # w2's lease lapses: no stale extend renewed it
+    again = broker.reserve("q", owner="w3", lease=10)
+    broker.close()
+
+    receipts = [d.receipt for d in [*stale, current]]
+    assert len(set(receipts)) == len(receipts)
+    assert [d.deliveries for d in [*stale, current]] == [1, 1, 1, 1]
+    assert lengths == QueueLengths(in_flight=1)
+    assert [(d.payload, d.deliveries) for d in again] == [(b"a", 2)]
+
+
+# The tasks table of schema version 1, whose receipts used the delivery count.
+_V1_TASKS = """
+    CREATE TABLE tasks (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        queue       TEXT    NOT NULL,
+        priority    INTEGER NOT NULL,
+        payload     BLOB    NOT NULL,
+        due_at      REAL    NOT NULL,
+        lease_owner TEXT,
+        deliveries  INTEGER NOT NULL DEFAULT 0
+    )
+"""
+
+
+def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
+    """A file of schema version 1 gets the ``leases`` column on first open and
+    keeps its tasks: a ready one, and one leased before the upgrade."""
+    path = str(tmp_path / "old.db")
+    clock = FakeClock()
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute(_V1_TASKS)
+    old.executemany(
+        "INSERT INTO tasks (queue, priority, payload, due_at, lease_owner,"
+        " deliveries) VALUES (?, ?, ?, ?, ?, ?)",
+        [("q", 1, b"leased", clock() + 60, "w0", 1), ("q", 1, b"ready", 0.0, None, 0)],
+    )
+    old.execute("PRAGMA user_version = 1")
+    old.close()
+    broker = SqliteBroker(path, clock=clock)
+
+    before = broker.lengths("q")
+    (first,) = broker.reserve("q", owner="w1", lease=10)
+    broker.release("q", [first])
+    (second,) = broker.reserve("q", owner="w2", lease=10)
+    broker.ack("q", [first])
+    returned = broker.release_owner("q", "w0")
+    connection = broker._db.connection_for_tests()
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    columns = [row[1] for row in connection.execute("PRAGMA table_info(tasks)")]
+    after = broker.lengths("q")
+    broker.close()
+
+    assert before == QueueLengths(ready=1, in_flight=1)
+    assert (first.payload, first.receipt, second.receipt) == (b"ready", "2:1", "2:2")
+    assert returned == 1
+    assert after == QueueLengths(ready=1, in_flight=1)
+    assert version == 2
+    assert columns[-1] == "leases"
+
+
+def test_a_file_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    """A file written by a newer layout is a BrokerError saying so, not misread."""
+    path = str(tmp_path / "new.db")
+    SqliteBroker(path).close()
+    newer = sqlite3.connect(path, isolation_level=None)
+    newer.execute("PRAGMA user_version = 99")
+    newer.close()
+    broker = SqliteBroker(path)
+
+    with pytest.raises(BrokerError, match="schema version 99 is newer"):
+        broker.lengths("q")
+
+
 def test_locked_file_raises_broker_unavailable(tmp_path: Path) -> None:
     """A write lock held past the busy timeout and retries is BrokerUnavailable."""
     path = str(tmp_path / "b.db")
@@ -159,6 +256,45 @@ def test_unopenable_file_raises_broker_unavailable(tmp_path: Path) -> None:
 
     with pytest.raises(BrokerUnavailable):
         broker.push("q", [b"x"])
+
+
+# What os.fsdecode makes of a file name that is not UTF-8: a lone surrogate.
+_UNDECODABLE = os.fsdecode(b"report-\xff.csv")
+
+
+def test_a_reason_with_a_lone_surrogate_is_stored_escaped(
+    sqlite_broker: SqliteBroker,
+) -> None:
+    """A dead letter whose reason names an undecodable file is recorded, with the
+    surrogate escaped, rather than lost to a UnicodeEncodeError."""
+    sqlite_broker.push("q", [b"poison"])
+    (delivery,) = sqlite_broker.reserve("q", owner="w", lease=60)
+
+    sqlite_broker.dead_letter("q", delivery, f"cannot open {_UNDECODABLE}")
+
+    (letter,) = sqlite_broker.dead_letters("q")
+    assert (letter.payload, letter.reason) == (
+        b"poison",
+        "cannot open report-\\udcff.csv",
+    )
+    assert sqlite_broker.lengths("q") == QueueLengths(dead=1)
+
+
+def test_a_value_sqlite3_cannot_bind_is_a_broker_error(
+    sqlite_broker: SqliteBroker,
+) -> None:
+    """A name holding a lone surrogate, or an int past 64 bits, is a BrokerError,
+    not the sqlite3 module's UnicodeEncodeError or OverflowError."""
+    calls: list[Callable[[], object]] = [
+        lambda: sqlite_broker.push(f"q-{_UNDECODABLE}", [b"x"]),
+        lambda: sqlite_broker.set_key(_UNDECODABLE, b"v"),
+        lambda: sqlite_broker.reserve("q", owner="w", count=2**64),
+    ]
+    for call in calls:
+        with pytest.raises(BrokerError, match=r"UnicodeEncodeError|OverflowError"):
+            call()
+
+    assert sqlite_broker.queues() == []
 
 
 def test_closed_broker_refuses_work(sqlite_broker: SqliteBroker) -> None:

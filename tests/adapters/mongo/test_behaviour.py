@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import os
 import socket
 import threading
 from typing import Any
@@ -17,8 +18,9 @@ from typing import Any
 import mongomock
 import pymongo
 import pytest
+from bson.errors import InvalidDocument
 from pymongo import WriteConcern
-from pymongo.errors import AutoReconnect, OperationFailure
+from pymongo.errors import AutoReconnect, DocumentTooLarge, OperationFailure
 from sergeant.adapters.mongo import MongoBroker, MongoNodesBroker, from_url
 from sergeant.adapters.mongo._guard import serialize_for
 
@@ -78,6 +80,38 @@ def test_a_stale_receipt_cannot_touch_the_new_holder(
 
     assert lengths_after_lapse == QueueLengths(ready=1)
     assert mb.lengths("q") == QueueLengths()
+
+
+def test_settling_under_another_queue_leaves_the_tasks_alone(
+    mb: MongoBroker, wall: FakeClock
+) -> None:
+    """ack, release and extend act only on tasks of the queue they name, as on
+    every other broker: receipts of "emails" settled as "reports" change nothing."""
+    mb.push("emails", [b"a", b"b"])
+    got = mb.reserve("emails", owner="w1", count=2, lease=10)
+
+    mb.ack("reports", got)
+    mb.release("reports", got)
+    mb.extend("reports", got, lease=1000)
+    held = mb.lengths("emails")
+    wall.advance(11)  # the leases lapse: the extend did not renew them
+
+    assert held == QueueLengths(in_flight=2)
+    assert mb.lengths("emails") == QueueLengths(ready=2)
+
+
+def test_dead_lettering_under_another_queue_leaves_the_task_in_flight(
+    mb: MongoBroker,
+) -> None:
+    """A dead-lettering that names another queue does not take the task out of its
+    own queue's flight (the payload is recorded under the queue named, as for any
+    receipt that holds no lease there)."""
+    mb.push("emails", [b"a"])
+    (held,) = mb.reserve("emails", owner="w1", lease=60)
+
+    mb.dead_letter("reports", held, "wrong queue")
+
+    assert mb.lengths("emails") == QueueLengths(in_flight=1)
 
 
 def test_closed_broker_refuses_work() -> None:
@@ -217,6 +251,64 @@ def test_other_driver_errors_are_broker_errors_at_once(
 
     assert not isinstance(caught.value, BrokerUnavailable)
     assert rec.fail_next == [None]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        DocumentTooLarge("BSON document too large (200148 bytes)"),
+        InvalidDocument("cannot encode object"),
+        UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates not allowed"),
+        OverflowError("MongoDB can only handle up to 8-byte ints"),
+    ],
+    ids=type,
+)
+def test_client_side_encoding_errors_are_broker_errors_at_once(
+    mb: MongoBroker, rec: Recorder, error: Exception
+) -> None:
+    """What pymongo raises outside PyMongoError while encoding a command (bson's
+    errors, DocumentTooLarge among them, and ValueError or OverflowError) is a
+    BrokerError, not retried; the raw exception is only its cause."""
+    mb.ensure_indexes()
+    rec.fail_next = [error, None]
+
+    with pytest.raises(BrokerError, match="push failed") as caught:
+        mb.push("q", [b"a"])
+
+    assert not isinstance(caught.value, BrokerUnavailable)
+    assert caught.value.__cause__ is error
+    assert rec.fail_next == [None]
+
+
+# What os.fsdecode makes of a file name that is not UTF-8: a lone surrogate.
+_UNDECODABLE = os.fsdecode(b"report-\xff.csv")
+
+
+def test_a_reason_with_a_lone_surrogate_is_stored_escaped(mb: MongoBroker) -> None:
+    """A dead letter whose reason names an undecodable file is recorded, with the
+    surrogate escaped, for a held task (updated in place) and a popped one
+    (inserted), rather than lost to a UnicodeEncodeError."""
+    mb.push("q", [b"held", b"popped"])
+    (held,) = mb.reserve("q", owner="w", lease=60)
+    (popped,) = mb.reserve("q", owner="w", lease=None)
+
+    mb.dead_letter("q", held, f"cannot open {_UNDECODABLE}")
+    mb.dead_letter("q", popped, f"cannot read {_UNDECODABLE}")
+
+    assert [(d.payload, d.reason) for d in mb.dead_letters("q")] == [
+        (b"held", "cannot open report-\\udcff.csv"),
+        (b"popped", "cannot read report-\\udcff.csv"),
+    ]
+    assert mb.lengths("q") == QueueLengths(dead=2)
+
+
+def test_a_name_with_a_lone_surrogate_is_a_broker_error(mb: MongoBroker) -> None:
+    """A queue or key name BSON cannot encode is a BrokerError, not the driver's
+    UnicodeEncodeError."""
+    with pytest.raises(BrokerError, match="UnicodeEncodeError"):
+        mb.push(f"q-{_UNDECODABLE}", [b"x"])
+    with pytest.raises(BrokerError, match="UnicodeEncodeError"):
+        mb.set_key(_UNDECODABLE, b"v")
 
 
 def test_a_push_whose_reply_was_lost_is_not_stored_twice(

@@ -228,6 +228,7 @@ def test_reserve_many_is_a_three_step_claim(mb: MongoBroker, rec: Recorder) -> N
                 "seq": {"$gte": seqs[0], "$lte": seqs[2]},
                 "_id": {"$in": ids},
                 "visible_at": {"$lte": T},
+                "queue": "q",
             },
             {
                 "$set": {
@@ -242,7 +243,10 @@ def test_reserve_many_is_a_three_step_claim(mb: MongoBroker, rec: Recorder) -> N
     )
     assert (read.method, read.args) == (
         "find",
-        ({"lease_id": token, "_id": {"$in": ids}}, {"payload": 1, "deliveries": 1}),
+        (
+            {"lease_id": token, "_id": {"$in": ids}, "queue": "q"},
+            {"payload": 1, "deliveries": 1},
+        ),
     )
 
 
@@ -264,7 +268,11 @@ def test_reserve_without_lease_deletes(mb: MongoBroker, rec: Recorder) -> None:
     assert [c.method for c in batch] == ["find", "update_many", "find", "delete_many"]
     claimed_ids = batch[1].args[0]["_id"]["$in"]
     assert batch[3].args == (
-        {"lease_id": batch[2].args[0]["lease_id"], "_id": {"$in": claimed_ids}},
+        {
+            "lease_id": batch[2].args[0]["lease_id"],
+            "_id": {"$in": claimed_ids},
+            "queue": "q",
+        },
     )
     assert [d.deliveries for d in one + two] == [1, 1, 1]
     assert ":" not in one[0].receipt
@@ -277,7 +285,12 @@ def test_settling_matches_on_the_lease_token(
     mb.push("q", [b"a", b"b"])
     got = mb.reserve("q", owner="w", count=2)
     rec.take()
-    held = {"lease_id": _token(got), "_id": {"$in": _ids(got)}, "state": "leased"}
+    held = {
+        "lease_id": _token(got),
+        "_id": {"$in": _ids(got)},
+        "queue": "q",
+        "state": "leased",
+    }
 
     mb.extend("q", got, lease=30)
     mb.release("q", got[:1])
@@ -318,7 +331,12 @@ def test_receipts_of_two_claims_settle_in_one_or_filter(
     assert call.args == (
         {
             "$or": [
-                {"lease_id": _token(d), "_id": {"$in": _ids(d)}, "state": "leased"}
+                {
+                    "lease_id": _token(d),
+                    "_id": {"$in": _ids(d)},
+                    "queue": "q",
+                    "state": "leased",
+                }
                 for d in (first, second)
             ]
         },
@@ -359,7 +377,11 @@ def test_dead_letter_is_one_update_in_place(mb: MongoBroker, rec: Recorder) -> N
     assert update.method == "update_one"
     assert update.args[1]["$set"]["state"] == "dead"
     assert update.args[1]["$set"]["reason"] == "poison"
-    assert update.args[0] == {"lease_id": _token(held), "_id": _ids(held)[0]}
+    assert update.args[0] == {
+        "lease_id": _token(held),
+        "_id": _ids(held)[0],
+        "queue": "q",
+    }
     assert update.args[1]["$unset"] == {"visible_at": "", "lease_owner": ""}
     assert insert.method == "insert_one"
     assert insert.args[0]["payload"] == Binary(b"gone")
@@ -503,6 +525,30 @@ def test_every_filter_is_served_by_an_index(
     assert "owner" in served["update_many"]
     assert "dead" in served["find"]
     assert served["count_documents"] == {"reserve", "places"}
+
+
+def test_every_task_filter_names_the_queue(
+    mb: MongoBroker, rec: Recorder, wall: FakeClock
+) -> None:
+    """Every filter on the tasks collection (each clause of an $or) names the
+    queue: a settle acts on the queue it is called for only, and on a collection
+    sharded on queue each command is routed to the one shard owning the queue."""
+    _scenario(mb, wall)
+
+    unnamed = []
+    for call in rec.take():
+        if call.collection != "tasks" or call.method in (
+            "insert_many",
+            "insert_one",
+            "distinct",
+        ):
+            continue
+        where = call.kwargs.get("filter", call.args[0])
+        clauses = where["$or"] if set(where) == {"$or"} else [where]
+        if any(clause.get("queue") != "q" for clause in clauses):
+            unnamed.append((call.method, where))
+
+    assert unnamed == []
 
 
 @pytest.mark.mongo
