@@ -42,7 +42,7 @@ RID_LEN = 20
 HEADER_LEN = RID_LEN + 1 + 8  # rid, priority digit, delivery count (8 hex digits)
 _COUNTER_LIMIT = 16**10
 _HELD_LIMIT = 64  # batches a worker holds at once: one or two
-# How long (broker clock) a busy at-most-once reserve may skip promoting due
+# How long (monotonic seconds) a busy at-most-once reserve may skip promoting due
 # delayed tasks and reclaiming lapsed leases (see ``Node.pop``).
 MAINTAIN_EVERY = 0.05
 NOTIFY, DEAD = scripts.QUEUE_KEYS.index("notify"), scripts.QUEUE_KEYS.index("dead")
@@ -113,6 +113,10 @@ def describe(client: Any) -> str:
     return "cluster " + ",".join(f"{n.host}:{n.port}" for n in nodes)
 
 
+# What a woken caller's reserve or pop says in place of the next due time when it
+# left more tasks ready on a node (flag 'm', see scripts.RESERVE).
+MORE = "+"
+
 # The reserve script's ARGV: now, count, lease deadline ('' = pop), batch member,
 # levels, flags (ARGV[FLAGS_AT + 1]), then ack groups; see scripts.RESERVE.
 FLAGS_AT = 5
@@ -132,8 +136,8 @@ def reserve_args(
 LISTED_FROM = scripts.SORT_FROM
 
 # A reserve's reply: its entries, the next due time ('' or bytes; only when
-# nothing was ready), and the positions of entries delivered before (None: the
-# client reads the counts).
+# nothing was ready; with entries, ``MORE`` or ''), and the positions of entries
+# delivered before (None: the client reads the counts).
 Reserved = tuple[list[bytes], Any, list[int] | None]
 
 _UNREAD: Any = object()  # a sent request's replies, not read yet
@@ -187,8 +191,23 @@ class Node:
         self.purge_script = register(scripts.PURGE)
         self.replay_script = register(scripts.REPLAY_DEAD)
         self.purge_dead_script = register(scripts.PURGE_DEAD)
+        # The scripts that leave a wake-up token, by sha: their variants that
+        # leave none, for a node other than the queue's home (see ``run``).
+        self._quiet = {
+            script.sha: register(scripts.quiet(source))
+            for script, source in (
+                (self.push_script, scripts.PUSH),
+                (self.release_script, scripts.RELEASE),
+                (self.release_owner_script, scripts.RELEASE_OWNER),
+                (self.replay_script, scripts.REPLAY_DEAD),
+            )
+        }
         self.held: dict[str, list[str]] = {}
+        # When ``pop`` last ran the maintenance script, per queue, on ``monotonic``
+        # (tests replace it): an interval, which the wall clock cannot measure (a
+        # step back would stop maintenance for as long as the step).
         self._maintained: dict[str, float] = {}
+        self.monotonic: Callable[[], float] = time.monotonic
         self.direct = _direct_capable(client)
         self._conn: Any = None
         self._pid = os.getpid()
@@ -205,8 +224,17 @@ class Node:
             keys = self._keys[queue] = [f"{tag}:{k}" for k in scripts.QUEUE_KEYS]
         return keys
 
-    def run(self, script: Script, queue: str, args: Sequence[Any]) -> Any:
-        """Run a queue script on this endpoint, under the guard."""
+    def run(
+        self, script: Script, queue: str, args: Sequence[Any], *, wake: bool = True
+    ) -> Any:
+        """Run a queue script on this endpoint, under the guard.
+
+        ``wake=False`` runs the script's variant that leaves no wake-up token:
+        over several nodes workers wait on the queue's home node only, and a token
+        left on another would lie there untaken (the broker wakes the home node).
+        """
+        if not wake:
+            script = self._quiet[script.sha]
         return self.guard.call(self._evalsha, script, self.keys(queue), args)
 
     def reserve(
@@ -218,13 +246,23 @@ class Node:
         attempt that ran on the server but whose reply was lost, and the flag lets
         the script look for that (an extra command that a first attempt need not
         pay for). ``retried``: a first attempt was already sent (see
-        ``begin_reserve``).
+        ``begin_reserve``). Through ``execute_command`` (not ``direct``) every
+        attempt is flagged: redis-py may send the script again by itself (its own
+        retries, on a client that keeps them), unseen by the guard, and a second
+        run without the flag would lease more tasks into the first run's batch
+        (the whole-batch ack would then drop tasks never handed out) or, by
+        ``SORT ... STORE``, overwrite it (its tasks lost).
 
         A leased reserve on a plain connection is ``MULTI``, the script, ``LRANGE``
         of the new batch's list, ``EXEC``: the entries reach the client straight
         from the list the script filled, never through Lua (see ``scripts``).
         """
         keys = self.keys(queue)
+        if not self.direct:
+            args[FLAGS_AT] += "r"
+            reply = self.guard.call(self._evalsha, self.reserve_script, keys, args)
+            entries, nxt, again = reply
+            return entries, nxt, again
         attempts = 1 if retried else 0
 
         def attempt() -> Reserved:
@@ -232,9 +270,6 @@ class Node:
             if attempts:
                 args[FLAGS_AT] += "r"
             attempts += 1
-            if not self.direct:
-                entries, nxt, again = self._evalsha(self.reserve_script, keys, args)
-                return entries, nxt, again
             commands = self._reserve_commands(keys, args)
             try:
                 return _reserve_reply(self._call(commands))
@@ -353,18 +388,24 @@ class Node:
             conn.disconnect()
             self.client.connection_pool.release(conn)
 
-    def push_ready(self, queue: str, priority: int, entries: list[bytes]) -> None:
-        """Append ``entries`` to a ready list and leave a wake-up token, atomically.
+    def push_ready(
+        self, queue: str, priority: int, entries: list[bytes], *, wake: bool = True
+    ) -> None:
+        """Append ``entries`` to a ready list and leave a wake-up token, atomically
+        (``wake=False``: no token, see ``run``).
 
-        On a plain connection this is MULTI/RPUSH/LPUSH/LTRIM/EXEC in one write:
-        the same effect as the push script without copying every payload into Lua
-        and out again, which costs the server about twice the RPUSH itself
-        (``python -m benchmark.redis_costs``).
+        On a plain connection this is MULTI/RPUSH/LPUSH/LTRIM/EXEC in one write
+        (without a token, the RPUSH alone): the same effect as the push script
+        without copying every payload into Lua and out again, which costs the
+        server about twice the RPUSH itself (``python -m benchmark.redis_costs``).
         """
         if not self.direct:
-            self.run(self.push_script, queue, [priority, "", *entries])
+            self.run(self.push_script, queue, [priority, "", *entries], wake=wake)
             return
         keys = self.keys(queue)
+        if not wake:
+            self.guard.call(self._transact, (("RPUSH", keys[priority], *entries),))
+            return
         commands = (
             ("MULTI",),
             ("RPUSH", keys[priority], *entries),
@@ -375,7 +416,8 @@ class Node:
         self.guard.call(self._transact, commands)
 
     def _transact(self, commands: Sequence[tuple[Any, ...]]) -> None:
-        """``_call`` a MULTI ... EXEC block; raise its first error, if any."""
+        """``_call`` a MULTI ... EXEC block (or one command); raise its first
+        error, if any."""
         replies = self._call(commands)
         outcome = replies[-1]
         for reply in (*replies[:-1], *(outcome if isinstance(outcome, list) else ())):
@@ -385,15 +427,21 @@ class Node:
             raise outcome
 
     def pop(
-        self, queue: str, now: float, count: int, levels: str, chain: bool
+        self, queue: str, now: float, count: int, levels: str, chain: str
     ) -> tuple[list[bytes], str]:
         """Pop up to ``count`` ready entries without a lease; if none, when next.
+
+        ``chain`` is for a woken caller, '' otherwise: 'c' passes a wake-up on
+        when more are ready, 'm' says so instead (``MORE`` in place of the next
+        due time), for the caller to pass it on where workers wait (several
+        nodes); see the reserve script's flags.
 
         For plain connections only (see ``direct``). Payloads never pass through
         Lua: a plain LMPOP takes them, and the maintenance script (reclaim lapsed
         leases, promote due delayed tasks, pass a wake-up on) runs in the same
         write only when needed: when this client has not run it for
-        ``MAINTAIN_EVERY`` seconds, when the pop comes up short, or when the
+        ``MAINTAIN_EVERY`` seconds (of ``monotonic``: ``now``, the wall clock,
+        only says what is due), when the pop comes up short, or when the
         caller was woken. A script call costs more than a plain command, and
         while the ready lists are full a task falling due would only join their
         tail anyway. Returns the entries and, when there are none, the next due
@@ -401,13 +449,13 @@ class Node:
         """
         keys = self.keys(queue)
         entries: list[bytes] = []
-        if not chain and now - self._maintained.get(queue, -MAINTAIN_EVERY) < (
-            MAINTAIN_EVERY
-        ):
+        ticks = self.monotonic()
+        last = self._maintained.get(queue)
+        if not chain and last is not None and ticks - last < MAINTAIN_EVERY:
             entries, _ = self.guard.call(self._pop, keys, None, count, levels)
             if len(entries) == count:
                 return entries, ""
-        maintain = (repr(now), count - len(entries), levels, "1" if chain else "0")
+        maintain = (repr(now), count - len(entries), levels, chain or "-")
         try:
             more, nxt = self.guard.call(
                 self._pop, keys, maintain, count - len(entries), levels
@@ -416,7 +464,7 @@ class Node:
             if entries:  # popped already: they exist nowhere else, hand them out
                 return entries, ""
             raise
-        self._maintained[queue] = now
+        self._maintained[queue] = ticks
         return entries + more, nxt
 
     def _pop(
@@ -459,7 +507,8 @@ class Node:
             if entries:
                 return entries, ""  # popped: never drop them; the error recurs
             raise done
-        return entries, "" if entries else done.decode()
+        said = done.decode()
+        return entries, said if not entries or said == MORE else ""
 
     def _evalsha(self, script: Script, keys: list[str], args: Sequence[Any]) -> Any:
         # EVALSHA on the node's dedicated connection (the hot path), else through
@@ -554,9 +603,19 @@ class Node:
         return {n.decode() for n in names}
 
     def block(self, queue: str, seconds: float) -> None:
-        """Wait up to ``seconds`` (server resolution: 1/hz) for a wake-up token."""
-        timeout = max(0.001, round(min(seconds, self.block_cap), 3))
-        self.guard.call(self.client.blpop, [self.keys(queue)[NOTIFY]], timeout)
+        """Wait up to ``seconds`` (server resolution: 1/hz) for a wake-up token.
+
+        A wait retried by the guard (the server restarted under it) waits only
+        for what is left of ``seconds``, so the caller's ``wait`` still holds.
+        """
+        key = self.keys(queue)[NOTIFY]
+        until = time.monotonic() + min(seconds, self.block_cap)
+
+        def wait() -> Any:
+            left = round(until - time.monotonic(), 3)
+            return self.client.blpop([key], max(0.001, left))  # 0 waits forever
+
+        self.guard.call(wait)
 
     def close(self) -> None:
         """Drop the client's connections, the dedicated one included."""

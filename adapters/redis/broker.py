@@ -13,11 +13,14 @@ With several independent nodes, pushes go round robin (one node per push call),
 reserve visits the nodes in turn from a rotating start, counts and purges sum over
 all of them, and receipts end with the node that holds the task (``@index``).
 Locks, keys and the wake-up list of a queue live on the node their name hashes to
-(crc32). A Redis Cluster is one client: hash tags keep each queue in one slot.
+(crc32): tasks made ready on any node wake workers there, and only there (see
+``_wake`` and ``_reserve_once``). A Redis Cluster is one client: hash tags keep
+each queue in one slot.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 import zlib
@@ -42,6 +45,8 @@ from sergeant.task import Priority
 from . import keys
 from ._node import (
     DEAD,
+    FLAGS_AT,
+    MORE,
     Node,
     fresh_prefix,
     new_batch_id,
@@ -54,6 +59,8 @@ from .lock import RedisLock
 
 # Below this, a wait is not worth another round trip (Redis blocks in whole ms).
 _MIN_BLOCK = 0.002
+# A node's "more ready" as its reply carries it: bytes from a script, str from a pop.
+_MORE = (MORE, MORE.encode())
 
 
 class RedisBroker:
@@ -150,6 +157,12 @@ class RedisBroker:
                 groups[index] = args
         return groups
 
+    def _wakes(self, queue: str, index: int) -> bool:
+        """Whether node ``index`` is where ``queue``'s idle workers wait, so that a
+        script making tasks ready there leaves its wake-up token (see
+        ``Node.run``); elsewhere it leaves none, and ``_wake`` wakes the home."""
+        return self._single or self._home(queue) == index
+
     def _wake(self, queue: str, index: int) -> None:
         """Wake a worker blocked on ``queue`` after node ``index`` got ready tasks."""
         home = self._home(queue)
@@ -179,13 +192,14 @@ class RedisBroker:
             index = next(self._push_turn) % len(self._nodes)
         node = self._nodes[index]
         entries = new_entries(payloads, int(priority))
+        wake = self._wakes(queue, index)
         if eta is None or eta <= self._clock():
-            node.push_ready(queue, int(priority), entries)
+            node.push_ready(queue, int(priority), entries, wake=wake)
         else:
             at = repr(float(eta))
-            node.run(node.push_script, queue, [int(priority), at, *entries])
+            node.run(node.push_script, queue, [int(priority), at, *entries], wake=wake)
         node.register(queue)
-        if not self._single:
+        if not wake:
             self._wake(queue, index)
 
     def reserve(
@@ -201,7 +215,9 @@ class RedisBroker:
         """Hand out up to ``count`` tasks, HIGH first, leased to ``owner``.
 
         When nothing is ready, blocks on the queue's wake-up list (no polling) until
-        a push, the next delayed eta or lease deadline, or ``wait`` runs out.
+        a push, the next delayed eta or lease deadline, or ``wait`` runs out. A
+        worker so woken passes the wake-up on if its batch leaves more ready (see
+        ``_reserve_once``), so that each idle worker wakes in turn.
         """
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
@@ -294,19 +310,32 @@ class RedisBroker:
         nodes not visited are still sent; those sent to the failing node may not
         have been applied, and their tasks come back when their lease lapses, as
         at least once allows.
+
+        A ``woken`` caller (it took the wake-up token) passes the wake-up on when
+        its batch leaves more ready, so the next idle worker wakes too. On one
+        node the script does that itself (flag 'c'). Over several, workers wait
+        on the queue's home node whichever node holds the tasks, so each script
+        only says whether it left more ready (flag 'm') and the pass-on goes to
+        the home node: when the node that filled the batch has more, or when
+        nodes were left unvisited, which may hold some (at worst a spare wake-up:
+        the next worker finds nothing and waits again, ending the chain).
         """
         now = self._clock()
         args = reserve_args(now, count, lease, member, woken=woken)
+        chain = ("c" if self._single else "m") if woken else ""
+        args[FLAGS_AT] = chain or "-"
         owner = member.partition(":")[2]
         out: list[Delivery] = []
         due: float | None = None
         leased: set[int] = set()
+        pass_on = False
         try:
-            for index, levels in self._visits(queue):
+            visits = self._visits(queue)
+            for step, (index, levels) in enumerate(visits):
                 node = self._nodes[index]
                 want = count - len(out)
                 if lease is None and node.direct:
-                    entries, nxt = node.pop(queue, now, want, levels, woken)
+                    entries, nxt = node.pop(queue, now, want, levels, chain)
                     again = None  # deliveries() reads the counts
                 else:
                     if lease is not None and index in leased:
@@ -318,20 +347,46 @@ class RedisBroker:
                 if entries:
                     out += self._hand_out(index, entries, again, args[3])
                     if len(out) >= count:
+                        pass_on = chain == "m" and (
+                            nxt in _MORE or step < len(visits) - 1
+                        )
                         break
                 elif nxt and (due is None or float(nxt) < due):
                     due = float(nxt)
         except BrokerError:
             if not out:
                 raise
+        self._ack_unvisited(queue, acks, holding=bool(out))
+        if pass_on:
+            self._pass_on(queue)
+        return out, due
+
+    def _ack_unvisited(
+        self, queue: str, acks: dict[int, list[str]], *, holding: bool
+    ) -> None:
+        """Send a reserve's acks for the nodes it did not visit.
+
+        A failure raises only when the reserve is not ``holding`` tasks (the
+        caller keeps every ack and sends them again); tasks in hand are handed
+        out, and acks lost on the failing node come back when their lease lapses.
+        """
         for index, groups in acks.items():
             node = self._nodes[index]
             try:
                 node.run(node.ack_script, queue, groups)
             except BrokerError:
-                if not out:
-                    raise  # the caller keeps every ack and sends them again
-        return out, due
+                if not holding:
+                    raise
+
+    def _pass_on(self, queue: str) -> None:
+        """Leave a wake-up token on ``queue``'s home node, for the next idle worker.
+
+        The caller holds tasks already: a failure here must not cost them (the
+        next push wakes the other workers, or their wait runs out).
+        """
+        home = self._nodes[self._home(queue)]
+        with contextlib.suppress(BrokerError):
+            home.run(home.notify_script, queue, ())
 
     def _hand_out(
         self, index: int, entries: list[bytes], again: list[int] | None, member: str
@@ -358,7 +413,8 @@ class RedisBroker:
         at = "" if delay <= 0 else repr(self._clock() + delay)
         for index, groups in self._groups(deliveries).items():
             node = self._nodes[index]
-            if node.run(node.release_script, queue, [at, *groups]):
+            wake = self._wakes(queue, index)
+            if node.run(node.release_script, queue, [at, *groups], wake=wake):
                 self._wake(queue, index)
 
     def extend(
@@ -380,7 +436,9 @@ class RedisBroker:
         """Make every task leased to ``owner`` ready again; their counts stand."""
         total = 0
         for index, node in enumerate(self._nodes):
-            released = int(node.run(node.release_owner_script, queue, [owner]))
+            wake = self._wakes(queue, index)
+            script = node.release_owner_script
+            released = int(node.run(script, queue, [owner], wake=wake))
             if released:
                 self._wake(queue, index)
             total += released
@@ -471,7 +529,9 @@ class RedisBroker:
         total = 0
         for index, n in counts.items():
             node = self._nodes[index]
-            replayed = int(node.run(node.replay_script, queue, [n, fresh_prefix()]))
+            args = [n, fresh_prefix()]
+            wake = self._wakes(queue, index)
+            replayed = int(node.run(node.replay_script, queue, args, wake=wake))
             if replayed:
                 self._wake(queue, index)
             total += replayed

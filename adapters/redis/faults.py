@@ -7,13 +7,23 @@ catches that and calls again later, so it never crash-loops. The guard remembers
 that an outage is under way, so a worker that keeps calling logs one WARNING when
 the outage starts and one when Redis answers again, not one per attempt.
 
+A single failure is not an outage yet: a connection that went stale (the server
+restarted or closed it while it sat in a pool) fails once even though Redis
+answers again, and a broker holds several connections (a blocked wait, the script
+connection), each of which may find out on its own. So the first failure of a call
+is retried at once, on a new connection, without a word; only when that fails too
+does the guard log the outage and back off.
+
 Retrying is safe because every operation is either idempotent (ack, extend,
 lengths) or at-least-once by nature: a reserve whose reply was lost leaves leases
 that lapse and come back; a push whose reply was lost may store its tasks twice.
 
 Give the broker clients that do not retry by themselves (``retry=Retry(NoBackoff(),
 0)``, as ``RedisBroker.from_url`` does): redis-py retries 10 times by default, and
-two retry layers multiply each other's waits.
+two retry layers multiply each other's waits. redis-py's retries are also unseen
+here: a blocking wait starts over, a lease-less pop loses what its first run took.
+A reserve stays safe: where redis-py might resend it (``Node.direct`` is False)
+every call is flagged as a possible retry (see ``Node.reserve``).
 """
 
 from __future__ import annotations
@@ -114,6 +124,9 @@ class ConnectionGuard:
             BrokerUnavailable: Redis could not be reached within the budget.
             BrokerError: any other driver failure (not retried).
         """
+        # During an outage, when this call started is when Redis was seen to
+        # answer again, should it succeed (see ``_recovered``).
+        began = None if self._down_since is None else self._clock()
         try:
             result = fn(*args, **kwargs)
         except _PERMANENT as exc:
@@ -123,26 +136,46 @@ class ConnectionGuard:
         except rex.RedisError as exc:
             raise self._failure(exc) from exc
         if self._down_since is not None:
-            self._recovered()
+            self._recovered(began)
         return result
 
     def _retry(
         self, first: Exception, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        self._outage(first)
+        """Retry after ``first``: once at once, then with back-off as an outage."""
         started = self._clock()
         error = first
-        attempt = 0
+        attempts = 1
+        if self._down_since is None:
+            # Not in an outage: most likely a stale connection (see the module's
+            # docstring). Its retry runs on a new one; no pause, nothing logged.
+            attempts += 1
+            try:
+                result = fn(*args, **kwargs)
+            except _PERMANENT as exc:
+                raise BrokerError(f"redis {self.name}: {exc}") from exc
+            except _TRANSIENT as exc:
+                error = exc
+            except rex.RedisError as exc:
+                raise self._failure(exc) from exc
+            else:
+                if self._down_since is not None:  # another thread saw an outage
+                    self._recovered(started)
+                return result
+        self._outage(error)
+        backoff = 0
         while True:
-            pause = self.policy.delay(attempt)
-            attempt += 1
+            pause = self.policy.delay(backoff)
+            backoff += 1
             elapsed = self._clock() - started
             if elapsed + pause > self.policy.budget:
                 raise BrokerUnavailable(
-                    f"redis {self.name} unreachable ({attempt} attempts in "
+                    f"redis {self.name} unreachable ({attempts} attempts in "
                     f"{elapsed:.2f}s): {error}"
                 ) from error
             self._sleep(pause)
+            began = self._clock()
+            attempts += 1
             try:
                 result = fn(*args, **kwargs)
             except _PERMANENT as exc:
@@ -152,7 +185,7 @@ class ConnectionGuard:
                 continue
             except rex.RedisError as exc:
                 raise self._failure(exc) from exc
-            self._recovered()
+            self._recovered(began)
             return result
 
     def _failure(self, error: rex.RedisError) -> BrokerError:
@@ -185,12 +218,17 @@ class ConnectionGuard:
             error,
         )
 
-    def _recovered(self) -> None:
+    def _recovered(self, began: float | None) -> None:
+        """End the outage: a call that ``began`` then (None: unknown) succeeded.
+
+        The outage is reported to have lasted until that call began, not until
+        it returned: a blocking wait retried during the outage may have waited
+        out its whole timeout since, and that was Redis answering, not Redis down.
+        """
         with self._lock:
             since = self._down_since
             if since is None:
                 return
             self._down_since = None
-        _log.warning(
-            "redis %s reachable again after %.2fs", self.name, self._clock() - since
-        )
+        end = self._clock() if began is None else max(began, since)
+        _log.warning("redis %s reachable again after %.2fs", self.name, end - since)

@@ -38,9 +38,26 @@ from __future__ import annotations
 # Key suffixes in the order every queue script receives them as KEYS[1..6].
 QUEUE_KEYS = ("ready:0", "ready:1", "delayed", "leases", "notify", "dead")
 
+# Scripts that make tasks ready leave a wake-up token on the queue's notify list,
+# where blocked workers wait. Over several independent nodes workers wait on the
+# queue's home node only: run elsewhere, a script takes its ``quiet`` variant,
+# which leaves no token (the broker wakes the home node instead), so no token
+# lies where nobody takes it.
+_WAKE = "local WAKE = true\n"
+
+
+def quiet(source: str) -> str:
+    """``source`` leaving no wake-up token (for a node not the queue's home)."""
+    if _WAKE not in source:
+        raise ValueError("the script leaves no wake-up token to drop")
+    return source.replace(_WAKE, "local WAKE = false\n", 1)
+
+
 # Shared helpers, prepended to the queue scripts. Redis' Lua stack takes at most
 # ~8000 unpacked values, hence the chunking.
-_HELPERS = """
+_HELPERS = (
+    _WAKE
+    + """
 local CHUNK = 1000
 -- How long a call's token is remembered, so its retries do not act again.
 local ONCE_MS = 600000
@@ -54,6 +71,7 @@ local function batch_key(member)
   return KEYS[4] .. ':' .. string.sub(member, 1, string.find(member, ':', 1, true) - 1)
 end
 local function notify()
+  if not WAKE then return end
   redis.call('LPUSH', KEYS[5], '1')
   redis.call('LTRIM', KEYS[5], 0, 0)
 end
@@ -159,6 +177,7 @@ local function next_due()
   return nxt or ''
 end
 """
+)
 
 # Reclaim lapsed leases first (they were handed out before anything still ready),
 # then promote due delayed entries to the tail of their ready lists, in eta order.
@@ -179,7 +198,9 @@ if #due > 0 then
 end
 """
 
-PUSH = """
+PUSH = (
+    _WAKE
+    + """
 -- ARGV: priority (0 or 1), eta or '', entries...
 local n = #ARGV
 if ARGV[2] == '' then
@@ -197,10 +218,13 @@ else
     redis.call('ZADD', KEYS[3], unpack(z, i, math.min(i + 1999, #z)))
   end
 end
-redis.call('LPUSH', KEYS[5], '1')
-redis.call('LTRIM', KEYS[5], 0, 0)
+if WAKE then
+  redis.call('LPUSH', KEYS[5], '1')
+  redis.call('LTRIM', KEYS[5], 0, 0)
+end
 return n - 2
 """
+)
 
 NOTIFY = """
 redis.call('LPUSH', KEYS[5], '1')
@@ -211,8 +235,10 @@ return 1
 # The at-most-once fast path sends this, now and then, before a plain LMPOP of
 # the ready lists in the same write (see ``Node.pop``): payloads never pass
 # through Lua. ARGV: now, count, levels ('1': HIGH only, '2': HIGH then NORMAL),
-# chain ('1': pass a wake-up on when more than ``count`` are ready). Returns ''
-# when tasks are ready, else the next due time ('' for none).
+# chain (when more than ``count`` are ready, 'c': pass a wake-up on; 'm': say so,
+# for the caller to pass it on, see the reserve script's flags; '-': neither).
+# Returns '' when tasks are ready ('+' for 'm' and more than ``count``), else the
+# next due time ('' for none).
 MAINTAIN = (
     _HELPERS
     + """
@@ -223,8 +249,12 @@ local now, count = ARGV[1], tonumber(ARGV[2])
 local ready = redis.call('LLEN', KEYS[1])
 if ARGV[3] == '2' then ready = ready + redis.call('LLEN', KEYS[2]) end
 if ready == 0 then return next_due() end
-if ARGV[4] == '1' and ready > count and redis.call('EXISTS', KEYS[5]) == 0 then
-  notify()
+if ready > count then
+  if ARGV[4] == 'c' and redis.call('EXISTS', KEYS[5]) == 0 then
+    notify()
+  elseif ARGV[4] == 'm' then
+    return '+'
+  end
 end
 return ''
 """
@@ -245,10 +275,12 @@ RESERVE = (
 -- '<bid>:<owner>', levels (1: HIGH only, 2: HIGH then NORMAL), flags, ack
 -- groups... Flags: 'r' this call retries one whose reply may have been lost;
 -- 'c' pass a wake-up on when the batch leaves more ready (the caller was woken);
+-- 'm' the same over several nodes, where workers wait on the queue's home node:
+-- only say whether the batch left more ready here, the caller passes it on;
 -- 'l' the caller reads the leased batch itself (LRANGE after this script, in the
 -- same MULTI), so the reply carries no entries.
--- Returns {entries, next due ('' unless nothing was ready), positions (1-based)
--- of the entries delivered before}.
+-- Returns {entries, next due ('' unless nothing was ready; with entries, '+'
+-- for 'm' and more ready), positions (1-based) of the entries delivered before}.
 local now, count, deadline, member = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local flags = ARGV[6]
 each_group(7, acked)
@@ -261,10 +293,10 @@ local function redelivered(got)
   return again
 end
 local key = deadline ~= '' and batch_key(member)
-local function handed()
-  if string.find(flags, 'l', 1, true) then return {{}, '', {}} end
+local function handed(more)
+  if string.find(flags, 'l', 1, true) then return {{}, more or '', {}} end
   local got = held_entries(key)
-  return {got, '', redelivered(got)}
+  return {got, more or '', redelivered(got)}
 end
 if key and string.find(flags, 'r', 1, true) and redis.call('EXISTS', key) == 1 then
   -- The batch id is new for every reserve call, so a batch already stored under
@@ -322,15 +354,19 @@ end
 if key then redis.call('ZADD', KEYS[4], deadline, member) end
 -- More may be ready: a woken caller passes the wake-up on to the next blocked
 -- worker (unless a token already waits, as it does while every worker is busy).
+local more = ''
 if n == count and string.find(flags, 'c', 1, true)
     and redis.call('EXISTS', KEYS[5]) == 0
     and redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
   notify()
+elseif n == count and string.find(flags, 'm', 1, true)
+    and redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
+  more = '+'
 end
 if got and not string.find(flags, 'l', 1, true) then
-  return {got, '', redelivered(got)}
+  return {got, more, redelivered(got)}
 end
-return handed()
+return handed(more)
 """
 )
 

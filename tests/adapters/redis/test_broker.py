@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
 from redis.crc import key_slot
+from redis.retry import Retry
 from sergeant.adapters.redis import RedisBroker
-from sergeant.adapters.redis._node import LISTED_FROM
+from sergeant.adapters.redis._node import LISTED_FROM, new_batch_id
 
 from sergeant.errors import BrokerError, BrokerUnavailable, ConfigError
 from sergeant.protocols import QueueLengths
@@ -202,6 +204,60 @@ def test_retried_calls_whose_reply_was_lost_do_not_act_twice(
     assert lengths == QueueLengths(ready=5, in_flight=4, dead=1)
 
 
+class _RepliesLost(redis.Connection):
+    """A connection that reads the reply to the next script call, then reports a
+    timeout, as a reply slower than ``socket_timeout`` does: the script ran, and
+    redis-py's own retry sends it again."""
+
+    armed = False
+
+    def send_command(self, *args: Any, **kwargs: Any) -> None:
+        self.last = args[0]
+        super().send_command(*args, **kwargs)
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        reply = super().read_response(*args, **kwargs)
+        if _RepliesLost.armed and self.last == "EVALSHA":
+            _RepliesLost.armed = False
+            raise redis.TimeoutError("reply lost")
+        return reply
+
+
+@pytest.mark.parametrize("count", [5, LISTED_FROM], ids=["popped", "sorted"])
+def test_a_reserve_retried_by_redis_py_itself_hands_out_its_first_batch(
+    redis_server: RedisServer, count: int
+) -> None:
+    """A client on the normal path (here ``single_connection_client``) that keeps
+    redis-py's retries re-sends a reserve whose reply was lost without the broker
+    knowing: the script sees it was run already and hands out the same batch,
+    instead of leasing more into it (the whole-batch ack would drop tasks never
+    run) or overwriting it (its first tasks would be lost)."""
+    namespace = new_namespace()
+    pool = redis.ConnectionPool(
+        host="127.0.0.1",
+        port=redis_server.port,
+        retry=Retry(NoBackoff(), 1),
+        connection_class=_RepliesLost,
+    )
+    client = redis.Redis(connection_pool=pool, single_connection_client=True)
+    broker = RedisBroker(client, namespace=namespace, retry=TEST_RETRY)
+    broker.push("q", [b"%d" % i for i in range(2 * count)])  # loads the scripts
+
+    _RepliesLost.armed = True
+    got = broker.reserve("q", owner="w", count=count)
+    retried = not _RepliesLost.armed
+    held = broker.lengths("q")
+    broker.ack("q", got)
+    left = broker.lengths("q")
+    broker.close()
+    delete_namespace([redis_server], namespace)
+
+    assert retried
+    assert payloads(got) == [b"%d" % i for i in range(count)]
+    assert held == QueueLengths(ready=count, in_flight=count)
+    assert left == QueueLengths(ready=count)
+
+
 def test_a_retried_replay_or_popped_dead_letter_acts_once(
     redis_server: RedisServer,
 ) -> None:
@@ -276,6 +332,7 @@ def test_maintenance_runs_after_a_script_flush_while_a_backlog_lasts(
         redis_server.client(), namespace=namespace, retry=TEST_RETRY,
         clock=lambda: now[0],
     )  # fmt: skip
+    broker._nodes[0].monotonic = lambda: now[0]  # the maintenance interval's clock
     broker.push("q", [b"n%d" % i for i in range(200)])
     broker.push("q", [b"urgent"], priority=Priority.HIGH, eta=now[0] + 1)
     redis_server.client().script_flush()
@@ -491,6 +548,97 @@ def test_acks_for_nodes_after_a_failed_one_are_still_sent(
     assert payloads(held) == [b"acked"]
     assert payloads(got) == [b"t%d" % i for i in range(5)]
     assert leases == 0
+
+
+@pytest.mark.parametrize("lease", [60.0, None], ids=["leased", "popped"])
+def test_a_woken_reserve_passes_the_wake_up_on_through_the_home_node(
+    redis_node_servers: list[RedisServer], lease: float | None
+) -> None:
+    """Over several nodes, two idle workers and one push of many tasks to a node
+    other than the queue's home: both wake at once, as on one node.
+
+    Workers block on the home node's wake-up list. The worker the push wakes takes
+    its task from another node and leaves tasks there, so it passes the wake-up on
+    through the home node, and the second worker does not sleep out its wait.
+    """
+    namespace = new_namespace()
+
+    def broker() -> RedisBroker:
+        return RedisBroker(
+            clients=[s.client() for s in redis_node_servers],
+            namespace=namespace,
+            retry=TEST_RETRY,
+        )
+
+    producer, workers = broker(), [broker(), broker()]
+    queue = next(q for q in (f"q{i}" for i in range(100)) if producer._home(q) != 0)
+    producer._push_turn = itertools.count(0)  # the push lands on node 0
+    woke: list[float] = []
+
+    def wait(worker: RedisBroker) -> None:
+        if worker.reserve(queue, owner="w", wait=5.0, lease=lease):
+            woke.append(time.monotonic())
+
+    waiters = [threading.Thread(target=wait, args=(w,)) for w in workers]
+    for waiter in waiters:
+        waiter.start()
+    time.sleep(0.3)  # both are blocked now
+    pushed = time.monotonic()
+    producer.push(queue, [b"%d" % i for i in range(10)])
+    for waiter in waiters:
+        waiter.join(timeout=30)
+    for b in (producer, *workers):
+        b.close()
+    delete_namespace(redis_node_servers, namespace)
+
+    assert len(woke) == 2
+    assert max(woke) - pushed < 2.0
+
+
+def test_wake_up_tokens_are_left_on_the_queues_home_node_only(
+    nodes: tuple[RedisBroker, list[redis.Redis], str],
+) -> None:
+    """Pushes, delayed pushes, releases and replays on any node leave their token
+    where workers wait for it: on the queue's home node, nowhere else."""
+    broker, raws, namespace = nodes
+    queue = next(q for q in (f"q{i}" for i in range(100)) if broker._home(q) == 2)
+    broker._push_turn = itertools.count(0)
+    broker.push(queue, [b"a"])  # node 0
+    broker.push(queue, [b"b"], eta=time.time() + 60)  # node 1
+    broker._reserve_turn = itertools.count(0)
+    got = broker.reserve(queue, owner="w")  # from node 0
+    broker.dead_letter(queue, got[0], "poison")
+    broker.replay_dead(queue)
+    got = broker.reserve(queue, owner="w")
+    broker.release(queue, got)
+    broker.release_owner(queue, "w")
+    notify = f"{{{namespace}:{queue}}}:notify"
+
+    assert [raw.llen(notify) for raw in raws] == [0, 0, 1]
+
+
+@pytest.mark.parametrize("lease", [60.0, None], ids=["leased", "popped"])
+def test_a_woken_reserve_filled_before_its_last_node_passes_the_wake_up_on(
+    nodes: tuple[RedisBroker, list[redis.Redis], str], lease: float | None
+) -> None:
+    """A woken reserve that filled its batch on one node and did not visit the
+    others may leave tasks there: it passes the wake-up on through the home node
+    (at worst a spare wake-up, which the next worker's empty reserve ends)."""
+    broker, raws, namespace = nodes
+    queue = next(q for q in (f"q{i}" for i in range(100)) if broker._home(q) == 2)
+    broker._push_turn = itertools.count(0)
+    broker.push(queue, [b"a"])  # node 0
+    broker.push(queue, [b"b"])  # node 1
+    notify = f"{{{namespace}:{queue}}}:notify"
+    for raw in raws:
+        raw.delete(notify)  # the token the pushes left was taken
+    broker._reserve_turn = itertools.count(0)  # HIGH on node 2, then 0, 1, 2
+    member = "" if lease is None else f"{new_batch_id()}:w"
+
+    got, _ = broker._reserve_once(queue, member, 1, lease, {}, True)
+
+    assert payloads(got) == [b"a"]
+    assert raws[2].llen(notify) == 1
 
 
 def test_locks_and_keys_live_on_the_node_their_name_hashes_to(

@@ -17,14 +17,14 @@ import redis
 from sergeant.adapters.codecs import PickleCodec
 from sergeant.adapters.executors.serial import SerialExecutor
 from sergeant.adapters.redis import RedisBroker
-from sergeant.adapters.redis._node import LISTED_FROM
+from sergeant.adapters.redis._node import LISTED_FROM, MAINTAIN_EVERY
 from sergeant.adapters.watchdogs.null import NullWatchdog
 
 from sergeant.config import WorkerConfig
 from sergeant.errors import BrokerUnavailable
 from sergeant.producer import Producer
 from sergeant.protocols import QueueLengths
-from sergeant.task import Task
+from sergeant.task import Priority, Task
 from sergeant.worker import Worker
 from tests.support.redis_backend import (
     TEST_RETRY,
@@ -192,6 +192,7 @@ def test_a_busy_pop_skips_maintenance_but_a_short_one_promotes_due_tasks(
     short, the due task is promoted and handed out in that same call.
     """
     broker, raw, clock = clocked
+    broker._nodes[0].monotonic = lambda: 50.0  # never past MAINTAIN_EVERY
     broker.push("q", [b"1", b"2", b"3"])
     broker.push("q", [b"later"], eta=clock.now + 0.01)
     first = broker.reserve("q", owner="w", lease=None)  # maintains: nothing due
@@ -206,6 +207,28 @@ def test_a_busy_pop_skips_maintenance_but_a_short_one_promotes_due_tasks(
     assert scripts_in_a_full_pop == {}
     assert payloads(rest) == [b"3", b"later"]
     assert broker.lengths("q") == QueueLengths()
+
+
+def test_maintenance_keeps_its_pace_when_the_wall_clock_steps_back(
+    clocked: tuple[RedisBroker, redis.Redis, _Clock],
+) -> None:
+    """The maintenance interval is measured on the monotonic clock: after the wall
+    clock steps back (NTP, a resumed VM), a busy pop still promotes a task falling
+    due within MAINTAIN_EVERY, not only once the wall clock has caught up."""
+    broker, _, clock = clocked
+    node = broker._nodes[0]
+    ticks = _Clock()
+    node.monotonic = ticks  # the maintenance interval's clock, set by the test
+    broker.push("q", [b"n%d" % i for i in range(200)])
+    broker.reserve("q", owner="w", count=5, lease=None)  # maintains
+    clock.now -= 30.0  # the wall clock steps back
+    broker.push("q", [b"urgent"], priority=Priority.HIGH, eta=clock.now + 0.2)
+    clock.now += 0.3  # due now
+    ticks.now += MAINTAIN_EVERY + 0.3
+
+    got = broker.reserve("q", owner="w", count=5, lease=None)
+
+    assert payloads(got) == [b"urgent"]
 
 
 def test_an_at_most_once_pop_reports_a_lapsed_tasks_delivery_count(
@@ -288,12 +311,12 @@ def test_tasks_popped_before_an_outage_are_handed_out_not_dropped(
         raise BrokerUnavailable("redis test: unreachable")
 
     broker.push("q", [b"a"])
-    node._maintained["q"] = time.time()  # inside the interval: the plain pop first
+    node._maintained["q"] = node.monotonic()  # inside the interval: plain pop first
     monkeypatch.setattr(node, "_pop", pop_then_fail)
 
-    got, _ = node.pop("q", time.time(), 5, "2", False)
+    got, _ = node.pop("q", time.time(), 5, "2", "")
     with pytest.raises(BrokerUnavailable):
-        node.pop("q", time.time(), 5, "2", False)
+        node.pop("q", time.time(), 5, "2", "")
 
     assert len(got) == 1
     assert got[0].endswith(b"a")

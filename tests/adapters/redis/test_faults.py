@@ -111,6 +111,139 @@ def test_an_outage_is_logged_once_and_its_end_once(
     assert "reachable again" in messages[1]
 
 
+class _Time:
+    """A monotonic clock and a sleep that advances it, for a guard under test."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_a_call_that_fails_once_is_retried_at_once_without_logging(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One failure, as on a connection gone stale while Redis restarted, is
+    retried at once and not logged: the server is back, there is no outage."""
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    time_ = _Time()
+    guard = ConnectionGuard(
+        FAST_FAIL, name="127.0.0.1:1", sleep=time_.sleep, clock=time_.clock
+    )
+    failures = [redis.ConnectionError("Connection closed by server.")]
+
+    def call() -> str:
+        if failures:
+            raise failures.pop()
+        return "done"
+
+    assert guard.call(call) == "done"
+    assert time_.slept == []
+    assert not guard.in_outage
+    assert [r for r in caplog.records if r.name == LOGGER] == []
+
+
+def test_an_outage_ends_when_the_call_that_got_through_started(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Failures past the immediate retry are an outage, logged once with its end;
+    the length reported leaves out the successful call's own time (a blocking
+    wait that ran its course)."""
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    time_ = _Time()
+    policy = RetryPolicy(budget=10.0, base=0.1, cap=0.1)
+    guard = ConnectionGuard(
+        policy, name="127.0.0.1:1", sleep=time_.sleep, clock=time_.clock
+    )
+    failures = [redis.ConnectionError("refused")] * 3
+
+    def wait() -> str:
+        if failures:
+            raise failures.pop()
+        time_.now += 3.0  # a BLPOP that waited out its timeout
+        return "woke"
+
+    assert guard.call(wait) == "woke"
+    messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert len(time_.slept) == 2  # none before the immediate retry, then back-off
+    assert len(messages) == 2
+    assert "unreachable" in messages[0]
+    outage = float(messages[1].rsplit(" ", 1)[1].rstrip("s"))
+    assert outage == pytest.approx(sum(time_.slept), abs=0.01)
+
+
+def test_a_restart_under_an_idle_worker_is_logged_once(
+    private: Callable[..., tuple[RedisServer, RedisBroker]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A restart fails both the blocked wait and, later, the script connection
+    that went stale meanwhile: one outage, one "unreachable", one "reachable
+    again"."""
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    server, broker = private()
+    broker.reserve("q", owner="w")  # the dedicated connection is in use
+    waiter = threading.Thread(
+        target=broker.reserve, args=("q",), kwargs={"owner": "w", "wait": 1.0}
+    )
+    waiter.start()
+    time.sleep(0.3)  # blocked now
+
+    server.restart()
+    waiter.join(timeout=30)
+    broker.reserve("q", owner="w")  # on the stale dedicated connection
+
+    messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    # None at all when the wait's immediate retry found the server back already.
+    assert len(messages) in {0, 2}
+    assert all("unreachable" in m for m in messages[:1])
+    assert all("reachable again" in m for m in messages[1:])
+
+
+def test_a_stale_connection_after_a_restart_is_not_an_outage(
+    private: Callable[..., tuple[RedisServer, RedisBroker]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The server restarted between two calls: the first one after it fails on
+    the old connection and succeeds at once on a new one, and logs nothing."""
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    server, broker = private()
+    broker.push("q", [b"a"])
+
+    server.restart()
+    got = broker.reserve("q", owner="w", lease=None)
+
+    assert payloads(got) == []  # no persistence: the restart emptied the queue
+    assert [r for r in caplog.records if r.name == LOGGER] == []
+
+
+def test_a_wait_retried_after_a_failure_waits_only_for_what_is_left(
+    single: tuple[RedisBroker, redis.Redis, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blocking wait that failed part way (the server restarted under it) is
+    retried for the rest of its time, not for all of it again."""
+    broker, _, _ = single
+    node = broker._nodes[0]
+    timeouts: list[float] = []
+
+    def blpop(keys: list[str], timeout: float) -> None:
+        timeouts.append(timeout)
+        if len(timeouts) == 1:
+            time.sleep(0.3)
+            raise redis.ConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(node.client, "blpop", blpop)
+    node.block("q", 1.0)
+
+    assert timeouts[0] == 1.0
+    assert timeouts[1] <= 0.7
+
+
 def test_retry_delays_grow_with_jitter_up_to_the_cap() -> None:
     """Back-off doubles from base, keeps at least half of it, and never passes cap."""
     policy = RetryPolicy(budget=10, base=0.1, cap=1.0)
