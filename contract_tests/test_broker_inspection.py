@@ -6,6 +6,7 @@ claims ``SupportsInspection``.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -63,6 +64,24 @@ class TestInspectionContract:
         assert letter.payload == payload
         assert letter.reason == "DecodeError: truncated"
         assert before - 1.0 <= letter.dead_at <= after + 1.0
+
+    def test_a_reason_holding_a_lone_surrogate_is_still_recorded(
+        self, broker: Any
+    ) -> None:
+        """A reason may hold a lone surrogate (a file name decoded with
+        ``surrogateescape``), which UTF-8 cannot carry: the task is still
+        dead-lettered, not left in flight behind an encoding error."""
+        broker.push("q", [b"a"])
+        got = broker.reserve("q", owner="w1", lease=60)
+        reason = "cannot open " + os.fsdecode(b"report-\xff.csv")
+
+        broker.dead_letter("q", got[0], reason)
+
+        assert broker.lengths("q") == QueueLengths(dead=1)
+        [letter] = broker.dead_letters("q")
+        assert letter.payload == b"a"
+        assert letter.reason.startswith("cannot open report-")
+        assert letter.reason.endswith(".csv")
 
     def test_dead_letters_oldest_first_up_to_limit(
         self, inspecting_broker: Any

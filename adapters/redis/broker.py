@@ -450,9 +450,11 @@ class RedisBroker:
         A popped (lease-less) task is always recorded, once however often the
         call is retried; a leased one only while its lease is still held, so a
         retried call, or a holder whose lease lapsed (the task is back in the
-        queue), adds no second record.
+        queue), adds no second record. A lone surrogate in ``reason`` (a file
+        name decoded with ``surrogateescape``) is stored as its ``\\udcxx``
+        escape: UTF-8 cannot carry it, and the task must still be recorded.
         """
-        text = reason.encode()
+        text = reason.encode("utf-8", "backslashreplace")
         record = b"%s\n%d\n%s%s" % (
             repr(self._clock()).encode(),
             len(text),

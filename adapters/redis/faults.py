@@ -63,6 +63,17 @@ _PERMANENT: tuple[type[Exception], ...] = (
 )
 
 
+# Raised by the client before anything is sent: an argument that cannot be
+# encoded (a str holding a lone surrogate, a name from ``os.fsdecode``). Retrying
+# the same arguments cannot help, and the port lets no driver exception escape.
+_CLIENT_SIDE: tuple[type[Exception], ...] = (UnicodeError,)
+
+
+def _client_side(error: Exception) -> BrokerError:
+    kind = type(error).__name__
+    return BrokerError(f"redis: cannot send an argument: {kind}: {error}")
+
+
 @attrs.frozen(kw_only=True)
 class RetryPolicy:
     """How a call is retried while Redis cannot be reached; shareable between brokers.
@@ -135,6 +146,8 @@ class ConnectionGuard:
             return self._retry(exc, fn, *args, **kwargs)
         except rex.RedisError as exc:
             raise self._failure(exc) from exc
+        except _CLIENT_SIDE as exc:
+            raise _client_side(exc) from exc
         if self._down_since is not None:
             self._recovered(began)
         return result

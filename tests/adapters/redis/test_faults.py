@@ -439,3 +439,17 @@ def test_a_worker_rides_out_a_redis_restart_without_losing_acked_work(
     assert sorted(set(worker.ran)) == list(range(2000))
     assert len(worker.ran) - 2000 <= 100  # at most the batches in flight re-run
     assert broker.lengths("jobs") == QueueLengths()
+
+
+def test_an_argument_the_client_cannot_encode_is_a_broker_error(
+    private: Callable[..., tuple[RedisServer, RedisBroker]],
+) -> None:
+    """A name holding a lone surrogate fails in the client before anything is sent:
+    a BrokerError (the port lets no driver exception escape), not retried."""
+    _, broker = private()
+    name = os.fsdecode(b"report-\xff")
+
+    with pytest.raises(BrokerError, match="cannot send an argument"):
+        broker.push(name, [b"a"])
+    with pytest.raises(BrokerError, match="cannot send an argument"):
+        broker.lock(name).acquire(timeout=0)
