@@ -196,6 +196,57 @@ def release_update(now: float, delay: float) -> Doc:
     return {"$set": fields, "$unset": dict(LEASE_FIELDS), "$inc": {"deliveries": -1}}
 
 
+def place_projection() -> Doc:
+    """The fields ``reorder`` needs (a fresh dict: mongomock mutates projections)."""
+    return {"_id": 1, "priority": 1, "ready_at": 1, "seq": 1, "lease_id": 1}
+
+
+def reorder(
+    queue: str,
+    deliveries: Iterable[Delivery],
+    held: Iterable[Doc],
+    now: float,
+    delay: float,
+) -> list[tuple[Doc, Doc]] | None:
+    """Per-task ``(filter, update)`` pairs that release ``held`` in the order of
+    ``deliveries``; None when one ``release_update`` for all already does.
+
+    A released task keeps its place in line (``ready_at``, ``seq``), which puts the
+    tasks back in the order they were taken. Given in another order, they share
+    out the same places again, per priority, in the order given (with a delay,
+    the same ``ready_at`` and the ``seq`` values shared out), as the other
+    brokers put them back.
+    """
+    docs = {doc["_id"]: doc for doc in held}
+    order = []
+    for delivery in deliveries:
+        parsed = parse_receipt(delivery.receipt)
+        doc = docs.pop(parsed[0], None) if parsed is not None else None
+        if doc is not None:
+            order.append(doc)
+    lines: dict[int, list[Doc]] = {}
+    for doc in order:
+        lines.setdefault(doc["priority"], []).append(doc)
+    places = {p: sorted((d["ready_at"], d["seq"]) for d in line)
+              for p, line in lines.items()}  # fmt: skip
+    if all(
+        [(d["ready_at"], d["seq"]) for d in line] == places[p]
+        for p, line in lines.items()
+    ):
+        return None
+    writes = []
+    for priority, line in lines.items():
+        for doc, (ready_at, seq) in zip(line, places[priority], strict=True):
+            update = release_update(now, delay)
+            update["$set"]["seq"] = seq
+            if delay <= 0:
+                update["$set"]["ready_at"] = ready_at
+            where = {"_id": doc["_id"], "lease_id": doc["lease_id"], "queue": queue,
+                     "state": LEASED}  # fmt: skip
+            writes.append((where, update))
+    return writes
+
+
 def extend_update(until: float) -> Doc:
     """Move the lease deadline to ``until``."""
     return {"$set": {"visible_at": until}}

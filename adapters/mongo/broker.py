@@ -240,11 +240,26 @@ class MongoBroker:
     def release(
         self, queue: str, deliveries: Sequence[Delivery], *, delay: float = 0.0
     ) -> None:
-        """Give held tasks back in one ``update_many``; the handout is not counted."""
-        update = q.release_update(self._clock(), delay)
-        self._on_held(
-            "release", queue, deliveries, lambda t, h: t.update_many(h, update)
-        )
+        """Give held tasks back at the head of their line in the order given, or
+        after ``delay``; the handout is not counted.
+
+        Given in the order they were taken (the worker's case), they keep their
+        places: one ``update_many``. In another order they share those places out
+        again (``_queries.reorder``): one ``update_one`` per task, since a
+        ``bulk_write`` is what mongomock cannot run (docs/mongo.md).
+        """
+        now = self._clock()
+
+        def give_back(tasks: Any, held: q.Doc) -> None:
+            places = tasks.find(held, q.place_projection())
+            writes = q.reorder(queue, deliveries, places, now, delay)
+            if writes is None:
+                tasks.update_many(held, q.release_update(now, delay))
+                return
+            for where, update in writes:
+                tasks.update_one(where, update)
+
+        self._on_held("release", queue, deliveries, give_back)
 
     def extend(
         self, queue: str, deliveries: Sequence[Delivery], *, lease: float

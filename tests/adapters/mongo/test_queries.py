@@ -281,7 +281,8 @@ def test_reserve_without_lease_deletes(mb: MongoBroker, rec: Recorder) -> None:
 def test_settling_matches_on_the_lease_token(
     mb: MongoBroker, rec: Recorder, wall: FakeClock
 ) -> None:
-    """ack, release and extend each send one call filtered on _id and lease token."""
+    """ack, release and extend each send one write filtered on _id and lease token
+    (a release first reads the places of what it holds: see the next test)."""
     mb.push("q", [b"a", b"b"])
     got = mb.reserve("q", owner="w", count=2)
     rec.take()
@@ -297,7 +298,10 @@ def test_settling_matches_on_the_lease_token(
     mb.release("q", got[1:], delay=5)
     mb.ack("q", got)
 
-    extend, release, delayed, ack = rec.take()
+    extend, places, release, delayed_places, delayed, ack = rec.take()
+    assert [places.method, delayed_places.method] == ["find", "find"]
+    assert places.args[0]["_id"] == {"$in": _ids(got)[:1]}
+    assert release.method == "update_many"
     assert (extend.method, extend.args) == (
         "update_many",
         (held, {"$set": {"visible_at": T + 30}}),
@@ -314,6 +318,26 @@ def test_settling_matches_on_the_lease_token(
         "ready_at": T + 5,
     }
     assert (ack.method, ack.args) == ("delete_many", (held,))
+
+
+def test_a_release_in_another_order_shares_the_places_out_again(
+    mb: MongoBroker, rec: Recorder
+) -> None:
+    """Given in another order than taken, released tasks take the same places
+    (ready_at, seq) in the order given: one update per task, on _id and token."""
+    mb.push("q", [b"a", b"b"])
+    got = mb.reserve("q", owner="w", count=2)
+    rec.take()
+
+    mb.release("q", got[::-1])
+
+    find, *updates = rec.take()
+    assert find.method == "find"
+    assert [u.method for u in updates] == ["update_one", "update_one"]
+    assert [u.args[0]["_id"] for u in updates] == _ids(got)[::-1]
+    assert {u.args[0]["lease_id"] for u in updates} == {_token(got)}
+    first_seq, second_seq = (u.args[1]["$set"]["seq"] for u in updates)
+    assert first_seq < second_seq
 
 
 def test_receipts_of_two_claims_settle_in_one_or_filter(
