@@ -28,6 +28,10 @@ from ._memory_queue import Lease, QueueState, StoredTask
 __all__ = ["MemoryBroker", "MemoryLock"]
 
 
+# Marks the receipt of a task handed out without a lease (see ``dead_letter``).
+_POPPED = "p"
+
+
 class MemoryBroker(LocksAndKeys):
     """An in-process broker; implements Broker, SupportsInspection, locks and keys.
 
@@ -136,8 +140,12 @@ class MemoryBroker(LocksAndKeys):
             while ready and len(got) < count:
                 task = ready.popleft()
                 task.deliveries += 1
+                # A leased receipt is a bare number; a popped one is marked, so a
+                # dead-lettering can tell it from a lease that is gone.
                 receipt = str(next(self._seq))
-                if lease is not None:
+                if lease is None:
+                    receipt = _POPPED + receipt
+                else:
                     q.leases[receipt] = Lease(task, owner, now + lease)
                     heapq.heappush(q.deadlines, (now + lease, receipt))
                 got.append(Delivery(receipt, task.payload, task.deliveries))
@@ -200,14 +208,19 @@ class MemoryBroker(LocksAndKeys):
             return len(mine)
 
     def dead_letter(self, queue: str, delivery: Delivery, reason: str) -> None:
-        """Store ``delivery``'s payload with ``reason`` and drop its lease, if any.
+        """Store ``delivery``'s payload with ``reason`` and drop its lease.
 
-        The letter is kept even when the receipt holds no lease, so a poison task
-        reserved without a lease (at-most-once) is still recorded.
+        A task reserved without a lease (at-most-once; or a receipt this broker
+        never issued) is recorded as given. A leased one only while its lease is
+        held: a holder whose lease lapsed and went to another worker records
+        nothing, for the task lives on there (a second record would run it twice
+        once replayed), as on the other brokers.
         """
         with self._cond:
             q = self._queue(queue)
-            q.leases.pop(delivery.receipt, None)
+            receipt = delivery.receipt
+            if q.leases.pop(receipt, None) is None and receipt.isdigit():
+                return  # a lease of ours, gone: settled, or someone else's now
             q.dead.append(DeadLetter(delivery.payload, reason, self._clock()))
             self._cond.notify_all()
 

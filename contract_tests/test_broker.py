@@ -472,6 +472,22 @@ class TestBrokerContract:
         assert broker.lengths("q") == QueueLengths(dead=1)
         assert broker.reserve("q", owner="w2") == []
 
+    def test_a_holder_whose_lease_went_to_another_records_no_dead_letter(
+        self, broker: Any
+    ) -> None:
+        """Once a lapsed task is leased again, its old holder's dead-lettering
+        records nothing: the task lives on with its new holder, and a second copy
+        in the dead-letter store would run it twice once replayed."""
+        broker.push("q", [b"a"])
+        stale = broker.reserve("q", owner="w1", lease=SHORT_LEASE)
+        time.sleep(PAST_SHORT)
+        again = broker.reserve("q", owner="w2", lease=60)
+
+        broker.dead_letter("q", stale[0], "poison")
+
+        assert _payloads(again) == [b"a"]
+        assert broker.lengths("q") == QueueLengths(in_flight=1)
+
     def test_lengths_count_each_place(self, broker: Any) -> None:
         """lengths counts ready, delayed, in-flight and dead tasks separately."""
         _setup_every_place(broker)

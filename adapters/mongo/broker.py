@@ -283,20 +283,22 @@ class MongoBroker:
     def dead_letter(self, queue: str, delivery: Delivery, reason: str) -> None:
         """Turn the held task into a dead letter in place (one atomic update).
 
-        A receipt that holds no lease (reserved with ``lease=None``, or lapsed
-        and retaken) still gets its payload recorded, as a new dead letter. A
-        lone surrogate in ``reason`` is stored escaped (see ``_queries.storable``).
+        A task reserved with ``lease=None`` (or a receipt this broker never
+        issued) gets its payload recorded as a new dead letter. A leased one only
+        while its lease holds: a holder whose lease lapsed and went to another
+        worker records nothing, for the task lives on there (a second record
+        would run it twice once replayed), as on the other brokers. A lone
+        surrogate in ``reason`` is stored escaped (see ``_queries.storable``).
         """
         tasks = self._ready()
         now = self._clock()
         held = q.holder_filter(queue, delivery)
         if held is not None:
-            done = self._guard.run(
+            self._guard.run(
                 "dead_letter",
                 lambda: tasks.update_one(held, q.dead_update(reason, now)),
             )
-            if done.matched_count:
-                return
+            return
         letter = q.new_dead_letter(queue, delivery.payload, reason, now)
 
         def insert() -> None:
