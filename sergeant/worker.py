@@ -16,6 +16,7 @@ is decoded, so the broker works while the worker does (``_prefetch.Prefetcher``)
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -558,11 +559,14 @@ class Worker(Producer):
     def _run_batch(self, tasks: list[Task]) -> list[Outcome]:
         """``work_batch`` for the batch, with what ``run_one`` gives each task.
 
-        A stop requested before the batch starts releases it whole; ``pre_work``
-        runs for each task first (one that raises fails that task, which is left
-        out of the batch), ``post_work`` for each task after; the batch runs
-        under one arm of the watchdog, with the smallest time limit among its
-        tasks (their own ``timeout``, else the config's).
+        A stop requested before the batch starts releases it whole, and one
+        requested by a ``pre_work`` releases the tasks not prepared yet (as the
+        tasks after the one that asked are released under ``work``). ``pre_work``
+        runs for each task first, under the watchdog with that task's time limit
+        (one that raises or runs out fails that task, which the batch then leaves
+        out); ``post_work`` for each task that ran, after; the batch runs under one
+        arm of the watchdog, with the smallest time limit among its tasks (their
+        own ``timeout``, else the config's).
         """
         if self._stop_requested:
             return [NotStarted() for _ in tasks]
@@ -570,11 +574,15 @@ class Worker(Producer):
         runnable, places = tasks, list(range(len(tasks)))
         if self._pre_work:
             runnable, places = [], []
+            default = self.config.timeouts.timeout
             for place, task in enumerate(tasks):
-                try:
-                    self.pre_work(task)
-                except Exception as error:
-                    outcomes[place] = Raised(error)
+                if self._stop_requested:
+                    break  # the rest stay None: not started, released
+                failed = self._guarded(
+                    task.timeout or default, functools.partial(self.pre_work, task)
+                )
+                if isinstance(failed, Outcome):
+                    outcomes[place] = failed
                 else:
                     runnable.append(task)
                     places.append(place)
@@ -586,6 +594,8 @@ class Worker(Producer):
         done = [NotStarted() if outcome is None else outcome for outcome in outcomes]
         if self._post_work:
             for task, outcome in zip(tasks, done, strict=True):
+                if type(outcome) is NotStarted:
+                    continue
                 try:
                     self.post_work(task, outcome)
                 except Exception:

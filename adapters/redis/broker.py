@@ -143,7 +143,9 @@ class RedisBroker:
         """The node a queue's wake-ups, a lock or a key live on (stable hash)."""
         if self._single:
             return 0
-        return zlib.crc32(name.encode()) % len(self._nodes)
+        # surrogatepass: a name the client cannot send (a lone surrogate) still
+        # hashes; the command itself then fails as a BrokerError (see faults).
+        return zlib.crc32(name.encode("utf-8", "surrogatepass")) % len(self._nodes)
 
     def _groups(
         self, deliveries: Sequence[Delivery], *, acks: bool = False

@@ -899,3 +899,50 @@ def test_work_batch_is_armed_with_the_smallest_limit_of_its_tasks(
 
     assert untimed.watchdog.armed == [(0.5, 10.0)]
     assert timed.watchdog.armed == [(5.0, 2.0)]
+
+
+def test_a_stop_asked_by_pre_work_releases_the_tasks_not_prepared(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """As under ``work``, where the tasks after the one that asked are released:
+    the batch runs only what was prepared before the stop."""
+
+    class Stopper(_BatchRecorder):
+        def pre_work(self, task: Any) -> None:
+            self.calls.append(("pre_work", task.kwargs["n"]))
+            self.request_stop()
+
+    worker = make_worker(Stopper, tasks_per_transaction=3)
+    assert isinstance(worker, Recorder)
+    worker.push_tasks([{"n": 0}, {"n": 2}, {"n": 3}])
+
+    worker.step()
+
+    assert ("work_batch", [0]) in worker.calls
+    assert worker.names().count("pre_work") == 1
+    assert [c for c in worker.calls if c[0] == "post_work"] == [
+        ("post_work", 0, "Returned")
+    ]
+    assert broker.lengths("jobs").ready == 2
+
+
+def test_work_batch_runs_each_pre_work_under_the_watchdog(
+    make_worker: WorkerFactory,
+) -> None:
+    """A hanging ``pre_work`` must not hold the worker: each runs under an arm with
+    its task's limit, as it does under ``work``; then the batch gets its own."""
+    from sergeant.config import Timeouts
+
+    worker = make_worker(
+        _BatchRecorder,
+        tasks_per_transaction=3,
+        timeouts=Timeouts(timeout=5.0, grace_period=2.0),
+    )
+    worker.watchdog = _RecordingWatchdog()
+    worker.push_tasks([{"n": 0}, {"n": 2}])
+    worker.push_task({"n": 3}, timeout=0.5)
+
+    worker.step()
+
+    assert worker.watchdog.armed == [(5.0, 2.0), (5.0, 2.0), (0.5, 2.0), (0.5, 2.0)]
+    assert worker.watchdog.disarmed == 4

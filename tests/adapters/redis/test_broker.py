@@ -8,6 +8,7 @@ Everything runs against real ``redis-server`` processes started by the fixtures 
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 from collections import Counter
@@ -701,3 +702,21 @@ def test_from_url_builds_single_nodes_and_cluster_brokers(
         broker.close()
 
     assert [payloads(g) for g in got] == [[b"a"]] * 3
+
+
+def test_a_name_the_client_cannot_send_is_a_broker_error_on_several_nodes(
+    nodes: tuple[RedisBroker, list[redis.Redis], str],
+) -> None:
+    """A queue or lock name holding a lone surrogate is routed first (hashed to
+    its home node), then refused by the client: a BrokerError, as on one node,
+    not a raw UnicodeEncodeError from the routing."""
+    broker, _, _ = nodes
+    name = "reports-" + os.fsdecode(b"\xff")
+
+    for call in (
+        lambda: broker.push(name, [b"a"]),
+        lambda: broker.reserve(name, owner="w"),
+        lambda: broker.lock(name).acquire(timeout=0),
+    ):
+        with pytest.raises(BrokerError):
+            call()
