@@ -35,6 +35,7 @@ from sergeant.errors import (
     ConfigError,
     SergeantError,
     TaskTimedOut,
+    WatchdogError,
 )
 from sergeant.lifecycle import Event
 from sergeant.outcome import (
@@ -159,6 +160,7 @@ class Worker(Producer):
                 f"(SupportsPrefetch); {type(broker).__name__} cannot"
             )
         self._crash_looped = False
+        self._fatal: WatchdogError | None = None  # see _cannot_arm
         self._settlement = Settlement(self)
         self.tasks_done = 0
         self._last_task_at = monotonic()
@@ -326,6 +328,8 @@ class Worker(Producer):
                 if self._budget_spent():
                     self._stop_reason = self._stop_reason or StopReason.MAX_TASKS
                     break
+            if self._fatal is not None:
+                raise self._fatal
         finally:
             if self._prefetcher is not None:
                 self._pending_acks += self._prefetcher.release_all()
@@ -516,6 +520,8 @@ class Worker(Producer):
             except Exception as error:
                 outcome = Raised(error)
         if type(outcome) is not Returned:
+            if type(outcome) is NotStarted:
+                return outcome  # the watchdog could not arm: see _cannot_arm
             self._honour_stop(outcome)
         if self._post_work:
             try:
@@ -538,9 +544,12 @@ class Worker(Producer):
         try:
             try:
                 if timeout:
-                    handle = self.watchdog.arm(
-                        timeout, grace=self.config.timeouts.grace_period
-                    )
+                    try:
+                        handle = self.watchdog.arm(
+                            timeout, grace=self.config.timeouts.grace_period
+                        )
+                    except WatchdogError as error:
+                        return self._cannot_arm(error)
                 result = call()
             finally:
                 in_time = handle is None or self.watchdog.disarm(handle)
@@ -555,6 +564,23 @@ class Worker(Producer):
             return Expired()
         except Exception as error:
             return Raised(error)
+
+    def _cannot_arm(self, error: WatchdogError) -> Outcome:
+        """The watchdog cannot watch a task (say, its killer process cannot start).
+
+        Run unwatched, the task would escape its time limit; failed, it would be
+        lost for a fault of the worker's, not its own. So it is released, and the
+        worker stops: ``run()`` then raises ``error`` (a supervised child exits as
+        crashed and is respawned after a back-off).
+        """
+        if self._fatal is None:
+            self._fatal = error
+            self.logger.error(
+                "the watchdog cannot watch tasks (%s): releasing them and stopping",
+                error,
+            )
+        self.request_stop(StopReason.STOPPED)
+        return NotStarted()
 
     def _run_batch(self, tasks: list[Task]) -> list[Outcome]:
         """``work_batch`` for the batch, with what ``run_one`` gives each task.

@@ -234,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-every", type=float, default=1.0)
     args = parser.parse_args(argv)
     # A Ctrl-C in a terminal signals the whole process group: it is for the worker.
+    # The worker starts us with SIGINT blocked, so none can kill us before this.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     parent = os.getppid()
     if parent != args.pid:
         # Either the worker died before we started (nobody reads this), or the

@@ -304,6 +304,10 @@ class ProcessWatchdog:
                     (os.POSIX_SPAWN_DUP2, to_read, 0),
                     (os.POSIX_SPAWN_DUP2, back_write, 1),
                 ],
+                # A Ctrl-C in a terminal signals the whole process group: blocked
+                # until the killer ignores SIGINT, or one arriving while its
+                # interpreter starts would kill it (and fail the arm).
+                setsigmask=[signal.SIGINT],
             )
         except OSError as error:
             for fd in (to_read, to_write, back_read, back_write):

@@ -337,6 +337,42 @@ class TestKillerStart:
         finally:
             plain.close()
 
+    def test_a_ctrl_c_while_the_killer_starts_does_not_kill_it(
+        self, tmp_path: Path
+    ) -> None:
+        """A terminal's Ctrl-C reaches the whole process group, the killer too,
+        maybe before its interpreter got to ignore SIGINT: it must survive that
+        (or the arm fails, and with it the task). A slow-starting interpreter
+        (a Python wrapper that sleeps, then execs Python) widens the window."""
+        wrapper = tmp_path / "slow-python"
+        wrapper.write_text(
+            f"#!{sys.executable}\n"
+            "import os, sys, time\n"
+            "time.sleep(0.5)\n"
+            "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n"
+        )
+        wrapper.chmod(0o755)
+        watchdog = ProcessWatchdog(python=str(wrapper))
+        me = psutil.Process()
+
+        def interrupt_the_killer() -> None:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                starting = me.children()
+                if starting:
+                    starting[0].send_signal(signal.SIGINT)
+                    return
+                time.sleep(0.01)
+
+        interrupter = threading.Thread(target=interrupt_the_killer)
+        interrupter.start()
+        try:
+            watchdog.start()  # raised WatchdogError: the killer died of SIGINT
+            assert watchdog.killer_pid is not None
+        finally:
+            interrupter.join()
+            watchdog.close()
+
     def test_an_interpreter_that_exits_at_once_raises(self) -> None:
         """A ``python`` that is no Python (``false``): WatchdogError with its exit
         status, instead of a watchdog that silently enforces no deadline."""

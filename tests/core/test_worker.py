@@ -946,3 +946,30 @@ def test_work_batch_runs_each_pre_work_under_the_watchdog(
 
     assert worker.watchdog.armed == [(5.0, 2.0), (5.0, 2.0), (0.5, 2.0), (0.5, 2.0)]
     assert worker.watchdog.disarmed == 4
+
+
+def test_a_watchdog_that_cannot_arm_releases_the_task_and_ends_run(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """Run unwatched, a task would escape its limit; failed, it would be lost for
+    the worker's fault. So it goes back to the queue, and ``run()`` raises."""
+    from sergeant.config import Timeouts
+    from sergeant.errors import WatchdogError
+
+    class Broken(_RecordingWatchdog):
+        def arm(self, timeout: float, *, grace: float) -> object:
+            raise WatchdogError("the killer process cannot start")
+
+    worker = _worker(
+        make_worker, lambda w, t: None, timeouts=Timeouts(timeout=5.0),
+        tasks_per_transaction=2, max_tasks_per_run=2,
+    )  # fmt: skip
+    worker.watchdog = Broken()
+    worker.push_tasks([{"n": 1}, {"n": 2}])
+
+    with pytest.raises(WatchdogError, match="cannot start"):
+        worker.run()
+
+    assert "work" not in worker.names()
+    assert "on_failure" not in worker.names()
+    assert broker.lengths("jobs") == QueueLengths(ready=2)
