@@ -155,38 +155,30 @@ class ConnectionGuard:
     def _retry(
         self, first: Exception, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """Retry after ``first``: once at once, then with back-off as an outage."""
+        """Retry after ``first``: once at once, then with back-off as an outage.
+
+        Not in an outage, the first retry runs at once and logs nothing: most
+        likely the connection was stale (see the module's docstring) and the
+        retry runs on a new one.
+        """
         started = self._clock()
         error = first
         attempts = 1
-        if self._down_since is None:
-            # Not in an outage: most likely a stale connection (see the module's
-            # docstring). Its retry runs on a new one; no pause, nothing logged.
-            attempts += 1
-            try:
-                result = fn(*args, **kwargs)
-            except _PERMANENT as exc:
-                raise BrokerError(f"redis {self.name}: {exc}") from exc
-            except _TRANSIENT as exc:
-                error = exc
-            except rex.RedisError as exc:
-                raise self._failure(exc) from exc
-            else:
-                if self._down_since is not None:  # another thread saw an outage
-                    self._recovered(started)
-                return result
-        self._outage(error)
+        quiet = self._down_since is None
         backoff = 0
         while True:
-            pause = self.policy.delay(backoff)
-            backoff += 1
-            elapsed = self._clock() - started
-            if elapsed + pause > self.policy.budget:
-                raise BrokerUnavailable(
-                    f"redis {self.name} unreachable ({attempts} attempts in "
-                    f"{elapsed:.2f}s): {error}"
-                ) from error
-            self._sleep(pause)
+            if not quiet:
+                self._outage(error)  # logs once per outage
+                pause = self.policy.delay(backoff)
+                backoff += 1
+                elapsed = self._clock() - started
+                if elapsed + pause > self.policy.budget:
+                    raise BrokerUnavailable(
+                        f"redis {self.name} unreachable ({attempts} attempts in "
+                        f"{elapsed:.2f}s): {error}"
+                    ) from error
+                self._sleep(pause)
+            quiet = False
             began = self._clock()
             attempts += 1
             try:
@@ -198,7 +190,8 @@ class ConnectionGuard:
                 continue
             except rex.RedisError as exc:
                 raise self._failure(exc) from exc
-            self._recovered(began)
+            if self._down_since is not None:  # ours, or another thread's outage
+                self._recovered(began)
             return result
 
     def _failure(self, error: rex.RedisError) -> BrokerError:
