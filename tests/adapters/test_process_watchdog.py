@@ -354,13 +354,18 @@ class TestKillerStart:
         wrapper.chmod(0o755)
         watchdog = ProcessWatchdog(python=str(wrapper))
         me = psutil.Process()
+        # Only the new child is signalled: the others (a session's redis-server)
+        # must not get this Ctrl-C.
+        others = {child.pid for child in me.children()}
+        signalled: list[int] = []
 
         def interrupt_the_killer() -> None:
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:
-                starting = me.children()
+                starting = [c for c in me.children() if c.pid not in others]
                 if starting:
                     starting[0].send_signal(signal.SIGINT)
+                    signalled.append(starting[0].pid)
                     return
                 time.sleep(0.01)
 
@@ -368,10 +373,12 @@ class TestKillerStart:
         interrupter.start()
         try:
             watchdog.start()  # raised WatchdogError: the killer died of SIGINT
-            assert watchdog.killer_pid is not None
+            killer = watchdog.killer_pid
+            assert killer is not None
         finally:
             interrupter.join()
             watchdog.close()
+        assert signalled == [killer]  # the Ctrl-C did reach the starting killer
 
     def test_an_interpreter_that_exits_at_once_raises(self) -> None:
         """A ``python`` that is no Python (``false``): WatchdogError with its exit
