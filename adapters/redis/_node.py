@@ -172,7 +172,9 @@ class Node:
             )
         self.client = client
         self.namespace = namespace
-        self.guard = ConnectionGuard(policy, name=describe(client))
+        self.guard = ConnectionGuard(
+            policy, name=describe(client), on_readonly=self._reconnect
+        )
         self.queues_key = f"{{{namespace}}}:queues"
         self._keys: dict[str, list[str]] = {}
         self._registered: dict[str, float] = {}
@@ -380,6 +382,25 @@ class Node:
         self._sent.clear()
         self._drop(self._conn)
         self._conn_lock.release()
+
+    def _reconnect(self) -> None:
+        """Drop this endpoint's idle connections, the dedicated one included.
+
+        Called before a call refused with READONLY is retried: the server at the
+        other end is a replica now. Behind a name that a failover points at the new
+        primary (a managed Redis, a DNS or proxy address), only a new connection
+        reaches it. Connections in use by other threads are left to find out on
+        their own. A cluster client follows the cluster's redirects by itself.
+        """
+        pool = getattr(self.client, "connection_pool", None)
+        if pool is None:
+            return
+        if self._pid == os.getpid() and self._conn_lock.acquire(blocking=False):
+            try:
+                self._drop(self._conn)
+            finally:
+                self._conn_lock.release()
+        pool.disconnect(inuse_connections=False)
 
     def _drop(self, conn: Any) -> None:
         """Forget the dedicated connection (caller holds its lock): it is unusable."""

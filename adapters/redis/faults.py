@@ -1,11 +1,12 @@
 """Connection faults: retry with capped exponential backoff, log once per outage.
 
-A dropped connection or a restarting Redis is normal weather for a long-running
-worker. Every broker call goes through a ``ConnectionGuard``, which retries transient
-failures for a bounded time and then raises ``BrokerUnavailable``; the worker loop
-catches that and calls again later, so it never crash-loops. The guard remembers
-that an outage is under way, so a worker that keeps calling logs one WARNING when
-the outage starts and one when Redis answers again, not one per attempt.
+A dropped connection, a restarting Redis or a failover is normal weather for a
+long-running worker. Every broker call goes through a ``ConnectionGuard``, which
+retries transient failures for a bounded time and then raises
+``BrokerUnavailable``; the worker loop catches that and calls again later, so it
+never crash-loops. The guard remembers that an outage is under way, so a worker
+that keeps calling logs one WARNING when the outage starts and one when Redis
+answers again, not one per attempt.
 
 A single failure is not an outage yet: a connection that went stale (the server
 restarted or closed it while it sat in a pool) fails once even though Redis
@@ -61,6 +62,22 @@ _PERMANENT: tuple[type[Exception], ...] = (
     rex.AuthenticationError,
     rex.AuthorizationError,
 )
+# Error replies that mean "not now" rather than "never": the server refused the
+# command before running any of it, and takes the same command once it is past the
+# state it is in. BUSY: a script runs past ``busy-reply-threshold`` (someone's
+# slow script; it ends, or is killed). NOREPLICAS: fewer replicas in sync than
+# ``min-replicas-to-write``. READONLY (redis-py's ReadOnlyError): the node is a
+# replica now, a failover demoted it; the primary may be reachable under the same
+# name, so the endpoint's connections are dropped first (``on_readonly``).
+# MASTERDOWN is a ClusterDownError, a ClusterError above.
+_BUSY_REPLIES = ("BUSY ", "NOREPLICAS ")
+
+
+def _not_now(error: rex.RedisError) -> bool:
+    """Whether an error reply is one of the refusals above."""
+    if isinstance(error, rex.ReadOnlyError):
+        return True
+    return isinstance(error, rex.ResponseError) and str(error).startswith(_BUSY_REPLIES)
 
 
 # Raised by the client before anything is sent: an argument that cannot be
@@ -115,9 +132,11 @@ class ConnectionGuard:
         name: str,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        on_readonly: Callable[[], None] | None = None,
     ) -> None:
         self.policy = policy
         self.name = name
+        self._on_readonly = on_readonly
         self._sleep = sleep
         self._clock = clock
         self._lock = threading.Lock()
@@ -145,6 +164,8 @@ class ConnectionGuard:
         except _TRANSIENT as exc:
             return self._retry(exc, fn, *args, **kwargs)
         except rex.RedisError as exc:
+            if _not_now(exc):
+                return self._retry(exc, fn, *args, **kwargs)
             raise self._failure(exc) from exc
         except _CLIENT_SIDE as exc:
             raise _client_side(exc) from exc
@@ -167,6 +188,8 @@ class ConnectionGuard:
         quiet = self._down_since is None
         backoff = 0
         while True:
+            if isinstance(error, rex.ReadOnlyError) and self._on_readonly is not None:
+                self._on_readonly()
             if not quiet:
                 self._outage(error)  # logs once per outage
                 pause = self.policy.delay(backoff)
@@ -189,7 +212,10 @@ class ConnectionGuard:
                 error = exc
                 continue
             except rex.RedisError as exc:
-                raise self._failure(exc) from exc
+                if not _not_now(exc):
+                    raise self._failure(exc) from exc
+                error = exc
+                continue
             if self._down_since is not None:  # ours, or another thread's outage
                 self._recovered(began)
             return result

@@ -318,6 +318,140 @@ def test_other_error_replies_pass_through_unchanged() -> None:
     assert str(caught.value) == f"redis 127.0.0.1:1: {reply}"
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        redis.exceptions.ReadOnlyError("You can't write against a read only replica."),
+        redis.ResponseError(
+            "BUSY Redis is busy running a script. You can only call SCRIPT KILL "
+            "or SHUTDOWN NOSCRIPT."
+        ),
+        redis.ResponseError("NOREPLICAS Not enough good replicas to write."),
+    ],
+    ids=["readonly", "busy", "noreplicas"],
+)
+def test_a_server_refusing_for_now_is_retried_not_raised(reply: Exception) -> None:
+    """READONLY (a failover demoted the node), BUSY (a slow script) and NOREPLICAS
+    refuse a command without running it, until the state passes: retried like an
+    outage. Only READONLY drops the endpoint's connections before retrying."""
+    reconnects: list[str] = []
+    guard = ConnectionGuard(
+        FAST_FAIL, name="node", on_readonly=lambda: reconnects.append("dropped")
+    )
+    failures = [reply, reply]
+
+    def call() -> str:
+        if failures:
+            raise failures.pop()
+        return "done"
+
+    assert guard.call(call) == "done"
+    readonly = isinstance(reply, redis.exceptions.ReadOnlyError)
+    assert reconnects == (["dropped", "dropped"] if readonly else [])
+
+
+def test_a_refusal_that_outlasts_the_budget_is_broker_unavailable() -> None:
+    """A node that stays read-only is an outage: BrokerUnavailable, not a crash."""
+    guard = ConnectionGuard(FAST_FAIL, name="node")
+
+    def call() -> None:
+        raise redis.exceptions.ReadOnlyError("You can't write against a replica.")
+
+    with pytest.raises(BrokerUnavailable, match="against a replica"):
+        guard.call(call)
+
+
+def test_a_busykey_reply_is_not_mistaken_for_busy() -> None:
+    """Only the BUSY code is retried, not a reply whose code merely starts so."""
+    guard = ConnectionGuard(FAST_FAIL, name="node")
+    calls = []
+
+    def call() -> None:
+        calls.append(1)
+        raise redis.ResponseError("BUSYKEY Target key name already exists.")
+
+    with pytest.raises(BrokerError, match="BUSYKEY"):
+        guard.call(call)
+    assert calls == [1]
+
+
+_SLOW_SCRIPT = """
+local t = redis.call('TIME')
+local start = t[1] * 1000000 + t[2]
+repeat
+  t = redis.call('TIME')
+until t[1] * 1000000 + t[2] - start > tonumber(ARGV[1])
+return 1
+"""
+
+
+def test_a_push_during_a_slow_script_waits_for_it(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """While another client's script runs past busy-reply-threshold, Redis answers
+    BUSY to everything else: the broker retries until the script ends, and the
+    push then lands once."""
+    server = redis_server_factory()
+    admin = server.client()
+    admin.config_set("busy-reply-threshold", 50)
+    broker = RedisBroker(
+        server.client(), namespace="busy", retry=RetryPolicy(budget=10.0, cap=0.1)
+    )
+    slow = threading.Thread(target=admin.eval, args=(_SLOW_SCRIPT, 0, 1_000_000))
+    try:
+        slow.start()
+        time.sleep(0.3)  # the script is running, past the threshold
+        with pytest.raises(redis.ResponseError, match="BUSY"):
+            server.client().ping()
+        started = time.monotonic()
+        broker.push("q", [b"a"])
+        waited = time.monotonic() - started
+    finally:
+        slow.join()
+        broker.close()
+
+    assert waited > 0.3  # it did wait for the script
+    check = RedisBroker(server.client(), namespace="busy")
+    try:
+        assert payloads(check.reserve("q", owner="w", count=10)) == [b"a"]
+    finally:
+        check.close()
+
+
+def test_a_node_demoted_to_replica_is_retried_on_new_connections_until_promoted(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """A failover in miniature: the broker's node becomes a replica (every write
+    answers READONLY), then a primary again. The reserve in between rides it out
+    on new connections (the old ones may lead to a replica for good) and leases the
+    task; nothing is raised, nothing lost."""
+    node = redis_server_factory()
+    admin = node.client()
+    broker = RedisBroker(
+        node.client(), namespace="ro", retry=RetryPolicy(budget=10.0, cap=0.1)
+    )
+    try:
+        broker.push("q", [b"a"])
+        assert broker.reserve("q", owner="w", lease=30.0) != []  # warm connection
+        broker.push("q", [b"b"])
+        # A replica of a primary it cannot reach (nothing listens on port 1)
+        # never syncs, so it keeps its data, and refuses every write.
+        admin.replicaof("127.0.0.1", 1)
+        with pytest.raises(redis.exceptions.ReadOnlyError):
+            node.client().rpush("probe", b"x")
+        before = admin.info("stats")["total_connections_received"]
+        threading.Timer(0.5, admin.replicaof, args=("no", "one")).start()
+
+        got = broker.reserve("q", owner="w", lease=30.0)
+
+        after = admin.info("stats")["total_connections_received"]
+    finally:
+        broker.close()
+
+    assert payloads(got) == [b"b"]
+    assert after > before  # the retry came on a new connection
+
+
 # -- a real worker -------------------------------------------------------------------
 
 _STUCK_WORKER = """
