@@ -26,7 +26,7 @@ from typing import Any
 
 import redis
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 
 try:  # hiredis comes with sergeant[redis]; redis-py works without it, slower
     from hiredis import pack_command as _pack_command
@@ -274,17 +274,30 @@ class Node:
             attempts += 1
             commands = self._reserve_commands(keys, args)
             try:
-                return _reserve_reply(self._call(commands))
-            except NoScriptError:
-                # The server lost its scripts (restart, SCRIPT FLUSH): nothing ran
-                # (an LRANGE found no batch), so load the script and do it again.
-                self.client.script_load(scripts.RESERVE)
-                return _reserve_reply(self._call(commands))
+                return self._reserve_sent(commands)
+            except OutOfMemoryError:
+                if len(commands) == 1:
+                    raise
+                # Over maxmemory Redis refuses every command a MULTI block
+                # queues (so nothing ran), but runs the script alone, which
+                # may go on writing (``scripts._MAY_GO_ON``): take the batch
+                # through Lua then, so workers drain the queue filling memory.
+                alone = self._reserve_commands(keys, args, listed=False)
+                return self._reserve_sent(alone)
 
         return self.guard.call(attempt)
 
+    def _reserve_sent(self, commands: tuple[tuple[Any, ...], ...]) -> Reserved:
+        try:
+            return _reserve_reply(self._call(commands))
+        except NoScriptError:
+            # The server lost its scripts (restart, SCRIPT FLUSH): nothing ran
+            # (an LRANGE found no batch), so load the script and do it again.
+            self.client.script_load(scripts.RESERVE)
+            return _reserve_reply(self._call(commands))
+
     def _reserve_commands(
-        self, keys: list[str], args: list[Any]
+        self, keys: list[str], args: list[Any], *, listed: bool = True
     ) -> tuple[tuple[Any, ...], ...]:
         """A reserve as sent on a plain connection.
 
@@ -292,10 +305,10 @@ class Node:
         (flag ``l``) / LRANGE of the batch's list / EXEC. A smaller one, or a
         pop, is the script alone, returning its entries through Lua: for a few
         entries that costs less than the three more replies cost the client to
-        read.
+        read. ``listed=False``: the script alone in any case.
         """
         script = ("EVALSHA", self.reserve_script.sha, len(keys), *keys)
-        if args[2] == "" or args[1] < LISTED_FROM:
+        if not listed or args[2] == "" or args[1] < LISTED_FROM:
             return ((*script, *args),)
         flags = args[FLAGS_AT] + "l"
         batch = f"{keys[LEASES]}:{args[3].partition(':')[0]}"

@@ -66,16 +66,21 @@ _PERMANENT: tuple[type[Exception], ...] = (
 # command before running any of it, and takes the same command once it is past the
 # state it is in. BUSY: a script runs past ``busy-reply-threshold`` (someone's
 # slow script; it ends, or is killed). NOREPLICAS: fewer replicas in sync than
-# ``min-replicas-to-write``. READONLY (redis-py's ReadOnlyError): the node is a
-# replica now, a failover demoted it; the primary may be reachable under the same
-# name, so the endpoint's connections are dropped first (``on_readonly``).
-# MASTERDOWN is a ClusterDownError, a ClusterError above.
+# ``min-replicas-to-write``. OOM: used memory is over ``maxmemory`` (with
+# ``noeviction``); Redis refuses a command that adds data (in a script, only
+# while the script has written nothing, so nothing ran; in MULTI, every command
+# queued), and memory frees as consumers drain (reserves are made to go on, see
+# ``scripts._MAY_GO_ON``), as an admin raises the limit or as keys expire.
+# READONLY (redis-py's ReadOnlyError): the node is a replica now, a failover
+# demoted it; the primary may be reachable under the same name, so the
+# endpoint's connections are dropped first (``on_readonly``). MASTERDOWN is a
+# ClusterDownError, a ClusterError above.
 _BUSY_REPLIES = ("BUSY ", "NOREPLICAS ")
 
 
 def _not_now(error: rex.RedisError) -> bool:
     """Whether an error reply is one of the refusals above."""
-    if isinstance(error, rex.ReadOnlyError):
+    if isinstance(error, (rex.ReadOnlyError, rex.OutOfMemoryError)):
         return True
     return isinstance(error, rex.ResponseError) and str(error).startswith(_BUSY_REPLIES)
 

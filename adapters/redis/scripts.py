@@ -179,6 +179,17 @@ end
 """
 )
 
+# Over ``maxmemory`` (with ``noeviction``) Redis refuses a command that may add
+# data when it is a script's first write, and lets a script that has written go
+# on (stopping it halfway would break its atomicity). A reserve and the
+# maintenance move tasks (ready to leased, delayed to ready, lapsed back to ready)
+# and free memory through their acks: they must run then, or workers could not
+# drain the queue that fills the memory. A DEL of a key that never exists (a
+# hyphen is no batch id) is a write that changes nothing and comes first.
+_MAY_GO_ON = """
+redis.call('DEL', KEYS[4] .. ':-')
+"""
+
 # Reclaim lapsed leases first (they were handed out before anything still ready),
 # then promote due delayed entries to the tail of their ready lists, in eta order.
 # Expects the local ``now``.
@@ -241,6 +252,7 @@ return 1
 # next due time ('' for none).
 MAINTAIN = (
     _HELPERS
+    + _MAY_GO_ON
     + """
 local now, count = ARGV[1], tonumber(ARGV[2])
 """
@@ -269,6 +281,7 @@ SORT_FROM = 32
 
 RESERVE = (
     _HELPERS
+    + _MAY_GO_ON
     + f"local SORT_FROM = {SORT_FROM}\n"
     + """
 -- ARGV: now, count, lease deadline ('' = at-most-once pop), batch member

@@ -327,8 +327,11 @@ def test_other_error_replies_pass_through_unchanged() -> None:
             "or SHUTDOWN NOSCRIPT."
         ),
         redis.ResponseError("NOREPLICAS Not enough good replicas to write."),
+        redis.exceptions.OutOfMemoryError(
+            "command not allowed when used memory > 'maxmemory'."
+        ),
     ],
-    ids=["readonly", "busy", "noreplicas"],
+    ids=["readonly", "busy", "noreplicas", "oom"],
 )
 def test_a_server_refusing_for_now_is_retried_not_raised(reply: Exception) -> None:
     """READONLY (a failover demoted the node), BUSY (a slow script) and NOREPLICAS
@@ -416,6 +419,69 @@ def test_a_push_during_a_slow_script_waits_for_it(
         assert payloads(check.reserve("q", owner="w", count=10)) == [b"a"]
     finally:
         check.close()
+
+
+def test_a_push_to_a_server_over_its_memory_limit_waits_for_room(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """Over ``maxmemory`` (noeviction) Redis refuses a script's or a MULTI block's
+    first write with OOM, before anything ran (a script that has written once may
+    go on: a reserve pops, then leases, so workers still drain). A push waits
+    for room like an outage, and lands once when memory is allowed again."""
+    server = redis_server_factory()
+    admin = server.client()
+    broker = RedisBroker(
+        server.client(), namespace="oom", retry=RetryPolicy(budget=10.0, cap=0.1)
+    )
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", 1)  # every write is over the limit now
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        server.client().rpush("probe", b"x")
+    threading.Timer(0.5, admin.config_set, args=("maxmemory", 0)).start()
+    try:
+        started = time.monotonic()
+        broker.push("q", [b"a"])  # raised BrokerError: OOM
+        waited = time.monotonic() - started
+        got = payloads(broker.reserve("q", owner="w", count=10))
+    finally:
+        broker.close()
+
+    assert waited > 0.3  # it did wait for room
+    assert got == [b"a"]
+
+
+@pytest.mark.parametrize("lease", [30.0, None], ids=["leased", "popped"])
+def test_workers_drain_a_server_over_its_memory_limit(
+    redis_server_factory: Callable[..., RedisServer], lease: float | None
+) -> None:
+    """Over ``maxmemory`` (noeviction) pushes wait, but reserves, acks and the
+    promotion of due delayed tasks go on: they only move tasks or free memory, and
+    draining the queue is how memory frees. A batch reserve (SORT ... STORE) was
+    refused, and so was an at-most-once pop's maintenance with nothing ready."""
+    server = redis_server_factory()
+    admin = server.client()
+    broker = RedisBroker(server.client(), namespace="oom", retry=FAST_FAIL)
+    try:
+        broker.push("q", [b"%d" % i for i in range(100)])
+        broker.push("q", [b"late"], eta=time.time() + 0.3)
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)
+        with pytest.raises(BrokerUnavailable, match="maxmemory"):
+            broker.push("q", [b"more"])
+
+        batch = broker.reserve("q", owner="w", count=100, lease=lease)
+        broker.ack("q", batch)
+        time.sleep(0.4)
+        due = broker.reserve("q", owner="w", count=100, lease=lease)
+        broker.ack("q", due)
+        lengths = broker.lengths("q")
+    finally:
+        admin.config_set("maxmemory", 0)
+        broker.close()
+
+    assert payloads(batch) == [b"%d" % i for i in range(100)]
+    assert payloads(due) == [b"late"]
+    assert (lengths.ready, lengths.delayed, lengths.in_flight) == (0, 0, 0)
 
 
 def test_a_node_demoted_to_replica_is_retried_on_new_connections_until_promoted(
