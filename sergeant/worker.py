@@ -312,6 +312,12 @@ class Worker(Producer):
             # ``finalize`` runs even when ``initialize`` raises; the keeper's
             # thread starts after it, so a failing ``initialize`` leaves none.
             self.initialize()
+            # A watchdog with helpers to start (the process watchdog's killer)
+            # starts them now: one that cannot start fails here, before any task
+            # is taken, and the first task does not wait for it.
+            start = getattr(self.watchdog, "start", None)
+            if callable(start):
+                start()
             if self.config.delivery is DeliveryMode.AT_LEAST_ONCE:
                 keeper = LeaseKeeper(
                     self.broker,

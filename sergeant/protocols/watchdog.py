@@ -6,6 +6,12 @@ that thread by raising ``TaskTimedOut`` inside it; if the task is still running
 ``grace`` seconds later, the watchdog escalates (a process watchdog kills the worker
 process; its supervisor respawns it and the task returns through its lease).
 
+A watchdog may also have a ``start()`` method (not part of the protocol, which
+needs only the three below): ``Worker.run()`` calls it once, before it takes any
+task, so that helpers that take time to start (the process watchdog's killer) are
+ready for the first task, and one that cannot start fails ``run()`` there, with
+nothing taken from the queue.
+
 Every implementation passes ``contract_tests/test_watchdog.py``.
 """
 

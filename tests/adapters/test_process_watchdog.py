@@ -392,6 +392,47 @@ class TestKillerStart:
 
         assert watchdog.killer_pid is None
 
+    def test_a_worker_whose_killer_cannot_start_fails_before_taking_a_task(
+        self,
+    ) -> None:
+        """``Worker.run()`` starts the killer before its first reserve: a killer
+        that cannot start is a WatchdogError from ``run()``, with the queue as it
+        was (no task taken, none counted as delivered)."""
+        from sergeant.adapters.codecs.pickle import PickleCodec
+        from sergeant.adapters.executors.serial import SerialExecutor
+        from sergeant.adapters.memory import MemoryBroker
+
+        from sergeant.config import WorkerConfig
+        from sergeant.producer import Producer
+        from sergeant.protocols import QueueLengths
+        from sergeant.task import Task
+        from sergeant.worker import Worker
+
+        ran: list[Task] = []
+
+        class Recorder(Worker):
+            def work(self, task: Task) -> None:
+                ran.append(task)
+
+        false = shutil.which("false")
+        assert false is not None
+        broker, codec = MemoryBroker(), PickleCodec()
+        Producer(broker=broker, codec=codec, queue="q").push_task({"n": 1})
+        watchdog = ProcessWatchdog(python=false)
+        worker = Recorder(
+            broker=broker, codec=codec, executor=SerialExecutor(),
+            watchdog=watchdog, config=WorkerConfig(name="q", wait=0.0),
+        )  # fmt: skip
+
+        try:
+            with pytest.raises(WatchdogError, match="exited with status 1"):
+                worker.run()
+        finally:
+            watchdog.close()
+
+        assert ran == []
+        assert broker.lengths("q") == QueueLengths(ready=1)
+
     def test_a_killer_that_never_gets_ready_is_killed_and_raises(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

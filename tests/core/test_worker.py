@@ -948,6 +948,56 @@ def test_work_batch_runs_each_pre_work_under_the_watchdog(
     assert worker.watchdog.disarmed == 4
 
 
+def test_a_watchdog_with_start_is_started_before_the_first_reserve(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """``run()`` starts a watchdog that has ``start()`` once, before any task is
+    taken (the first task does not wait for a killer process to start)."""
+    events: list[str] = []
+
+    class Startable(_RecordingWatchdog):
+        def start(self) -> None:
+            events.append(f"start, ready={broker.lengths('jobs').ready}")
+
+        def arm(self, timeout: float, *, grace: float) -> object:
+            events.append("arm")
+            return super().arm(timeout, grace=grace)
+
+    worker = _worker(make_worker, lambda w, t: None, max_tasks_per_run=2)
+    worker.watchdog = Startable()
+    worker.push_tasks([{"n": 1}, {"n": 2}])
+
+    worker.run()
+
+    assert events[0] == "start, ready=2"  # before the first reserve
+    assert events.count("start, ready=2") == 1
+    assert worker.names().count("work") == 2
+
+
+def test_a_watchdog_that_cannot_start_fails_run_before_taking_a_task(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """A killer that cannot start is a WatchdogError from ``run()`` at once: no
+    task reserved, none run, none counted as delivered."""
+    from sergeant.errors import WatchdogError
+
+    class Broken(_RecordingWatchdog):
+        def start(self) -> None:
+            raise WatchdogError("the killer process cannot start")
+
+    worker = _worker(make_worker, lambda w, t: None, max_tasks_per_run=2)
+    worker.watchdog = Broken()
+    worker.push_tasks([{"n": 1}])
+
+    with pytest.raises(WatchdogError, match="cannot start"):
+        worker.run()
+
+    assert "work" not in worker.names()
+    assert broker.lengths("jobs") == QueueLengths(ready=1)
+    (delivery,) = broker.reserve("jobs", owner="check", lease=30.0)
+    assert delivery.deliveries == 1  # never handed out before
+
+
 def test_a_watchdog_that_cannot_arm_releases_the_task_and_ends_run(
     make_worker: WorkerFactory, broker: MemoryBroker
 ) -> None:
