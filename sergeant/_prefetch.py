@@ -4,13 +4,18 @@ While the worker decodes and runs batch N, the broker is already leasing batch
 N+1 (and N+2 ... up to the prefetch depth), so the broker's work on a reserve
 overlaps the worker's instead of adding to it. Three rules keep that safe:
 
-- a batch is collected in the order it was asked for, and only the running batch
-  has its lease renewed, so a prefetched batch that waited past half its lease is
-  released unrun (its lease might lapse before renewal reaches it);
+- a batch is collected in the order it was asked for, and the batches ahead do
+  not have their leases renewed (the running batch does), so a prefetched batch
+  that waited past half its lease is released unrun (its lease might lapse
+  before renewal reaches it);
 - when the worker stops, every batch still ahead is released unrun (release is
   not a delivery, and puts the tasks back at the head of the queue);
 - acks ride on the next request, as they do on a plain reserve; if collecting a
-  request fails, its acks go back to the worker, to be sent again.
+  request fails, its acks go back to the worker, to be sent again. Until a request
+  is collected, the worker keeps renewing the leases of the tasks its acks
+  settle (``acks_in_flight``): a request sent on a connection that had died
+  meanwhile fails only when it is collected, after the running batch, and the
+  finished tasks must not lapse to another worker before their acks are resent.
 """
 
 from __future__ import annotations
@@ -79,6 +84,11 @@ class Prefetcher:
     def tasks_ahead(self) -> int:
         """How many tasks the requests in flight may bring, at most."""
         return sum(ahead.count for ahead in self._ahead)
+
+    @property
+    def acks_in_flight(self) -> list[Delivery]:
+        """The acks carried by requests not collected yet: not known applied."""
+        return [delivery for ahead in self._ahead for delivery in ahead.acks]
 
     def top_up(
         self,

@@ -480,7 +480,12 @@ class Worker(Producer):
         # The leases are renewed until the batch is settled, not just run: the
         # handlers, retry pushes and dead letters of a big batch take time too,
         # and a lease lapsing meanwhile would hand its task to a second worker.
-        self._settlement.hold(held)
+        # So are those of finished tasks whose acks ride on a prefetch request
+        # not collected yet: if that request is lost (its connection had died),
+        # they are acked only once it is collected, after this batch.
+        prefetcher = self._prefetcher
+        unconfirmed = prefetcher.acks_in_flight if prefetcher is not None else ()
+        self._settlement.hold([*held, *unconfirmed] if unconfirmed else held)
         try:
             self._run_then_settle(held, tasks)
         finally:

@@ -73,9 +73,12 @@ _PERMANENT: tuple[type[Exception], ...] = (
 # ``scripts._MAY_GO_ON``), as an admin raises the limit or as keys expire.
 # READONLY (redis-py's ReadOnlyError): the node is a replica now, a failover
 # demoted it; the primary may be reachable under the same name, so the
-# endpoint's connections are dropped first (``on_readonly``). MASTERDOWN is a
-# ClusterDownError, a ClusterError above.
-_BUSY_REPLIES = ("BUSY ", "NOREPLICAS ")
+# endpoint's connections are dropped first (``on_readonly``). UNBLOCKED: a
+# blocking wait (an idle worker's BLPOP) was ended by the server unserved, by a
+# failover demoting the node ("master -> replica?") or by CLIENT UNBLOCK ... ERROR;
+# nothing was popped, and the wait is simply resumed (on a replica it then meets
+# READONLY, above). MASTERDOWN is a ClusterDownError, a ClusterError above.
+_BUSY_REPLIES = ("BUSY ", "NOREPLICAS ", "UNBLOCKED ")
 
 
 def _not_now(error: rex.RedisError) -> bool:

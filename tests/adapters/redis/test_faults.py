@@ -30,7 +30,7 @@ from sergeant.producer import Producer
 from sergeant.protocols import QueueLengths
 from sergeant.task import Task
 from sergeant.worker import Worker
-from tests.support.redis_backend import FAST_FAIL, payloads
+from tests.support.redis_backend import FAST_FAIL, TEST_RETRY, payloads
 from tests.support.redis_servers import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -330,8 +330,12 @@ def test_other_error_replies_pass_through_unchanged() -> None:
         redis.exceptions.OutOfMemoryError(
             "command not allowed when used memory > 'maxmemory'."
         ),
+        redis.ResponseError(
+            "UNBLOCKED force unblock from blocking operation, instance state "
+            "changed (master -> replica?)"
+        ),
     ],
-    ids=["readonly", "busy", "noreplicas", "oom"],
+    ids=["readonly", "busy", "noreplicas", "oom", "unblocked"],
 )
 def test_a_server_refusing_for_now_is_retried_not_raised(reply: Exception) -> None:
     """READONLY (a failover demoted the node), BUSY (a slow script) and NOREPLICAS
@@ -518,6 +522,71 @@ def test_a_node_demoted_to_replica_is_retried_on_new_connections_until_promoted(
     assert after > before  # the retry came on a new connection
 
 
+class _RunsThenStops(Worker):
+    """Records each task's number; stops after ``expected`` tasks."""
+
+    def __init__(self, broker: RedisBroker, *, expected: int, wait: float) -> None:
+        super().__init__(
+            broker=broker,
+            codec=PickleCodec(),
+            executor=SerialExecutor(),
+            watchdog=NullWatchdog(),
+            config=WorkerConfig(name="jobs", lease=30.0, wait=wait),
+        )
+        self.expected = expected
+        self.ran: list[int] = []
+
+    def work(self, task: Task) -> None:
+        self.ran.append(task.kwargs["n"])
+        if len(self.ran) == self.expected:
+            self.request_stop()
+
+
+def test_an_idle_worker_rides_out_its_node_being_demoted_and_promoted(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """A failover under an idle worker: Redis ends its blocking wait with an
+    UNBLOCKED error when the node turns replica. The worker keeps waiting (it did
+    not die with a BrokerError) and runs what is pushed once the node is a
+    primary again."""
+    node = redis_server_factory()
+    admin = node.client()
+    broker = RedisBroker(
+        node.client(), namespace="ro", retry=RetryPolicy(budget=10.0, cap=0.1)
+    )
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as error:  # the test reports it below
+            failures.append(error)
+
+    try:
+        worker = _RunsThenStops(broker, expected=2, wait=5.0)
+        runner = threading.Thread(target=run, daemon=True)
+        runner.start()
+        give_up = time.monotonic() + 10
+        while time.monotonic() < give_up and not any(
+            client.get("cmd") == "blpop" for client in admin.client_list()
+        ):
+            time.sleep(0.01)
+        admin.replicaof("127.0.0.1", 1)  # unblocks the wait with UNBLOCKED
+        time.sleep(0.5)
+        admin.replicaof("no", "one")
+        Producer(broker=broker, codec=PickleCodec(), queue="jobs").push_tasks(
+            [{"n": 0}, {"n": 1}]
+        )
+        runner.join(timeout=30)
+    finally:
+        broker.close()
+        admin.close()
+
+    assert failures == []
+    assert not runner.is_alive()
+    assert worker.ran == [0, 1]
+
+
 # -- a real worker -------------------------------------------------------------------
 
 _STUCK_WORKER = """
@@ -653,3 +722,73 @@ def test_an_argument_the_client_cannot_encode_is_a_broker_error(
         broker.push(name, [b"a"])
     with pytest.raises(BrokerError, match="cannot send an argument"):
         broker.lock(name).acquire(timeout=0)
+
+
+class _LosesItsAckRequest(Worker):
+    """Task 0 kills every client connection of the server once the request for
+    task 1 has been answered, so the request carrying task 0's ack goes out on a
+    dead connection; task 1 then runs for three leases."""
+
+    def __init__(self, broker: RedisBroker, admin: redis.Redis) -> None:
+        super().__init__(
+            broker=broker,
+            codec=PickleCodec(),
+            executor=SerialExecutor(),
+            watchdog=NullWatchdog(),
+            config=WorkerConfig(
+                name="jobs", tasks_per_transaction=1, lease=1.0, wait=0.2, prefetch=1
+            ),
+        )
+        self.admin = admin
+        self.ran: list[int] = []
+        self.killed = threading.Event()
+
+    def work(self, task: Task) -> None:
+        self.ran.append(task.kwargs["n"])
+        if task.kwargs["n"] == 0:
+            time.sleep(0.2)  # the prefetched request's reply arrives
+            self.admin.client_kill_filter(_type="normal", skipme=True)
+            self.killed.set()
+        else:
+            time.sleep(3.0)
+            self.request_stop()
+
+
+def test_an_ack_sent_on_a_dead_connection_keeps_its_task_leased_until_resent(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """With prefetch, a finished task's ack rides on the next request. Sent on a
+    connection the server had closed, the request fails only when collected, after
+    the batch running meanwhile; until then the finished task's lease is renewed,
+    so a second worker never takes it, and the resent ack settles it."""
+    server = redis_server_factory()
+    admin = server.client()
+    broker = RedisBroker(server.client(), namespace="acks", retry=TEST_RETRY)
+    thief = RedisBroker(server.client(), namespace="acks", retry=TEST_RETRY)
+    stolen: list[bytes] = []
+    try:
+        Producer(broker=broker, codec=PickleCodec(), queue="jobs").push_tasks(
+            [{"n": 0}, {"n": 1}]
+        )
+        worker = _LosesItsAckRequest(broker, admin)
+        runner = threading.Thread(target=worker.run, daemon=True)
+        runner.start()
+        # Both tasks are leased to the worker by then: the thief can take only
+        # what a lapsed lease gives back.
+        assert worker.killed.wait(timeout=30)
+        give_up = time.monotonic() + 30
+        while runner.is_alive() and time.monotonic() < give_up:
+            got = thief.reserve("jobs", owner="thief", count=10, lease=60.0)
+            stolen += [delivery.payload for delivery in got]
+            time.sleep(0.05)
+        runner.join(timeout=5)
+        left = broker.lengths("jobs")
+    finally:
+        broker.close()
+        thief.close()
+        admin.close()
+
+    assert not runner.is_alive()
+    assert worker.ran == [0, 1]
+    assert stolen == []
+    assert left == QueueLengths()
