@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -522,16 +523,27 @@ def test_a_node_demoted_to_replica_is_retried_on_new_connections_until_promoted(
     assert after > before  # the retry came on a new connection
 
 
+def _serial(broker: RedisBroker, config: WorkerConfig) -> dict[str, Any]:
+    """A worker's parts for these tests: pickle, tasks run in the worker's thread,
+    no watchdog."""
+    return {
+        "broker": broker,
+        "codec": PickleCodec(),
+        "executor": SerialExecutor(),
+        "watchdog": NullWatchdog(),
+        "config": config,
+    }
+
+
 class _RunsThenStops(Worker):
     """Records each task's number; stops after ``expected`` tasks."""
 
     def __init__(self, broker: RedisBroker, *, expected: int, wait: float) -> None:
         super().__init__(
-            broker=broker,
-            codec=PickleCodec(),
-            executor=SerialExecutor(),
-            watchdog=NullWatchdog(),
-            config=WorkerConfig(name="jobs", lease=30.0, wait=wait),
+            **_serial(
+                broker,
+                WorkerConfig(name="jobs", lease=30.0, wait=wait),
+            )
         )
         self.expected = expected
         self.ran: list[int] = []
@@ -622,17 +634,16 @@ class _Ledger(Worker):
 
     def __init__(self, broker: RedisBroker, *, batch: int, lease: float) -> None:
         super().__init__(
-            broker=broker,
-            codec=PickleCodec(),
-            executor=SerialExecutor(),
-            watchdog=NullWatchdog(),
-            config=WorkerConfig(
-                name="jobs",
-                tasks_per_transaction=batch,
-                lease=lease,
-                wait=0.2,
-                starvation=Starvation(time_with_no_tasks=3.0),
-            ),
+            **_serial(
+                broker,
+                WorkerConfig(
+                    name="jobs",
+                    tasks_per_transaction=batch,
+                    lease=lease,
+                    wait=0.2,
+                    starvation=Starvation(time_with_no_tasks=3.0),
+                ),
+            )
         )
         self.ran: list[int] = []
 
@@ -731,13 +742,16 @@ class _LosesItsAckRequest(Worker):
 
     def __init__(self, broker: RedisBroker, admin: redis.Redis) -> None:
         super().__init__(
-            broker=broker,
-            codec=PickleCodec(),
-            executor=SerialExecutor(),
-            watchdog=NullWatchdog(),
-            config=WorkerConfig(
-                name="jobs", tasks_per_transaction=1, lease=1.0, wait=0.2, prefetch=1
-            ),
+            **_serial(
+                broker,
+                WorkerConfig(
+                    name="jobs",
+                    tasks_per_transaction=1,
+                    lease=1.0,
+                    wait=0.2,
+                    prefetch=1,
+                ),
+            )
         )
         self.admin = admin
         self.ran: list[int] = []
