@@ -239,6 +239,16 @@ class Node:
             script = self._quiet[script.sha]
         return self.guard.call(self._evalsha, script, self.keys(queue), args)
 
+    def notify(self, queue: str) -> None:
+        """Leave a wake-up token for ``queue``'s blocked workers, best effort.
+
+        Not retried for the guard's budget (see ``ConnectionGuard.briefly``): a
+        token that cannot be left costs a blocked worker the rest of its wait,
+        while a long retry would hold up a caller that has done its work (a push
+        already stored, a reserve holding tasks).
+        """
+        self.guard.briefly(self._evalsha, self.notify_script, self.keys(queue), ())
+
     def reserve(
         self, queue: str, args: list[Any], *, retried: bool = False
     ) -> Reserved:

@@ -166,11 +166,16 @@ class RedisBroker:
         return self._single or self._home(queue) == index
 
     def _wake(self, queue: str, index: int) -> None:
-        """Wake a worker blocked on ``queue`` after node ``index`` got ready tasks."""
+        """Wake a worker blocked on ``queue`` after node ``index`` got ready tasks.
+
+        Best effort: the tasks are stored already, and a call that did its work
+        must not fail (a producer would push again) nor wait out a retry budget
+        for a token; a worker left asleep finds them when its wait runs out.
+        """
         home = self._home(queue)
         if home != index:
-            node = self._nodes[home]
-            node.run(node.notify_script, queue, ())
+            with contextlib.suppress(BrokerError):
+                self._nodes[home].notify(queue)
 
     # -- Broker --------------------------------------------------------------------
 
@@ -386,9 +391,8 @@ class RedisBroker:
         The caller holds tasks already: a failure here must not cost them (the
         next push wakes the other workers, or their wait runs out).
         """
-        home = self._nodes[self._home(queue)]
         with contextlib.suppress(BrokerError):
-            home.run(home.notify_script, queue, ())
+            self._nodes[self._home(queue)].notify(queue)
 
     def _hand_out(
         self, index: int, entries: list[bytes], again: list[int] | None, member: str

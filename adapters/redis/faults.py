@@ -81,11 +81,32 @@ _PERMANENT: tuple[type[Exception], ...] = (
 _BUSY_REPLIES = ("BUSY ", "NOREPLICAS ", "UNBLOCKED ")
 
 
+# The same refusals, met by EXEC when the state began after the block's commands
+# were queued: "EXECABORT Transaction discarded because of: OOM ..." (redis-py
+# strips the first word). Nothing of the block ran.
+_EXEC_CAUSE = "because of: "
+_EXEC_REFUSALS = (*_BUSY_REPLIES, "OOM ", "READONLY ")
+
+
 def _not_now(error: rex.RedisError) -> bool:
     """Whether an error reply is one of the refusals above."""
     if isinstance(error, (rex.ReadOnlyError, rex.OutOfMemoryError)):
         return True
+    if isinstance(error, rex.ExecAbortError):
+        return _exec_cause(error).startswith(_EXEC_REFUSALS)
     return isinstance(error, rex.ResponseError) and str(error).startswith(_BUSY_REPLIES)
+
+
+def _exec_cause(error: rex.ExecAbortError) -> str:
+    """The reply that made EXEC discard a block ('' when none is named)."""
+    return str(error).partition(_EXEC_CAUSE)[2]
+
+
+def _read_only(error: Exception) -> bool:
+    """Whether the server refused because it is a replica now."""
+    if isinstance(error, rex.ExecAbortError):
+        return _exec_cause(error).startswith("READONLY ")
+    return isinstance(error, rex.ReadOnlyError)
 
 
 # Raised by the client before anything is sent: an argument that cannot be
@@ -181,6 +202,33 @@ class ConnectionGuard:
             self._recovered(began)
         return result
 
+    def briefly(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Call ``fn`` for a best-effort errand: once more at once if it fails
+        for now (a stale connection), never with back-off, never as an outage.
+
+        For calls whose failure costs only a delay, made while the caller holds
+        something a long retry would keep waiting (a wake-up token passed on by
+        a reserve holding tasks).
+
+        Raises:
+            BrokerError: both attempts failed.
+        """
+        error: Exception | None = None
+        for _ in range(2):
+            try:
+                return fn(*args, **kwargs)
+            except _PERMANENT as exc:
+                raise BrokerError(f"redis {self.name}: {exc}") from exc
+            except _TRANSIENT as exc:
+                error = exc
+            except rex.RedisError as exc:
+                if not _not_now(exc):
+                    raise self._failure(exc) from exc
+                error = exc
+            except _CLIENT_SIDE as exc:
+                raise _client_side(exc) from exc
+        raise BrokerUnavailable(f"redis {self.name}: {error}") from error
+
     def _retry(
         self, first: Exception, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
@@ -196,7 +244,7 @@ class ConnectionGuard:
         quiet = self._down_since is None
         backoff = 0
         while True:
-            if isinstance(error, rex.ReadOnlyError) and self._on_readonly is not None:
+            if self._on_readonly is not None and _read_only(error):
                 self._on_readonly()
             if not quiet:
                 self._outage(error)  # logs once per outage

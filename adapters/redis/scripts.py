@@ -184,8 +184,11 @@ end
 # on (stopping it halfway would break its atomicity). A reserve and the
 # maintenance move tasks (ready to leased, delayed to ready, lapsed back to ready)
 # and free memory through their acks: they must run then, or workers could not
-# drain the queue that fills the memory. A DEL of a key that never exists (a
-# hyphen is no batch id) is a write that changes nothing and comes first.
+# drain the queue that fills the memory. So must lease renewal (EXTEND: a lease
+# lapsing under a running task hands it to a second worker) and a wake-up token
+# (NOTIFY: at most one short list element; without it a woken reserve would wait
+# for room while it holds tasks). A DEL of a key that never exists (a hyphen is
+# no batch id) is a write that changes nothing and comes first.
 _MAY_GO_ON = """
 redis.call('DEL', KEYS[4] .. ':-')
 """
@@ -237,11 +240,14 @@ return n - 2
 """
 )
 
-NOTIFY = """
+NOTIFY = (
+    _MAY_GO_ON
+    + """
 redis.call('LPUSH', KEYS[5], '1')
 redis.call('LTRIM', KEYS[5], 0, 0)
 return 1
 """
+)
 
 # The at-most-once fast path sends this, now and then, before a plain LMPOP of
 # the ready lists in the same write (see ``Node.pop``): payloads never pass
@@ -439,13 +445,16 @@ return n
 """
 )
 
-EXTEND = """
+EXTEND = (
+    _MAY_GO_ON
+    + """
 -- ARGV: deadline, batch members... Only leases still held are renewed.
 for i = 2, #ARGV do
   redis.call('ZADD', KEYS[4], 'XX', ARGV[1], ARGV[i])
 end
 return 1
 """
+)
 
 DEAD_LETTER = (
     _HELPERS

@@ -489,6 +489,173 @@ def test_workers_drain_a_server_over_its_memory_limit(
     assert (lengths.ready, lengths.delayed, lengths.in_flight) == (0, 0, 0)
 
 
+def _over_memory_between_queue_and_exec(server: RedisServer) -> Exception:
+    """The real reply of an EXEC whose block was queued under ``maxmemory`` and
+    executed over it (the server's limit is left at 1 byte)."""
+    admin = server.client()
+    conn = server.client().connection_pool.get_connection()
+    try:
+        admin.config_set("maxmemory-policy", "noeviction")
+        conn.send_command("MULTI")
+        conn.read_response()
+        conn.send_command("RPUSH", "k", "v")
+        conn.read_response()  # QUEUED
+        admin.config_set("maxmemory", 1)
+        conn.send_command("EXEC")
+        with pytest.raises(redis.exceptions.ExecAbortError) as caught:
+            conn.read_response()
+        return caught.value
+    finally:
+        conn.disconnect()
+        admin.close()
+
+
+def test_a_block_refused_at_exec_is_retried_like_its_cause(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """A refusal that begins after a MULTI block's commands were queued comes back
+    from EXEC as "EXECABORT ... because of: OOM ...": nothing ran, so it is
+    retried like the OOM itself, not raised as a BrokerError."""
+    error = _over_memory_between_queue_and_exec(redis_server_factory())
+    guard = ConnectionGuard(FAST_FAIL, name="node")
+    failures = [error]
+
+    def call() -> str:
+        if failures:
+            raise failures.pop()
+        return "done"
+
+    assert "because of: OOM" in str(error)
+    assert guard.call(call) == "done"
+
+
+def test_a_block_refused_at_exec_as_read_only_reconnects_first() -> None:
+    """EXECABORT caused by READONLY drops the node's connections like READONLY;
+    a block discarded for a queued command's own error is not retried."""
+    reconnects: list[str] = []
+    guard = ConnectionGuard(
+        FAST_FAIL, name="node", on_readonly=lambda: reconnects.append("dropped")
+    )
+    failures = [
+        redis.exceptions.ExecAbortError(
+            "Transaction discarded because of: READONLY You can't write against "
+            "a read only replica."
+        )
+    ]
+
+    def call() -> str:
+        if failures:
+            raise failures.pop()
+        return "done"
+
+    assert guard.call(call) == "done"
+    assert reconnects == ["dropped"]
+    with pytest.raises(BrokerError, match="previous errors"):
+        guard.call(
+            _raises(
+                redis.exceptions.ExecAbortError(
+                    "Transaction discarded because of previous errors."
+                )
+            )
+        )
+
+
+def _raises(error: Exception) -> Callable[[], None]:
+    def call() -> None:
+        raise error
+
+    return call
+
+
+def test_lease_renewal_goes_on_over_the_memory_limit(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """Over ``maxmemory`` a worker keeps renewing its leases (a lease lapsing under
+    a running task would hand it to a second worker), as it keeps reserving."""
+    server = redis_server_factory()
+    admin = server.client()
+    broker = RedisBroker(server.client(), namespace="oom", retry=FAST_FAIL)
+    try:
+        broker.push("q", [b"a"])
+        held = broker.reserve("q", owner="w1", lease=0.5)
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)
+        broker.extend("q", held, lease=30.0)  # raised BrokerUnavailable: OOM
+        time.sleep(0.7)
+        other = broker.reserve("q", owner="w2", lease=30.0)
+    finally:
+        admin.config_set("maxmemory", 0)
+        broker.close()
+        admin.close()
+
+    assert payloads(held) == [b"a"]
+    assert other == []
+
+
+def test_a_wake_up_that_cannot_be_left_does_not_fail_a_stored_push(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """Over several nodes a push to a node other than the queue's home wakes the
+    workers waiting on the home. With the home down, the push stored its tasks:
+    it returns (a failure would make the producer push them again), and the tasks
+    are there once the home is back."""
+    servers = [redis_server_factory(), redis_server_factory()]
+    broker = RedisBroker(
+        clients=[server.client(socket_connect_timeout=1) for server in servers],
+        namespace="wake",
+        retry=FAST_FAIL,
+    )
+    home = servers[broker._home("q")]
+    try:
+        home.stop()
+        outcomes = []
+        for payload in (b"a", b"b"):  # one lands on each node, in turn
+            try:
+                broker.push("q", [payload])
+                outcomes.append(payload)
+            except BrokerUnavailable:
+                outcomes.append(b"")
+        home.start()
+        got = broker.reserve("q", owner="w", count=10, lease=30.0)
+    finally:
+        broker.close()
+
+    assert sorted(outcomes) == [b"", payloads(got)[0]]
+    assert len(got) == 1
+
+
+def test_a_woken_reserve_over_several_nodes_passes_its_wake_up_on_over_memory(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """A woken reserve that leaves more ready leaves a token on the queue's home
+    node. Over ``maxmemory`` there, that token is still left (a one-element list),
+    so the reserve neither waits out the retry budget holding its tasks nor drops
+    the wake-up."""
+    servers = [redis_server_factory(), redis_server_factory()]
+    broker = RedisBroker(
+        clients=[server.client() for server in servers],
+        namespace="wake",
+        retry=RetryPolicy(budget=10.0, cap=0.1),
+    )
+    admin = servers[broker._home("q")].client()
+    try:
+        due = time.time() + 0.5
+        broker.push("q", [b"a%d" % i for i in range(5)], eta=due)
+        broker.push("q", [b"b%d" % i for i in range(5)], eta=due)
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)
+        started = time.monotonic()
+        got = broker.reserve("q", owner="w", count=2, lease=30.0, wait=3.0)
+        took = time.monotonic() - started
+    finally:
+        admin.config_set("maxmemory", 0)
+        broker.close()
+        admin.close()
+
+    assert len(got) == 2
+    assert took < 5.0  # it waited out the 10 s budget on the token before
+
+
 def test_a_node_demoted_to_replica_is_retried_on_new_connections_until_promoted(
     redis_server_factory: Callable[..., RedisServer],
 ) -> None:
