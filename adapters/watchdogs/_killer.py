@@ -26,10 +26,12 @@ Wire protocol (fixed-size records, each written with one ``os.write`` smaller th
 
 At the deadline the killer writes the record and sends SIGINT; ``grace`` seconds
 after that SIGINT, if that arm is still not disarmed, it sends SIGKILL and exits.
-It also exits when stdin reaches EOF (the worker closed it, or died), when its
-parent is no longer the worker (the worker died and it was re-parented), and after
-killing the worker for using more than ``--memory-limit`` bytes of RSS (read with
-psutil, imported only when a limit is set). It reads its stdin only when it wakes
+It also exits on SIGTERM (the worker's ``close()``: a process forked from the
+worker may hold a copy of the pipe, so EOF alone may never come), when stdin
+reaches EOF (the worker closed it, or died), when its parent is no longer the
+worker (the worker died and it was re-parented), and after killing the worker
+for using more than ``--memory-limit`` bytes of RSS (read with psutil, imported
+only when a limit is set). It reads its stdin only when it wakes
 (every ``--poll`` seconds, at a deadline, or on SIGUSR1): see ``Killer.serve``.
 """
 

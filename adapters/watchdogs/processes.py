@@ -398,7 +398,13 @@ class ProcessWatchdog:
         self._to_killer = self._from_killer = -1
         killer, self._killer, self._owner = self._killer, 0, 0
         if reap and killer:
-            _reap(killer)  # EOF on its stdin makes it exit at once
+            # EOF on its stdin would make it exit, but a process forked after it
+            # started (a ProcessExecutor's pool) holds copies of the pipe, and
+            # the EOF never comes: tell it. It is our unreaped child, so the pid
+            # cannot be anyone else's yet.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(killer, signal.SIGTERM)
+            _reap(killer)
 
     # -- the signal handler ----------------------------------------------------------
 

@@ -224,8 +224,26 @@ def close(watchdog: ProcessWatchdog) -> None:
     )
 
 
+def close_forked(watchdog: ProcessWatchdog) -> None:
+    """close() while a process forked after the killer started (a process
+    executor's pool) holds copies of the killer's pipes: EOF never comes."""
+    watchdog.start()
+    child = os.fork()
+    if child == 0:  # the copy: holds the pipes until killed
+        time.sleep(60.0)
+        os._exit(0)
+    try:
+        started = time.monotonic()
+        watchdog.close()
+        took = time.monotonic() - started
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+    say("done", close_seconds=took)
+
+
 _ALL = (loop, blocking, regex, c_loop, swallow, disarmed, late, foreign, keyboard,
-        stress, late_fire, flood, memory, orphan, close)  # fmt: skip
+        stress, late_fire, flood, memory, orphan, close, close_forked)  # fmt: skip
 SCENARIOS: dict[str, Callable[[ProcessWatchdog], None]] = {f.__name__: f for f in _ALL}
 
 

@@ -236,6 +236,14 @@ class TestKillerLifetime:
         assert done["killer_alive"] is False
         assert done["handler_restored"] is True
 
+    def test_close_does_not_wait_for_copies_of_the_pipe_to_close(self) -> None:
+        """A process forked after the killer started (a ProcessExecutor's pool)
+        keeps copies of its pipe, so closing ours is no EOF for the killer: close()
+        stops it at once instead of waiting out the 2 s reap and killing it."""
+        done = run("close_forked")
+
+        assert done["close_seconds"] < 1.0
+
 
 class TestInProcess:
     def test_is_a_watchdog(self) -> None:
