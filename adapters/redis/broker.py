@@ -20,8 +20,8 @@ each queue in one slot.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
+import logging
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -32,7 +32,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from sergeant.errors import BrokerError, ConfigError
+from sergeant.errors import BrokerError, BrokerUnavailable, ConfigError
 from sergeant.protocols.broker import (
     DeadLetter,
     Delivery,
@@ -61,6 +61,8 @@ from .lock import RedisLock
 _MIN_BLOCK = 0.002
 # A node's "more ready" as its reply carries it: bytes from a script, str from a pop.
 _MORE = (MORE, MORE.encode())
+
+_log = logging.getLogger("sergeant.adapters.redis")
 
 
 class RedisBroker:
@@ -174,8 +176,22 @@ class RedisBroker:
         """
         home = self._home(queue)
         if home != index:
-            with contextlib.suppress(BrokerError):
-                self._nodes[home].notify(queue)
+            self._notify(home, queue)
+
+    def _notify(self, index: int, queue: str) -> None:
+        """Leave a wake-up token on node ``index``, best effort (see ``_wake``).
+
+        Unreachable or refusing for now: nothing is said (the worker's wait runs
+        out). Any other failure is a misconfiguration (an ACL that denies a
+        command of the script, say): logged, since it would otherwise cost every
+        idle worker its whole wait, silently, on every push.
+        """
+        try:
+            self._nodes[index].notify(queue)
+        except BrokerUnavailable:
+            pass
+        except BrokerError as error:
+            _log.warning("could not wake the workers of %r: %s", queue, error)
 
     # -- Broker --------------------------------------------------------------------
 
@@ -391,8 +407,7 @@ class RedisBroker:
         The caller holds tasks already: a failure here must not cost them (the
         next push wakes the other workers, or their wait runs out).
         """
-        with contextlib.suppress(BrokerError):
-            self._nodes[self._home(queue)].notify(queue)
+        self._notify(self._home(queue), queue)
 
     def _hand_out(
         self, index: int, entries: list[bytes], again: list[int] | None, member: str

@@ -83,9 +83,10 @@ _BUSY_REPLIES = ("BUSY ", "NOREPLICAS ", "UNBLOCKED ")
 
 # The same refusals, met by EXEC when the state began after the block's commands
 # were queued: "EXECABORT Transaction discarded because of: OOM ..." (redis-py
-# strips the first word). Nothing of the block ran.
+# strips the first word). Nothing of the block ran. So are a replica's
+# MASTERDOWN and a server's LOADING, retried above when they come alone.
 _EXEC_CAUSE = "because of: "
-_EXEC_REFUSALS = (*_BUSY_REPLIES, "OOM ", "READONLY ")
+_EXEC_REFUSALS = (*_BUSY_REPLIES, "OOM ", "READONLY ", "MASTERDOWN ", "LOADING ")
 
 
 def _not_now(error: rex.RedisError) -> bool:
@@ -215,6 +216,10 @@ class ConnectionGuard:
         """
         error: Exception | None = None
         for _ in range(2):
+            # As in ``_retry``: after READONLY, only a new connection may reach
+            # the new primary.
+            if error is not None and self._on_readonly and _read_only(error):
+                self._on_readonly()
             try:
                 return fn(*args, **kwargs)
             except _PERMANENT as exc:

@@ -239,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     # The worker starts us with SIGINT blocked, so none can kill us before this.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    # The worker's close() stops us with SIGTERM; a worker that ignores SIGTERM
+    # passed that on through exec.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     parent = os.getppid()
     if parent != args.pid:
         # Either the worker died before we started (nobody reads this), or the

@@ -400,10 +400,12 @@ class ProcessWatchdog:
         if reap and killer:
             # EOF on its stdin would make it exit, but a process forked after it
             # started (a ProcessExecutor's pool) holds copies of the pipe, and
-            # the EOF never comes: tell it. It is our unreaped child, so the pid
-            # cannot be anyone else's yet.
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(killer, signal.SIGTERM)
+            # the EOF never comes: tell it, while it is our unreaped child (its
+            # pid cannot be anyone else's then; with SIGCHLD ignored the kernel
+            # reaps it, and waitpid says it is not ours any more).
+            with contextlib.suppress(ChildProcessError, ProcessLookupError):
+                if os.waitpid(killer, os.WNOHANG) == (0, 0):
+                    os.kill(killer, signal.SIGTERM)
             _reap(killer)
 
     # -- the signal handler ----------------------------------------------------------

@@ -242,8 +242,15 @@ def close_forked(watchdog: ProcessWatchdog) -> None:
     say("done", close_seconds=took)
 
 
+def close_forked_ignoring_term(watchdog: ProcessWatchdog) -> None:
+    """The same from a worker that ignores SIGTERM (the killer inherits that)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    close_forked(watchdog)
+
+
 _ALL = (loop, blocking, regex, c_loop, swallow, disarmed, late, foreign, keyboard,
-        stress, late_fire, flood, memory, orphan, close, close_forked)  # fmt: skip
+        stress, late_fire, flood, memory, orphan, close, close_forked,
+        close_forked_ignoring_term)  # fmt: skip
 SCENARIOS: dict[str, Callable[[ProcessWatchdog], None]] = {f.__name__: f for f in _ALL}
 
 

@@ -241,8 +241,10 @@ class TestKillerLifetime:
         keeps copies of its pipe, so closing ours is no EOF for the killer: close()
         stops it at once instead of waiting out the 2 s reap and killing it."""
         done = run("close_forked")
+        ignoring = run("close_forked_ignoring_term")
 
         assert done["close_seconds"] < 1.0
+        assert ignoring["close_seconds"] < 1.0
 
 
 class TestInProcess:

@@ -550,6 +550,12 @@ def test_a_block_refused_at_exec_as_read_only_reconnects_first() -> None:
 
     assert guard.call(call) == "done"
     assert reconnects == ["dropped"]
+    masterdown = redis.exceptions.ExecAbortError(
+        "Transaction discarded because of: MASTERDOWN Link with MASTER is down "
+        "and replica-serve-stale-data is set to 'no'."
+    )
+    failures.append(masterdown)
+    assert guard.call(call) == "done"
     with pytest.raises(BrokerError, match="previous errors"):
         guard.call(
             _raises(
@@ -565,6 +571,64 @@ def _raises(error: Exception) -> Callable[[], None]:
         raise error
 
     return call
+
+
+def test_a_best_effort_call_refused_as_read_only_retries_on_a_new_connection() -> None:
+    """``briefly`` (a wake-up token) drops the node's connections before its one
+    retry after READONLY, as a full call does: the old ones may lead to a replica
+    for good."""
+    reconnects: list[str] = []
+    guard = ConnectionGuard(
+        FAST_FAIL, name="node", on_readonly=lambda: reconnects.append("dropped")
+    )
+    failures = [redis.exceptions.ReadOnlyError("You can't write against a replica.")]
+
+    def call() -> str:
+        if failures:
+            raise failures.pop()
+        return "done"
+
+    assert guard.briefly(call) == "done"
+    assert reconnects == ["dropped"]
+
+
+def test_a_wake_up_refused_for_good_is_logged_not_swallowed(
+    redis_server_factory: Callable[..., RedisServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A push stored on a node other than the queue's home still returns when
+    the wake-up is refused for good (here an ACL that denies DEL, which the
+    token's script calls first), but says so: every idle worker would otherwise
+    sleep out its wait after every push, silently."""
+    servers = [redis_server_factory(), redis_server_factory()]
+    for server in servers:
+        admin = server.client()
+        admin.acl_setuser(
+            "producer",
+            enabled=True,
+            passwords=["+secret"],
+            commands=["+@all", "-del", "-unlink"],
+            keys=["*"],
+        )
+        admin.close()
+    broker = RedisBroker(
+        clients=[
+            server.client(username="producer", password="secret") for server in servers
+        ],
+        namespace="acl",
+        retry=FAST_FAIL,
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            for _ in range(2):  # pushes go to each node in turn
+                broker.push("q", [b"a"])
+    finally:
+        broker.close()
+
+    messages = [record.getMessage() for record in caplog.records]
+    warnings = [message for message in messages if "could not wake" in message]
+    assert len(warnings) == 1
+    assert "'q'" in warnings[0]
 
 
 def test_lease_renewal_goes_on_over_the_memory_limit(
