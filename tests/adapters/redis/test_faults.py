@@ -863,7 +863,9 @@ Stuck(
 class _Ledger(Worker):
     """Records each task's number; stops itself once the queue stays empty."""
 
-    def __init__(self, broker: RedisBroker, *, batch: int, lease: float) -> None:
+    def __init__(
+        self, broker: RedisBroker, *, batch: int, lease: float, prefetch: int = 0
+    ) -> None:
         super().__init__(
             **_serial(
                 broker,
@@ -873,6 +875,7 @@ class _Ledger(Worker):
                     lease=lease,
                     wait=0.2,
                     starvation=Starvation(time_with_no_tasks=3.0),
+                    prefetch=prefetch,
                 ),
             )
         )
@@ -929,15 +932,18 @@ def test_a_sigkilled_worker_loses_none_of_the_tasks_it_held(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("prefetch", [0, 2], ids=["plain", "prefetch=2"])
 def test_a_worker_rides_out_a_redis_restart_without_losing_acked_work(
-    private: Callable[..., tuple[RedisServer, RedisBroker]],
+    private: Callable[..., tuple[RedisServer, RedisBroker]], prefetch: int
 ) -> None:
-    """Restart redis-server (appendonly) under a running worker: it resumes, no loss."""
+    """Restart redis-server (appendonly) under a running worker: it resumes, no
+    loss. With prefetch, requests in flight on the dedicated connection (their
+    acks riding on them) die with it and are resent."""
     server, broker = private(appendonly=True)
     Producer(broker=broker, codec=PickleCodec(), queue="jobs").push_tasks(
         [{"n": n} for n in range(2000)]
     )
-    worker = _Ledger(broker, batch=50, lease=30.0)
+    worker = _Ledger(broker, batch=50, lease=30.0, prefetch=prefetch)
     runner = threading.Thread(target=worker.run)
     runner.start()
     while len(worker.ran) < 300 and runner.is_alive():
@@ -948,7 +954,9 @@ def test_a_worker_rides_out_a_redis_restart_without_losing_acked_work(
 
     assert not runner.is_alive()
     assert sorted(set(worker.ran)) == list(range(2000))
-    assert len(worker.ran) - 2000 <= 100  # at most the batches in flight re-run
+    # At most the batches held re-run: the running one, its predecessor's (acks
+    # in flight) and those prefetched.
+    assert len(worker.ran) - 2000 <= 50 * (2 + prefetch)
     assert broker.lengths("jobs") == QueueLengths()
 
 
