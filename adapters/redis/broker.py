@@ -25,7 +25,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -63,6 +63,8 @@ _MIN_BLOCK = 0.002
 _MORE = (MORE, MORE.encode())
 
 _log = logging.getLogger("sergeant.adapters.redis")
+
+T = TypeVar("T")
 
 
 class RedisBroker:
@@ -421,22 +423,48 @@ class RedisBroker:
             self._nodes[index].hold(member, bodies)
         return got
 
+    def _per_node(self, shares: dict[int, T], call: Callable[[int, T], None]) -> None:
+        """``call`` each node's share; a node that fails does not stop the others.
+
+        A worker's batch may span nodes: one node down must not keep the live
+        ones from renewing their leases (another worker would take tasks still
+        running), nor from taking their acks and releases. Nodes known to be in
+        an outage go last, so the live ones are not kept waiting for the retry
+        budget. The first failure is raised once every node had its turn (acks,
+        releases and renewals are safe to send again in full).
+        """
+        failure: BrokerError | None = None
+        order = sorted(shares, key=lambda index: self._nodes[index].guard.in_outage)
+        for index in order:
+            try:
+                call(index, shares[index])
+            except BrokerError as error:
+                failure = failure or error
+        if failure is not None:
+            raise failure
+
     def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
         """Remove settled tasks, one script call per node holding any of them."""
-        for index, groups in self._groups(deliveries, acks=True).items():
+
+        def ack_on(index: int, groups: list[str]) -> None:
             node = self._nodes[index]
             node.run(node.ack_script, queue, groups)
+
+        self._per_node(self._groups(deliveries, acks=True), ack_on)
 
     def release(
         self, queue: str, deliveries: Sequence[Delivery], *, delay: float = 0.0
     ) -> None:
         """Give leased tasks back unchanged: to the head of the queue, or delayed."""
         at = "" if delay <= 0 else repr(self._clock() + delay)
-        for index, groups in self._groups(deliveries).items():
+
+        def release_on(index: int, groups: list[str]) -> None:
             node = self._nodes[index]
             wake = self._wakes(queue, index)
             if node.run(node.release_script, queue, [at, *groups], wake=wake):
                 self._wake(queue, index)
+
+        self._per_node(self._groups(deliveries), release_on)
 
     def extend(
         self, queue: str, deliveries: Sequence[Delivery], *, lease: float
@@ -447,23 +475,30 @@ class RedisBroker:
         batch; the worker renews everything it holds anyway.
         """
         deadline = repr(self._clock() + lease)
-        for index, receipts in by_node(deliveries, len(self._nodes)).items():
-            held = members(receipts)
-            if held:
-                node = self._nodes[index]
-                node.run(node.extend_script, queue, [deadline, *held])
+
+        def extend_on(index: int, held: list[str]) -> None:
+            node = self._nodes[index]
+            node.run(node.extend_script, queue, [deadline, *held])
+
+        shares = by_node(deliveries, len(self._nodes))
+        held = {index: members(receipts) for index, receipts in shares.items()}
+        self._per_node({i: m for i, m in held.items() if m}, extend_on)
 
     def release_owner(self, queue: str, owner: str) -> int:
         """Make every task leased to ``owner`` ready again; their counts stand."""
-        total = 0
-        for index, node in enumerate(self._nodes):
+        counts: list[int] = []
+
+        def release_on(index: int, _: None) -> None:
+            node = self._nodes[index]
             wake = self._wakes(queue, index)
             script = node.release_owner_script
             released = int(node.run(script, queue, [owner], wake=wake))
             if released:
                 self._wake(queue, index)
-            total += released
-        return total
+            counts.append(released)
+
+        self._per_node(dict.fromkeys(range(len(self._nodes))), release_on)
+        return sum(counts)
 
     def dead_letter(self, queue: str, delivery: Delivery, reason: str) -> None:
         """Move a delivered task to the dead-letter list, with ``reason``.

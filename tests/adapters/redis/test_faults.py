@@ -22,6 +22,7 @@ import redis
 from sergeant.adapters.codecs.pickle import PickleCodec
 from sergeant.adapters.executors.serial import SerialExecutor
 from sergeant.adapters.redis import RedisBroker, RetryPolicy
+from sergeant.adapters.redis._receipts import by_node
 from sergeant.adapters.redis.faults import ConnectionGuard
 from sergeant.adapters.watchdogs.null import NullWatchdog
 
@@ -686,6 +687,47 @@ def test_a_wake_up_that_cannot_be_left_does_not_fail_a_stored_push(
 
     assert sorted(outcomes) == [b"", payloads(got)[0]]
     assert len(got) == 1
+
+
+def test_one_node_down_does_not_stop_renewals_and_acks_on_the_others(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """A worker's batch may span nodes. With one of them down, renewing the batch
+    still renews the leases on the live nodes (a second worker took tasks the
+    first was still running) and acking it still acks there; the call then raises
+    for the node that is down."""
+    servers = [redis_server_factory() for _ in range(3)]
+    broker = RedisBroker(
+        clients=[server.client(socket_connect_timeout=1) for server in servers],
+        namespace="split",
+        retry=FAST_FAIL,
+    )
+    for node in range(3):  # pushes go to each node in turn
+        broker.push("q", [b"%d-%d" % (node, k) for k in range(3)])
+    held = broker.reserve("q", owner="w1", count=9, lease=1.0)
+    spread = by_node(held, 3)
+    victim = next(iter(spread))  # the node the renewal loop meets first
+    live = [server for index, server in enumerate(servers) if index != victim]
+    thief = RedisBroker(
+        clients=[server.client() for server in live], namespace="split", retry=FAST_FAIL
+    )
+    try:
+        servers[victim].stop()
+        with pytest.raises(BrokerUnavailable):
+            broker.extend("q", held, lease=30.0)
+        time.sleep(1.3)  # past the first lease
+        stolen = thief.reserve("q", owner="w2", count=9, lease=30.0)
+        with pytest.raises(BrokerUnavailable):
+            broker.ack("q", held)
+        left = thief.lengths("q")
+    finally:
+        broker.close()
+        thief.close()
+
+    assert len(held) == 9
+    assert sorted(spread) == [0, 1, 2]
+    assert stolen == []
+    assert left == QueueLengths()
 
 
 def test_a_woken_reserve_over_several_nodes_passes_its_wake_up_on_over_memory(
