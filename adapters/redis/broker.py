@@ -480,9 +480,9 @@ class RedisBroker:
             node = self._nodes[index]
             node.run(node.extend_script, queue, [deadline, *held])
 
-        shares = by_node(deliveries, len(self._nodes))
-        held = {index: members(receipts) for index, receipts in shares.items()}
-        self._per_node({i: m for i, m in held.items() if m}, extend_on)
+        shares = by_node(deliveries, len(self._nodes)).items()
+        held = {index: batches for index, r in shares if (batches := members(r))}
+        self._per_node(held, extend_on)
 
     def release_owner(self, queue: str, owner: str) -> int:
         """Make every task leased to ``owner`` ready again; their counts stand."""

@@ -116,6 +116,10 @@ def _read_only(error: Exception) -> bool:
 _CLIENT_SIDE: tuple[type[Exception], ...] = (UnicodeError,)
 
 
+# What an attempt's ``except`` takes in; ``ConnectionGuard._fatal`` sorts it.
+_CAUGHT: tuple[type[Exception], ...] = (rex.RedisError, *_CLIENT_SIDE)
+
+
 def _client_side(error: Exception) -> BrokerError:
     kind = type(error).__name__
     return BrokerError(f"redis: cannot send an argument: {kind}: {error}")
@@ -189,16 +193,11 @@ class ConnectionGuard:
         began = None if self._down_since is None else self._clock()
         try:
             result = fn(*args, **kwargs)
-        except _PERMANENT as exc:
-            raise BrokerError(f"redis {self.name}: {exc}") from exc
-        except _TRANSIENT as exc:
+        except _CAUGHT as exc:
+            fatal = self._fatal(exc)
+            if fatal is not None:
+                raise fatal from exc
             return self._retry(exc, fn, *args, **kwargs)
-        except rex.RedisError as exc:
-            if _not_now(exc):
-                return self._retry(exc, fn, *args, **kwargs)
-            raise self._failure(exc) from exc
-        except _CLIENT_SIDE as exc:
-            raise _client_side(exc) from exc
         if self._down_since is not None:
             self._recovered(began)
         return result
@@ -222,16 +221,11 @@ class ConnectionGuard:
                 self._on_readonly()
             try:
                 return fn(*args, **kwargs)
-            except _PERMANENT as exc:
-                raise BrokerError(f"redis {self.name}: {exc}") from exc
-            except _TRANSIENT as exc:
+            except _CAUGHT as exc:
+                fatal = self._fatal(exc)
+                if fatal is not None:
+                    raise fatal from exc
                 error = exc
-            except rex.RedisError as exc:
-                if not _not_now(exc):
-                    raise self._failure(exc) from exc
-                error = exc
-            except _CLIENT_SIDE as exc:
-                raise _client_side(exc) from exc
         raise BrokerUnavailable(f"redis {self.name}: {error}") from error
 
     def _retry(
@@ -267,19 +261,25 @@ class ConnectionGuard:
             attempts += 1
             try:
                 result = fn(*args, **kwargs)
-            except _PERMANENT as exc:
-                raise BrokerError(f"redis {self.name}: {exc}") from exc
-            except _TRANSIENT as exc:
-                error = exc
-                continue
-            except rex.RedisError as exc:
-                if not _not_now(exc):
-                    raise self._failure(exc) from exc
+            except _CAUGHT as exc:
+                fatal = self._fatal(exc)
+                if fatal is not None:
+                    raise fatal from exc
                 error = exc
                 continue
             if self._down_since is not None:  # ours, or another thread's outage
                 self._recovered(began)
             return result
+
+    def _fatal(self, error: Exception) -> BrokerError | None:
+        """What to raise for a failed attempt; None: it may pass, retry it."""
+        if isinstance(error, _PERMANENT):
+            return BrokerError(f"redis {self.name}: {error}")
+        if isinstance(error, _TRANSIENT):
+            return None
+        if isinstance(error, rex.RedisError):
+            return None if _not_now(error) else self._failure(error)
+        return _client_side(error)
 
     def _failure(self, error: rex.RedisError) -> BrokerError:
         """The BrokerError for a failure that retrying cannot fix.

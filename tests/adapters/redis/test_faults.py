@@ -40,6 +40,27 @@ pytestmark = pytest.mark.redis
 LOGGER = "sergeant.adapters.redis"
 
 
+def _fails_then_done(*errors: Exception) -> Callable[[], str]:
+    """A call that raises ``errors`` one per attempt, then returns "done"."""
+    left = list(errors)
+
+    def call() -> str:
+        if left:
+            raise left.pop()
+        return "done"
+
+    return call
+
+
+def _raises(error: Exception) -> Callable[[], None]:
+    """A call that raises ``error`` every time."""
+
+    def call() -> None:
+        raise error
+
+    return call
+
+
 # -- connection faults ---------------------------------------------------------------
 
 
@@ -138,12 +159,7 @@ def test_a_call_that_fails_once_is_retried_at_once_without_logging(
     guard = ConnectionGuard(
         FAST_FAIL, name="127.0.0.1:1", sleep=time_.sleep, clock=time_.clock
     )
-    failures = [redis.ConnectionError("Connection closed by server.")]
-
-    def call() -> str:
-        if failures:
-            raise failures.pop()
-        return "done"
+    call = _fails_then_done(redis.ConnectionError("Connection closed by server."))
 
     assert guard.call(call) == "done"
     assert time_.slept == []
@@ -296,12 +312,7 @@ def test_a_cluster_reconfiguring_is_retried_not_raised(error: Exception) -> None
     """A slot migrating (the cluster client's retries run out with "TTL
     exhausted") or an election is an outage to ride out, not a fatal error."""
     guard = ConnectionGuard(FAST_FAIL, name="cluster")
-    failures = [error, error]
-
-    def call() -> str:
-        if failures:
-            raise failures.pop()
-        return "done"
+    call = _fails_then_done(error, error)
 
     assert guard.call(call) == "done"
 
@@ -347,12 +358,7 @@ def test_a_server_refusing_for_now_is_retried_not_raised(reply: Exception) -> No
     guard = ConnectionGuard(
         FAST_FAIL, name="node", on_readonly=lambda: reconnects.append("dropped")
     )
-    failures = [reply, reply]
-
-    def call() -> str:
-        if failures:
-            raise failures.pop()
-        return "done"
+    call = _fails_then_done(reply, reply)
 
     assert guard.call(call) == "done"
     readonly = isinstance(reply, redis.exceptions.ReadOnlyError)
@@ -519,12 +525,7 @@ def test_a_block_refused_at_exec_is_retried_like_its_cause(
     retried like the OOM itself, not raised as a BrokerError."""
     error = _over_memory_between_queue_and_exec(redis_server_factory())
     guard = ConnectionGuard(FAST_FAIL, name="node")
-    failures = [error]
-
-    def call() -> str:
-        if failures:
-            raise failures.pop()
-        return "done"
+    call = _fails_then_done(error)
 
     assert "because of: OOM" in str(error)
     assert guard.call(call) == "done"
@@ -537,26 +538,18 @@ def test_a_block_refused_at_exec_as_read_only_reconnects_first() -> None:
     guard = ConnectionGuard(
         FAST_FAIL, name="node", on_readonly=lambda: reconnects.append("dropped")
     )
-    failures = [
-        redis.exceptions.ExecAbortError(
-            "Transaction discarded because of: READONLY You can't write against "
-            "a read only replica."
-        )
-    ]
-
-    def call() -> str:
-        if failures:
-            raise failures.pop()
-        return "done"
-
-    assert guard.call(call) == "done"
-    assert reconnects == ["dropped"]
+    read_only = redis.exceptions.ExecAbortError(
+        "Transaction discarded because of: READONLY You can't write against "
+        "a read only replica."
+    )
     masterdown = redis.exceptions.ExecAbortError(
         "Transaction discarded because of: MASTERDOWN Link with MASTER is down "
         "and replica-serve-stale-data is set to 'no'."
     )
-    failures.append(masterdown)
-    assert guard.call(call) == "done"
+
+    assert guard.call(_fails_then_done(read_only)) == "done"
+    assert reconnects == ["dropped"]
+    assert guard.call(_fails_then_done(masterdown)) == "done"
     with pytest.raises(BrokerError, match="previous errors"):
         guard.call(
             _raises(
@@ -567,13 +560,6 @@ def test_a_block_refused_at_exec_as_read_only_reconnects_first() -> None:
         )
 
 
-def _raises(error: Exception) -> Callable[[], None]:
-    def call() -> None:
-        raise error
-
-    return call
-
-
 def test_a_best_effort_call_refused_as_read_only_retries_on_a_new_connection() -> None:
     """``briefly`` (a wake-up token) drops the node's connections before its one
     retry after READONLY, as a full call does: the old ones may lead to a replica
@@ -582,12 +568,9 @@ def test_a_best_effort_call_refused_as_read_only_retries_on_a_new_connection() -
     guard = ConnectionGuard(
         FAST_FAIL, name="node", on_readonly=lambda: reconnects.append("dropped")
     )
-    failures = [redis.exceptions.ReadOnlyError("You can't write against a replica.")]
-
-    def call() -> str:
-        if failures:
-            raise failures.pop()
-        return "done"
+    call = _fails_then_done(
+        redis.exceptions.ReadOnlyError("You can't write against a replica.")
+    )
 
     assert guard.briefly(call) == "done"
     assert reconnects == ["dropped"]
