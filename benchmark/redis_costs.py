@@ -26,7 +26,9 @@ atomicity allows (``docs/redis.md``). Medians of ``--rounds`` rounds.
 
 A second table is client-side only: the time to pack that 1,000-entry RPUSH into
 wire bytes with redis-py's packer and with hiredis' ``pack_command``, which the
-broker uses on its dedicated connection, and the time to turn 1,000 reserved
+broker uses on its dedicated connection; to build it from 1,000 payloads, by
+making the entries and then packing them, and by ``packed_rpush`` (what a ready
+push does on a dedicated connection); and the time to turn 1,000 reserved
 entries into the ``Delivery`` objects the worker gets (their delivery counts read
 client-side, as the broker does for a batch read by ``LRANGE``).
 """
@@ -42,13 +44,21 @@ from typing import Any
 import hiredis
 import redis
 from sergeant.adapters.redis import scripts
-from sergeant.adapters.redis._node import FLAGS_AT, _exchange, reserve_args
+from sergeant.adapters.redis._node import (
+    FLAGS_AT,
+    HEADER_LEN,
+    _exchange,
+    new_entries,
+    packed_rpush,
+    reserve_args,
+)
 from sergeant.adapters.redis._receipts import deliveries
 
 from ._redis_server import RedisServer, run_cli, server_cpu_seconds
 
 KEYS = [f"{{bench:q}}:{k}" for k in scripts.QUEUE_KEYS]
 ENTRIES = [b"%020d1%08x" % (i, 0) + b"x" * 110 for i in range(1_000)]
+PAYLOADS = [entry[HEADER_LEN:] for entry in ENTRIES]  # without rid and header
 # A 1,000-task lease as it was done before the lease lists: the entries popped
 # into Lua and written to a hash rid -> entry, the previous batch's hash dropped.
 HASH_LEASE = """
@@ -259,6 +269,12 @@ def packing(server: RedisServer, rounds: int) -> list[tuple[str, float]]:
         "pack: hiredis.pack_command (the broker's)": lambda: hiredis.pack_command(
             command
         ),
+        # A ready push from payloads: the entries built, then packed (the broker's
+        # way until 2026-12-06), or formatted straight into the RPUSH's wire form.
+        "push: new_entries + hiredis.pack_command": lambda: hiredis.pack_command(
+            ("RPUSH", KEYS[1], *new_entries(PAYLOADS, 1))
+        ),
+        "push: packed_rpush (the broker's)": lambda: packed_rpush(KEYS[1], PAYLOADS, 1),
         # None: the delivery counts are read here, as after an LRANGE.
         "build the reserve's 1,000 Deliveries": lambda: deliveries(
             ENTRIES, None, member, ""

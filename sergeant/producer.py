@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sergeant import clock as _clock
+from sergeant._gc_pause import FREEZE_AT, GcPause, freezable
 from sergeant.errors import (
     BrokerError,
     ConfigError,
@@ -60,6 +61,8 @@ class Producer:
         self.clock = clock
         self.max_payload_bytes = max_payload_bytes
         self.owner = f"{queue}:{new_task_id()}"
+        # Asked once (it walks the frozen objects): see GcPause.
+        self._may_freeze = freezable()
         self.logger = logger or logging.getLogger(f"sergeant.producer.{queue}")
 
     def push_task(
@@ -115,21 +118,30 @@ class Producer:
             eta = now + float(delay)
         elif eta is not None:
             eta = float(eta)
-        ids = new_task_id.many(len(kwargs_list))
-        tasks = [
-            assemble_task(kwargs, queue, id_, id_, now, 0, priority, eta, timeout)
-            for kwargs, id_ in zip(kwargs_list, ids, strict=True)
-        ]
-        payloads = encode_all(self.codec, tasks)
-        limit = self.max_payload_bytes
-        if limit is not None:
-            for task, payload in zip(tasks, payloads, strict=True):
-                if len(payload) > limit:
-                    raise PayloadTooLarge(
-                        f"task {task.id} encodes to {len(payload)} bytes, over "
-                        f"max_payload_bytes ({limit}); nothing was pushed"
-                    )
-        self.broker.push(queue, payloads, priority=priority, eta=eta)
+        # A large batch of tasks lives until it is pushed (and after, if the
+        # caller keeps the list): it is built with the collector paused, and kept
+        # out of its scans until pushed (see GcPause).
+        pause = None
+        if len(kwargs_list) >= FREEZE_AT:
+            pause = GcPause(may_freeze=self._may_freeze)
+            pause.start()
+        try:
+            ids = new_task_id.many(len(kwargs_list))
+            tasks = [
+                assemble_task(kwargs, queue, id_, id_, now, 0, priority, eta, timeout)
+                for kwargs, id_ in zip(kwargs_list, ids, strict=True)
+            ]
+            payloads = encode_all(self.codec, tasks)
+            if pause is not None:
+                pause.freeze()
+                pause.end()
+            if self.max_payload_bytes is not None:
+                _refuse_oversized(tasks, payloads, self.max_payload_bytes)
+            self.broker.push(queue, payloads, priority=priority, eta=eta)
+        finally:
+            if pause is not None:
+                pause.end()
+                pause.thaw()
         return tasks
 
     def get_next_tasks(self, count: int = 1, *, queue: str | None = None) -> list[Task]:
@@ -170,6 +182,16 @@ class Producer:
         if not isinstance(self.broker, SupportsLocks):
             raise BrokerError(f"{type(self.broker).__name__} does not provide locks")
         return self.broker.lock(name)
+
+
+def _refuse_oversized(tasks: list[Task], payloads: list[bytes], limit: int) -> None:
+    """Raise PayloadTooLarge for the first payload over ``limit`` bytes."""
+    for task, payload in zip(tasks, payloads, strict=True):
+        if len(payload) > limit:
+            raise PayloadTooLarge(
+                f"task {task.id} encodes to {len(payload)} bytes, over "
+                f"max_payload_bytes ({limit}); nothing was pushed"
+            )
 
 
 def _finite(value: object) -> bool:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from sergeant import clock as _clock
-from sergeant._gc_pause import GcPause
+from sergeant._gc_pause import FREEZE_AT, GcPause, freezable
 from sergeant._lease_keeper import LeaseKeeper
 from sergeant._prefetch import Prefetcher
 from sergeant._settlement import Settlement
@@ -312,6 +312,9 @@ class Worker(Producer):
             # ``finalize`` runs even when ``initialize`` raises; the keeper's
             # thread starts after it, so a failing ``initialize`` leaves none.
             self.initialize()
+            # Asked once: with objects frozen by the process itself, the worker
+            # must not freeze batches (its unfreeze would put those back too).
+            self._gc_pause.may_freeze = freezable()
             # A watchdog with helpers to start (the process watchdog's killer)
             # starts them now: one that cannot start fails here, before any task
             # is taken, and the first task does not wait for it.
@@ -368,13 +371,16 @@ class Worker(Producer):
                 # prefetch): waiting for the next reserve would keep them unacked
                 # and unrenewed while this batch runs, long enough to lapse.
                 self._send_acks()
-        held, tasks = self._decode_all(queue, deliveries)
-        if self._crash_looped:
-            held, tasks = self._settlement.reject_crash_loops(held, tasks)
-        if tasks:
-            self._run_and_settle(held, tasks)
-            # Idle time starts when the batch is done, not when it came in.
-            self._last_task_at = self.monotonic()
+        try:
+            held, tasks = self._decode_all(queue, deliveries)
+            if self._crash_looped:
+                held, tasks = self._settlement.reject_crash_loops(held, tasks)
+            if tasks:
+                self._run_and_settle(held, tasks)
+                # Idle time starts when the batch is done, not when it came in.
+                self._last_task_at = self.monotonic()
+        finally:
+            self._gc_pause.thaw()  # the batch is settled: see _decode_all
         return len(deliveries)
 
     def _reserve(self, queue: str) -> list[Delivery]:
@@ -434,14 +440,17 @@ class Worker(Producer):
 
         Two parallel lists rather than one list of pairs: a batch keeps every one
         of its objects alive until it is settled, and a thousand pair tuples more
-        make the garbage collector scan the batch once more. The collector is
-        paused meanwhile, for the same reason (see ``GcPause``).
+        would be more for the garbage collector to scan. The collector is paused
+        meanwhile, and a large batch is then frozen until ``step`` has settled it
+        (see ``GcPause``).
         """
         if len(deliveries) > 1:
             self._gc_pause.start()
         try:
             return self._decode_each(queue, deliveries)
         finally:
+            if len(deliveries) >= FREEZE_AT:
+                self._gc_pause.freeze()
             self._gc_pause.end()  # the tasks' own code runs with it, always
 
     def _decode_each(

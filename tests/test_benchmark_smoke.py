@@ -68,7 +68,7 @@ def test_redis_costs_prints_a_positive_figure_for_every_operation() -> None:
         assert float(cpu.replace(",", "")) > 0, row
         assert float(wall.replace(",", "")) > 0, row
     steps = client_part.splitlines()[1:]
-    assert len(steps) == 3
+    assert len(steps) == 5
     for row in steps:
         assert float(row.split()[-1].replace(",", "")) > 0, row
 

@@ -216,11 +216,11 @@ class RedisBroker:
         else:
             index = next(self._push_turn) % len(self._nodes)
         node = self._nodes[index]
-        entries = new_entries(payloads, int(priority))
         wake = self._wakes(queue, index)
         if eta is None or eta <= self._clock():
-            node.push_ready(queue, int(priority), entries, wake=wake)
+            node.push_ready(queue, int(priority), payloads, wake=wake)
         else:
+            entries = new_entries(payloads, int(priority))
             at = repr(float(eta))
             node.run(node.push_script, queue, [int(priority), at, *entries], wake=wake)
         node.register(queue)

@@ -120,7 +120,8 @@ _CLIENT_SIDE: tuple[type[Exception], ...] = (UnicodeError,)
 _CAUGHT: tuple[type[Exception], ...] = (rex.RedisError, *_CLIENT_SIDE)
 
 
-def _client_side(error: Exception) -> BrokerError:
+def unsendable(error: Exception) -> BrokerError:
+    """The BrokerError for an argument the client cannot encode (``_CLIENT_SIDE``)."""
     kind = type(error).__name__
     return BrokerError(f"redis: cannot send an argument: {kind}: {error}")
 
@@ -279,7 +280,7 @@ class ConnectionGuard:
             return None
         if isinstance(error, rex.RedisError):
             return None if _not_now(error) else self._failure(error)
-        return _client_side(error)
+        return unsendable(error)
 
     def _failure(self, error: rex.RedisError) -> BrokerError:
         """The BrokerError for a failure that retrying cannot fix.

@@ -16,7 +16,7 @@ import pytest
 import redis
 from sergeant.adapters.codecs import PickleCodec
 from sergeant.adapters.executors.serial import SerialExecutor
-from sergeant.adapters.redis import RedisBroker
+from sergeant.adapters.redis import RedisBroker, _node
 from sergeant.adapters.redis._node import LISTED_FROM, MAINTAIN_EVERY
 from sergeant.adapters.watchdogs.null import NullWatchdog
 
@@ -495,3 +495,26 @@ def test_closing_with_a_request_in_flight_does_not_hang(
     assert closed == [True]
     assert lengths.ready + lengths.in_flight == 1
     assert (lengths.delayed, lengths.dead) == (0, 0)
+
+
+@pytest.mark.parametrize("packer", ["hiredis", "redis-py"])
+def test_a_ready_push_stores_entries_that_reserve_hands_back(
+    single: tuple[RedisBroker, redis.Redis, str],
+    monkeypatch: pytest.MonkeyPatch,
+    packer: str,
+) -> None:
+    """The RPUSH of a ready push goes out pre-formatted (``packed_rpush``), with
+    and without hiredis' packer for the commands around it: the stored entries
+    read back as the payloads pushed, HIGH and NORMAL, with a fresh rid each."""
+    broker, _, _ = single
+    if packer == "redis-py":
+        monkeypatch.setattr(_node, "_pack_command", None)
+    sent = [b"", b"\x00\r\n$5\r\n", b"x" * 70_000, *(b"%d" % i for i in range(5))]
+
+    broker.push("q", sent)
+    broker.push("q", [b"high"], priority=Priority.HIGH)
+    got = broker.reserve("q", owner="w", count=20)
+
+    assert [d.payload for d in got] == [b"high", *sent]
+    assert len({d.receipt[: _node.RID_LEN] for d in got}) == len(got)
+    assert {d.deliveries for d in got} == {1}
