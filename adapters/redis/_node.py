@@ -456,46 +456,45 @@ class Node:
 
     def push_ready(
         self, queue: str, priority: int, payloads: Sequence[bytes], *, wake: bool = True
-    ) -> None:
-        """Append new entries of ``payloads`` to a ready list and leave a wake-up
-        token, atomically (``wake=False``: no token, see ``run``).
+    ) -> bool:
+        """Append new entries of ``payloads`` to a ready list, then leave a wake-up
+        token (``wake=False``: no token, see ``run``); return whether the token
+        was left (when it was not, the tasks are stored all the same: the caller
+        leaves one another way, see ``RedisBroker._notify``).
 
-        On a plain connection this is MULTI/RPUSH/LPUSH/LTRIM/EXEC in one write
-        (without a token, the RPUSH alone): the same effect as the push script
-        without copying every payload into Lua and out again, which costs the
-        server about twice the RPUSH itself (``python -m benchmark.redis_costs``).
+        On a plain connection this is RPUSH, LPUSH, LTRIM in one write (without a
+        token, the RPUSH alone): the same effect as the push script without
+        copying every payload into Lua and out again, which costs the server about
+        twice the RPUSH itself (``python -m benchmark.redis_costs``). Not a
+        MULTI block: the server runs the three in order, so a worker woken by
+        the token finds the tasks, and a lone push pays two commands and two
+        replies less (about 5% of it, ``python -m benchmark.redis``). Only the
+        RPUSH's error is raised (and retried by the guard): the token's own
+        (``OOM`` reached by the RPUSH itself, say) must not be, or the retry
+        would store the tasks twice.
         """
         if not self.direct:
             entries = new_entries(payloads, priority)
             self.run(self.push_script, queue, [priority, "", *entries], wake=wake)
-            return
+            return True
         keys = self.keys(queue)
         try:
             rpush = packed_rpush(keys[priority], payloads, priority)
         except UnicodeError as error:  # a queue name with a lone surrogate
             raise unsendable(error) from error
         if not wake:
-            self.guard.call(self._transact, (rpush,))
-            return
-        commands: tuple[Command, ...] = (
-            ("MULTI",),
-            rpush,
-            ("LPUSH", keys[NOTIFY], "1"),
-            ("LTRIM", keys[NOTIFY], 0, 0),
-            ("EXEC",),
-        )
-        self.guard.call(self._transact, commands)
+            self.guard.call(self._store_then_wake, (rpush,))
+            return True
+        commands = (rpush, ("LPUSH", keys[NOTIFY], "1"), ("LTRIM", keys[NOTIFY], 0, 0))
+        return bool(self.guard.call(self._store_then_wake, commands))
 
-    def _transact(self, commands: Sequence[Command]) -> None:
-        """``_call`` a MULTI ... EXEC block (or one command); raise its first
-        error, if any."""
-        replies = self._call(commands)
-        outcome = replies[-1]
-        for reply in (*replies[:-1], *(outcome if isinstance(outcome, list) else ())):
-            if isinstance(reply, ResponseError):
-                raise reply
-        if isinstance(outcome, ResponseError):
-            raise outcome
+    def _store_then_wake(self, commands: Sequence[Command]) -> bool:
+        """``_call`` a write and the token's commands behind it; raise the write's
+        error reply; return whether the token's commands all succeeded."""
+        first, *token = self._call(commands)
+        if isinstance(first, ResponseError):
+            raise first
+        return not any(isinstance(reply, ResponseError) for reply in token)
 
     def pop(
         self, queue: str, now: float, count: int, levels: str, chain: str

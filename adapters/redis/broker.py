@@ -218,7 +218,8 @@ class RedisBroker:
         node = self._nodes[index]
         wake = self._wakes(queue, index)
         if eta is None or eta <= self._clock():
-            node.push_ready(queue, int(priority), payloads, wake=wake)
+            if not node.push_ready(queue, int(priority), payloads, wake=wake):
+                self._notify(index, queue)  # stored, but the token was refused
         else:
             entries = new_entries(payloads, int(priority))
             at = repr(float(eta))

@@ -1070,3 +1070,38 @@ def test_an_ack_sent_on_a_dead_connection_keeps_its_task_leased_until_resent(
     assert worker.ran == [0, 1]
     assert stolen == []
     assert left == QueueLengths()
+
+
+def test_a_token_refused_after_the_push_ran_neither_fails_nor_repeats_it(
+    redis_server_factory: Callable[..., RedisServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A push's RPUSH and wake-up token go out in one write, not in a MULTI
+    block, so the token can be refused after the RPUSH ran: here by an ACL that
+    denies LTRIM (``OOM`` reached by the RPUSH itself would do the same). The push
+    must neither fail nor be sent again (its tasks would be stored twice); the
+    token is tried once more by the notify script, and its refusal logged."""
+    server = redis_server_factory()
+    admin = server.client()
+    admin.acl_setuser(
+        "producer",
+        enabled=True,
+        passwords=["+secret"],
+        commands=["+@all", "-ltrim"],
+        keys=["*"],
+    )
+    broker = RedisBroker(
+        server.client(username="producer", password="secret"),
+        namespace="acl",
+        retry=FAST_FAIL,
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            broker.push("q", [b"a"])
+        lengths = broker.lengths("q")
+    finally:
+        broker.close()
+
+    assert lengths.ready == 1
+    messages = [record.getMessage() for record in caplog.records]
+    assert [m for m in messages if "could not wake" in m and "'q'" in m] != []
