@@ -13,8 +13,9 @@ sergeant's code and the codec run then, never a task's, and nothing waits), and
 the batch is then set aside with ``gc.freeze()`` until it is settled:
 collections that the tasks' own allocations start while it runs skip it, and no
 collection scans it at all. ``gc.unfreeze()`` puts it back, in the oldest
-generation, where reference counting frees it. ``python -m benchmark.redis``
-measures the difference (about a tenth of a batch drain's time).
+generation, where reference counting frees it. A producer's large push is kept
+aside the same way until it is pushed. That is about a tenth of a batch drain's
+time and of a bulk push's (``docs/performance.md``, "Before and after").
 
 What that costs, and why it is safe:
 
