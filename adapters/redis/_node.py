@@ -261,6 +261,10 @@ class Node:
             script = self._quiet[script.sha]
         return self.guard.call(self._evalsha, script, self.keys(queue), args)
 
+    def run_once(self, script: Script, queue: str, args: Sequence[Any]) -> Any:
+        """Run a queue script once, not under the guard (the caller guards it)."""
+        return self._evalsha(script, self.keys(queue), args)
+
     def notify(self, queue: str) -> None:
         """Leave a wake-up token for ``queue``'s blocked workers, best effort.
 
@@ -272,7 +276,7 @@ class Node:
         self.guard.briefly(self._evalsha, self.notify_script, self.keys(queue), ())
 
     def reserve(
-        self, queue: str, args: list[Any], *, retried: bool = False
+        self, queue: str, args: list[Any], *, retried: bool = False, brief: bool = False
     ) -> Reserved:
         """Run the reserve script (``reserve_args`` + ack groups), under the guard.
 
@@ -290,11 +294,14 @@ class Node:
         A leased reserve on a plain connection is ``MULTI``, the script, ``LRANGE``
         of the new batch's list, ``EXEC``: the entries reach the client straight
         from the list the script filled, never through Lua (see ``scripts``).
+        ``brief``: one attempt and one at once, no back-off (see
+        ``ConnectionGuard.briefly``).
         """
         keys = self.keys(queue)
+        guarded = self.guard.briefly if brief else self.guard.call
         if not self.direct:
             args[FLAGS_AT] += "r"
-            reply = self.guard.call(self._evalsha, self.reserve_script, keys, args)
+            reply = guarded(self._evalsha, self.reserve_script, keys, args)
             entries, nxt, again = reply
             return entries, nxt, again
         attempts = 1 if retried else 0
@@ -317,7 +324,7 @@ class Node:
                 alone = self._reserve_commands(keys, args, listed=False)
                 return self._reserve_sent(alone)
 
-        return self.guard.call(attempt)
+        return guarded(attempt)
 
     def _reserve_sent(self, commands: tuple[tuple[Any, ...], ...]) -> Reserved:
         try:
@@ -497,7 +504,14 @@ class Node:
         return not any(isinstance(reply, ResponseError) for reply in token)
 
     def pop(
-        self, queue: str, now: float, count: int, levels: str, chain: str
+        self,
+        queue: str,
+        now: float,
+        count: int,
+        levels: str,
+        chain: str,
+        *,
+        brief: bool = False,
     ) -> tuple[list[bytes], str]:
         """Pop up to ``count`` ready entries without a lease; if none, when next.
 
@@ -515,21 +529,21 @@ class Node:
         caller was woken. A script call costs more than a plain command, and
         while the ready lists are full a task falling due would only join their
         tail anyway. Returns the entries and, when there are none, the next due
-        time ('' for none).
+        time ('' for none). ``brief``: one attempt and one at once, no back-off
+        (see ``ConnectionGuard.briefly``).
         """
         keys = self.keys(queue)
+        guarded = self.guard.briefly if brief else self.guard.call
         entries: list[bytes] = []
         ticks = self.monotonic()
         last = self._maintained.get(queue)
         if not chain and last is not None and ticks - last < MAINTAIN_EVERY:
-            entries, _ = self.guard.call(self._pop, keys, None, count, levels)
+            entries, _ = guarded(self._pop, keys, None, count, levels)
             if len(entries) == count:
                 return entries, ""
         maintain = (repr(now), count - len(entries), levels, chain or "-")
         try:
-            more, nxt = self.guard.call(
-                self._pop, keys, maintain, count - len(entries), levels
-            )
+            more, nxt = guarded(self._pop, keys, maintain, count - len(entries), levels)
         except BrokerError:
             if entries:  # popped already: they exist nowhere else, hand them out
                 return entries, ""

@@ -48,6 +48,7 @@ from ._node import (
     FLAGS_AT,
     MORE,
     Node,
+    Reserved,
     fresh_prefix,
     new_batch_id,
     new_entries,
@@ -345,6 +346,15 @@ class RedisBroker:
         the home node: when the node that filled the batch has more, or when
         nodes were left unvisited, which may hold some (at worst a spare wake-up:
         the next worker finds nothing and waits again, ending the chain).
+
+        Over several nodes, one known to be down (its last call failed) while
+        another is up gets a brief visit (one attempt, one more at once, see
+        ``ConnectionGuard.briefly``) and is passed over if it fails: waiting out
+        its retry budget would stall every reserve that visits it first (about
+        one in N). Its acks are tried as briefly (see ``_ack_unvisited``). A
+        reserve that gets nothing from the nodes up raises that failure: the node
+        passed over may hold tasks, so the queue is not known to be empty, and
+        the caller keeps its acks and backs off as for any failed reserve.
         """
         now = self._clock()
         args = reserve_args(now, count, lease, member, woken=woken)
@@ -355,21 +365,28 @@ class RedisBroker:
         due: float | None = None
         leased: set[int] = set()
         pass_on = False
+        brief = self._down_among_up()
+        passed_over: BrokerUnavailable | None = None
         try:
             visits = self._visits(queue)
             for step, (index, levels) in enumerate(visits):
                 node = self._nodes[index]
-                want = count - len(out)
-                if lease is None and node.direct:
-                    entries, nxt = node.pop(queue, now, want, levels, chain)
-                    again = None  # deliveries() reads the counts
-                else:
-                    if lease is not None and index in leased:
-                        args[3] = f"{new_batch_id()}:{owner}"
-                    leased.add(index)
-                    args[1], args[4] = want, levels
-                    pending = acks.pop(index, ())
-                    entries, nxt, again = node.reserve(queue, [*args, *pending])
+                popping = lease is None and node.direct
+                if lease is not None:
+                    _lease_on(index, leased, args, owner)
+                args[1], args[4] = count - len(out), levels
+                pending = [] if popping else acks.pop(index, [])
+                try:
+                    entries, nxt, again = self._visit(
+                        node, queue, now, args, pending, brief=index in brief
+                    )
+                except BrokerUnavailable as error:
+                    if index not in brief:
+                        raise
+                    passed_over = error
+                    if pending:  # perhaps not applied: see _ack_unvisited
+                        acks[index] = pending
+                    continue
                 if entries:
                     out += self._hand_out(index, entries, again, args[3])
                     if len(out) >= count:
@@ -377,29 +394,68 @@ class RedisBroker:
                             nxt in _MORE or step < len(visits) - 1
                         )
                         break
-                elif nxt and (due is None or float(nxt) < due):
-                    due = float(nxt)
+                else:
+                    due = _earlier(due, nxt)
         except BrokerError:
             if not out:
                 raise
-        self._ack_unvisited(queue, acks, holding=bool(out))
+        if passed_over is not None and not out:
+            # Nothing found, but a node was not asked: not an empty queue.
+            raise passed_over
+        self._ack_unvisited(queue, acks, holding=bool(out), brief=brief)
         if pass_on:
             self._pass_on(queue)
         return out, due
 
+    def _visit(
+        self,
+        node: Node,
+        queue: str,
+        now: float,
+        args: list[Any],
+        acks: list[str],
+        *,
+        brief: bool,
+    ) -> Reserved:
+        """Reserve (or pop, ``args`` without lease) on one node for
+        ``_reserve_once``; the entries, the next due time and the positions of
+        entries delivered before (None: read them from the entries)."""
+        if args[2] == "" and node.direct:  # no lease deadline: a plain pop
+            chain = args[FLAGS_AT].strip("-")
+            entries, nxt = node.pop(queue, now, args[1], args[4], chain, brief=brief)
+            return entries, nxt, None
+        return node.reserve(queue, [*args, *acks], brief=brief)
+
+    def _down_among_up(self) -> set[int]:
+        """The nodes known to be down, when at least one other is not (see
+        ``_reserve_once``); none on one node."""
+        if self._single:
+            return set()
+        down = {i for i, node in enumerate(self._nodes) if node.guard.in_outage}
+        return down if len(down) < len(self._nodes) else set()
+
     def _ack_unvisited(
-        self, queue: str, acks: dict[int, list[str]], *, holding: bool
+        self,
+        queue: str,
+        acks: dict[int, list[str]],
+        *,
+        holding: bool,
+        brief: set[int],
     ) -> None:
-        """Send a reserve's acks for the nodes it did not visit.
+        """Send a reserve's acks for the nodes it did not visit (or passed over).
 
         A failure raises only when the reserve is not ``holding`` tasks (the
         caller keeps every ack and sends them again); tasks in hand are handed
         out, and acks lost on the failing node come back when their lease lapses.
+        The nodes in ``brief`` (down, see ``_reserve_once``) get one brief try.
         """
         for index, groups in acks.items():
             node = self._nodes[index]
             try:
-                node.run(node.ack_script, queue, groups)
+                if index in brief:
+                    node.guard.briefly(node.run_once, node.ack_script, queue, groups)
+                else:
+                    node.run(node.ack_script, queue, groups)
             except BrokerError:
                 if not holding:
                     raise
@@ -623,3 +679,18 @@ def _parse_dead(record: bytes) -> DeadLetter:
     stamp, size, rest = record.split(b"\n", 2)
     n = int(size)
     return DeadLetter(payload=rest[n:], reason=rest[:n].decode(), dead_at=float(stamp))
+
+
+def _earlier(due: float | None, nxt: Any) -> float | None:
+    """The earlier of ``due`` and a node's next due time ('' or None: none)."""
+    if nxt and (due is None or float(nxt) < due):
+        return float(nxt)
+    return due
+
+
+def _lease_on(index: int, leased: set[int], args: list[Any], owner: str) -> None:
+    """Note a leasing visit of node ``index``; a second visit of a node takes a
+    batch member of its own (see ``RedisBroker._reserve_once``)."""
+    if index in leased:
+        args[3] = f"{new_batch_id()}:{owner}"
+    leased.add(index)

@@ -211,22 +211,29 @@ class ConnectionGuard:
         something a long retry would keep waiting (a wake-up token passed on by
         a reserve holding tasks).
 
+        A success ends an outage (the endpoint answered), as ``call``'s does.
+
         Raises:
             BrokerError: both attempts failed.
         """
         error: Exception | None = None
+        began = None if self._down_since is None else self._clock()
         for _ in range(2):
             # As in ``_retry``: after READONLY, only a new connection may reach
             # the new primary.
             if error is not None and self._on_readonly and _read_only(error):
                 self._on_readonly()
             try:
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
             except _CAUGHT as exc:
                 fatal = self._fatal(exc)
                 if fatal is not None:
                     raise fatal from exc
                 error = exc
+            else:
+                if self._down_since is not None:
+                    self._recovered(began)
+                return result
         raise BrokerUnavailable(f"redis {self.name}: {error}") from error
 
     def _retry(
