@@ -249,21 +249,26 @@ class Node:
         return keys
 
     def run(
-        self, script: Script, queue: str, args: Sequence[Any], *, wake: bool = True
+        self,
+        script: Script,
+        queue: str,
+        args: Sequence[Any],
+        *,
+        wake: bool = True,
+        brief: bool = False,
     ) -> Any:
         """Run a queue script on this endpoint, under the guard.
 
         ``wake=False`` runs the script's variant that leaves no wake-up token:
         over several nodes workers wait on the queue's home node only, and a token
         left on another would lie there untaken (the broker wakes the home node).
+        ``brief``: one attempt and one at once, no back-off (see
+        ``ConnectionGuard.briefly``).
         """
         if not wake:
             script = self._quiet[script.sha]
-        return self.guard.call(self._evalsha, script, self.keys(queue), args)
-
-    def run_once(self, script: Script, queue: str, args: Sequence[Any]) -> Any:
-        """Run a queue script once, not under the guard (the caller guards it)."""
-        return self._evalsha(script, self.keys(queue), args)
+        guarded = self.guard.briefly if brief else self.guard.call
+        return guarded(self._evalsha, script, self.keys(queue), args)
 
     def notify(self, queue: str) -> None:
         """Leave a wake-up token for ``queue``'s blocked workers, best effort.
@@ -475,7 +480,8 @@ class Node:
         twice the RPUSH itself (``python -m benchmark.redis_costs``). Not a
         MULTI block: the server runs the three in order, so a worker woken by
         the token finds the tasks, and a lone push pays two commands and two
-        replies less (about 5% of it, ``python -m benchmark.redis``). Only the
+        replies less (a few percent of it: within the noise of ``python -m
+        benchmark.redis`` on a shared VM, see ``docs/performance.md``). Only the
         RPUSH's error is raised (and retried by the guard): the token's own
         (``OOM`` reached by the RPUSH itself, say) must not be, or the retry
         would store the tasks twice.

@@ -452,10 +452,7 @@ class RedisBroker:
         for index, groups in acks.items():
             node = self._nodes[index]
             try:
-                if index in brief:
-                    node.guard.briefly(node.run_once, node.ack_script, queue, groups)
-                else:
-                    node.run(node.ack_script, queue, groups)
+                node.run(node.ack_script, queue, groups, brief=index in brief)
             except BrokerError:
                 if not holding:
                     raise
@@ -480,21 +477,26 @@ class RedisBroker:
             self._nodes[index].hold(member, bodies)
         return got
 
-    def _per_node(self, shares: dict[int, T], call: Callable[[int, T], None]) -> None:
-        """``call`` each node's share; a node that fails does not stop the others.
+    def _per_node(
+        self, shares: dict[int, T], call: Callable[[int, T, bool], None]
+    ) -> None:
+        """``call(index, share, brief)`` per node; a node that fails does not stop
+        the others.
 
         A worker's batch may span nodes: one node down must not keep the live
         ones from renewing their leases (another worker would take tasks still
         running), nor from taking their acks and releases. Nodes known to be in
-        an outage go last, so the live ones are not kept waiting for the retry
-        budget. The first failure is raised once every node had its turn (acks,
-        releases and renewals are safe to send again in full).
+        an outage go last, and get a ``brief`` call (no retry budget, see
+        ``_reserve_once``) while another node is up. The first failure is raised
+        once every node had its turn (acks, releases and renewals are safe to
+        send again in full).
         """
         failure: BrokerError | None = None
+        brief = self._down_among_up()
         order = sorted(shares, key=lambda index: self._nodes[index].guard.in_outage)
         for index in order:
             try:
-                call(index, shares[index])
+                call(index, shares[index], index in brief)
             except BrokerError as error:
                 failure = failure or error
         if failure is not None:
@@ -503,9 +505,9 @@ class RedisBroker:
     def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
         """Remove settled tasks, one script call per node holding any of them."""
 
-        def ack_on(index: int, groups: list[str]) -> None:
+        def ack_on(index: int, groups: list[str], brief: bool) -> None:
             node = self._nodes[index]
-            node.run(node.ack_script, queue, groups)
+            node.run(node.ack_script, queue, groups, brief=brief)
 
         self._per_node(self._groups(deliveries, acks=True), ack_on)
 
@@ -515,10 +517,11 @@ class RedisBroker:
         """Give leased tasks back unchanged: to the head of the queue, or delayed."""
         at = "" if delay <= 0 else repr(self._clock() + delay)
 
-        def release_on(index: int, groups: list[str]) -> None:
+        def release_on(index: int, groups: list[str], brief: bool) -> None:
             node = self._nodes[index]
             wake = self._wakes(queue, index)
-            if node.run(node.release_script, queue, [at, *groups], wake=wake):
+            args = [at, *groups]
+            if node.run(node.release_script, queue, args, wake=wake, brief=brief):
                 self._wake(queue, index)
 
         self._per_node(self._groups(deliveries), release_on)
@@ -533,9 +536,9 @@ class RedisBroker:
         """
         deadline = repr(self._clock() + lease)
 
-        def extend_on(index: int, held: list[str]) -> None:
+        def extend_on(index: int, held: list[str], brief: bool) -> None:
             node = self._nodes[index]
-            node.run(node.extend_script, queue, [deadline, *held])
+            node.run(node.extend_script, queue, [deadline, *held], brief=brief)
 
         shares = by_node(deliveries, len(self._nodes)).items()
         held = {index: batches for index, r in shares if (batches := members(r))}
@@ -545,11 +548,11 @@ class RedisBroker:
         """Make every task leased to ``owner`` ready again; their counts stand."""
         counts: list[int] = []
 
-        def release_on(index: int, _: None) -> None:
+        def release_on(index: int, _: None, brief: bool) -> None:
             node = self._nodes[index]
             wake = self._wakes(queue, index)
             script = node.release_owner_script
-            released = int(node.run(script, queue, [owner], wake=wake))
+            released = int(node.run(script, queue, [owner], wake=wake, brief=brief))
             if released:
                 self._wake(queue, index)
             counts.append(released)

@@ -22,6 +22,7 @@ import redis
 from sergeant.adapters.codecs.pickle import PickleCodec
 from sergeant.adapters.executors.serial import SerialExecutor
 from sergeant.adapters.redis import RedisBroker, RetryPolicy
+from sergeant.adapters.redis._node import LEASES
 from sergeant.adapters.redis._receipts import by_node
 from sergeant.adapters.redis.faults import ConnectionGuard
 from sergeant.adapters.watchdogs.null import NullWatchdog
@@ -1154,3 +1155,48 @@ def test_a_node_down_costs_reserves_a_brief_try_not_the_retry_budget(
     assert refused < budget / 2
     assert sorted(payloads(back)) == sorted(b"1-%d" % k for k in range(12))
     assert left == QueueLengths()
+
+
+def test_a_node_down_costs_renewals_acks_and_releases_a_brief_try(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """Renewing, acking and releasing a batch that spans nodes give a node seen
+    down a brief try, not the retry budget, while another is up: the worker's
+    lease keeper and its acks would otherwise stall for the budget on every
+    call. They still reach the nodes up, and still raise for the one down."""
+    budget = 3.0
+    servers = [redis_server_factory() for _ in range(3)]
+    broker = RedisBroker(
+        clients=[server.client(socket_connect_timeout=1) for server in servers],
+        namespace="down",
+        retry=RetryPolicy(budget=budget, base=0.02, cap=0.1),
+    )
+    try:
+        for node in range(3):  # pushes go to each node in turn
+            broker.push("q", [b"%d-%d" % (node, k) for k in range(3)])
+        held = broker.reserve("q", owner="w", count=9, lease=30.0)
+        victim = next(iter(by_node(held, 3)))
+        servers[victim].stop()
+        with pytest.raises(BrokerUnavailable):  # the call that finds it down
+            broker.extend("q", held, lease=30.0)
+        took = {}
+        for name, call in (
+            ("extend", lambda: broker.extend("q", held, lease=30.0)),
+            ("release_owner", lambda: broker.release_owner("q", "nobody")),
+            ("ack", lambda: broker.ack("q", held)),
+        ):
+            started = time.monotonic()
+            with pytest.raises(BrokerUnavailable):
+                call()
+            took[name] = time.monotonic() - started
+        lengths = [
+            int(servers[i].client().zcard(broker._nodes[i].keys("q")[LEASES]))
+            for i in range(3)
+            if i != victim
+        ]
+    finally:
+        broker.close()
+
+    assert len(held) == 9
+    assert all(seconds < budget / 2 for seconds in took.values()), took
+    assert lengths == [0, 0]  # the live nodes took the acks
