@@ -151,20 +151,20 @@ def _frozen_counter(seen: list[tuple[int, bool]]) -> Any:
     return type("W", (Recorder,), {"behaviour": staticmethod(work)})
 
 
+def _run(make_worker: WorkerFactory, cls: Any, size: int) -> None:
+    """A worker of ``cls`` runs ``size`` tasks taken in one batch."""
+    worker = make_worker(cls, tasks_per_transaction=size, max_tasks_per_run=size)
+    worker.push_tasks([{"n": i} for i in range(size)])
+    worker.run()
+
+
 @pytest.mark.usefixtures("_nothing_frozen")
 class TestWorkerFreezesLargeBatches:
     def test_a_large_batch_runs_frozen_with_the_collector_on(
         self, make_worker: WorkerFactory
     ) -> None:
         seen: list[tuple[int, bool]] = []
-        worker = make_worker(
-            _frozen_counter(seen),
-            tasks_per_transaction=FREEZE_AT,
-            max_tasks_per_run=FREEZE_AT,
-        )
-        worker.push_tasks([{"n": i} for i in range(FREEZE_AT)])
-
-        worker.run()
+        _run(make_worker, _frozen_counter(seen), FREEZE_AT)
 
         assert len(seen) == FREEZE_AT
         assert all(frozen > 0 and enabled for frozen, enabled in seen)
@@ -172,12 +172,7 @@ class TestWorkerFreezesLargeBatches:
 
     def test_a_small_batch_is_not_frozen(self, make_worker: WorkerFactory) -> None:
         seen: list[tuple[int, bool]] = []
-        worker = make_worker(
-            _frozen_counter(seen), tasks_per_transaction=100, max_tasks_per_run=100
-        )
-        worker.push_tasks([{"n": i} for i in range(100)])
-
-        worker.run()
+        _run(make_worker, _frozen_counter(seen), 100)
 
         assert seen == [(0, True)] * 100
 
@@ -189,14 +184,7 @@ class TestWorkerFreezesLargeBatches:
         gc.freeze()
         before = gc.get_freeze_count()
         seen: list[tuple[int, bool]] = []
-        worker = make_worker(
-            _frozen_counter(seen),
-            tasks_per_transaction=FREEZE_AT,
-            max_tasks_per_run=FREEZE_AT,
-        )
-        worker.push_tasks([{"n": i} for i in range(FREEZE_AT)])
-
-        worker.run()
+        _run(make_worker, _frozen_counter(seen), FREEZE_AT)
 
         assert gc.get_freeze_count() >= before
         assert {frozen >= before for frozen, _ in seen} == {True}
@@ -212,12 +200,8 @@ class TestWorkerFreezesLargeBatches:
             made.append(weakref.ref(_Cycle()))
 
         cls = type("W", (Recorder,), {"behaviour": staticmethod(work)})
-        worker = make_worker(
-            cls, tasks_per_transaction=FREEZE_AT, max_tasks_per_run=FREEZE_AT
-        )
-        worker.push_tasks([{"n": i} for i in range(FREEZE_AT)])
 
-        worker.run()
+        _run(make_worker, cls, FREEZE_AT)
 
         assert [ref() for ref in made] == [None] * FREEZE_AT
 
@@ -228,13 +212,9 @@ class TestWorkerFreezesLargeBatches:
             raise KeyboardInterrupt
 
         cls = type("W", (Recorder,), {"behaviour": staticmethod(work)})
-        worker = make_worker(
-            cls, tasks_per_transaction=FREEZE_AT, max_tasks_per_run=FREEZE_AT
-        )
-        worker.push_tasks([{"n": i} for i in range(FREEZE_AT)])
 
         with pytest.raises(KeyboardInterrupt):
-            worker.run()
+            _run(make_worker, cls, FREEZE_AT)
 
         assert gc.get_freeze_count() == 0
         assert gc.isenabled()

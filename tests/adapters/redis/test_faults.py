@@ -1108,6 +1108,22 @@ def test_a_token_refused_after_the_push_ran_neither_fails_nor_repeats_it(
     assert [m for m in messages if "could not wake" in m and "'q'" in m] != []
 
 
+def _three_nodes(
+    factory: Callable[..., RedisServer], *, tasks: int, appendonly: bool
+) -> tuple[list[RedisServer], RedisBroker]:
+    """Three nodes and a broker over them with a 3 s retry budget; ``tasks``
+    tasks pushed to each node (``b"<node>-<k>"``)."""
+    servers = [factory(appendonly=appendonly) for _ in range(3)]
+    broker = RedisBroker(
+        clients=[server.client(socket_connect_timeout=1) for server in servers],
+        namespace="down",
+        retry=RetryPolicy(budget=3.0, base=0.02, cap=0.1),
+    )
+    for node in range(3):  # pushes go to each node in turn
+        broker.push("q", [b"%d-%d" % (node, k) for k in range(tasks)])
+    return servers, broker
+
+
 def test_a_node_down_costs_reserves_a_brief_try_not_the_retry_budget(
     redis_server_factory: Callable[..., RedisServer],
 ) -> None:
@@ -1116,16 +1132,9 @@ def test_a_node_down_costs_reserves_a_brief_try_not_the_retry_budget(
     every reserve that visits it first (about one in three here). A reserve that
     finds nothing elsewhere raises (a node was not asked: not an empty queue), so
     its caller keeps its acks. Back up (append-only), the node is served again."""
-    budget = 3.0
-    servers = [redis_server_factory(appendonly=True) for _ in range(3)]
-    broker = RedisBroker(
-        clients=[server.client(socket_connect_timeout=1) for server in servers],
-        namespace="down",
-        retry=RetryPolicy(budget=budget, base=0.02, cap=0.1),
-    )
+    servers, broker = _three_nodes(redis_server_factory, tasks=12, appendonly=True)
+    budget = broker._nodes[0].guard.policy.budget
     try:
-        for node in range(3):  # pushes go to each node in turn
-            broker.push("q", [b"%d-%d" % (node, k) for k in range(12)])
         servers[1].stop()
         with pytest.raises(BrokerUnavailable):  # the call that finds it down
             broker._nodes[1].run(broker._nodes[1].ack_script, "q", [])
@@ -1164,16 +1173,9 @@ def test_a_node_down_costs_renewals_acks_and_releases_a_brief_try(
     down a brief try, not the retry budget, while another is up: the worker's
     lease keeper and its acks would otherwise stall for the budget on every
     call. They still reach the nodes up, and still raise for the one down."""
-    budget = 3.0
-    servers = [redis_server_factory() for _ in range(3)]
-    broker = RedisBroker(
-        clients=[server.client(socket_connect_timeout=1) for server in servers],
-        namespace="down",
-        retry=RetryPolicy(budget=budget, base=0.02, cap=0.1),
-    )
+    servers, broker = _three_nodes(redis_server_factory, tasks=3, appendonly=False)
+    budget = broker._nodes[0].guard.policy.budget
     try:
-        for node in range(3):  # pushes go to each node in turn
-            broker.push("q", [b"%d-%d" % (node, k) for k in range(3)])
         held = broker.reserve("q", owner="w", count=9, lease=30.0)
         victim = next(iter(by_node(held, 3)))
         servers[victim].stop()
