@@ -29,10 +29,10 @@ What that costs, and why it is safe:
   and decoding the next batch (plus whatever other threads of the process make
   meanwhile) is young at the next freeze.
 - A process that uses ``gc.freeze()`` itself (say, before forking) keeps it:
-  the worker never freezes when objects are frozen already when it starts,
-  because its ``gc.unfreeze()`` would also put back the process's own. A task
-  that calls ``gc.freeze()`` while a frozen batch runs has its objects put back
-  with the batch's.
+  nothing is frozen while objects are frozen already, because the
+  ``gc.unfreeze()`` would also put back the process's own; the pause that finds
+  them never freezes again. A task that calls ``gc.freeze()`` while a frozen
+  batch runs has its objects put back with the batch's.
 - With the collector off (``gc.disable()``), nothing is paused or frozen.
 - A child process forked while a batch is frozen (a process pool replacing a
   dead child) inherits the frozen objects, which is what ``gc.freeze()`` is
@@ -57,8 +57,8 @@ class GcPause:
     paused, sets the objects tracked so far aside until ``thaw``.
 
     Args:
-        may_freeze: whether ``freeze`` may act at all; False when the process
-            had frozen objects of its own (see ``freezable``).
+        may_freeze: whether ``freeze`` may act at all; it turns False for good
+            when ``freeze`` finds objects frozen already.
     """
 
     __slots__ = ("_frozen", "_paused", "may_freeze")
@@ -82,10 +82,20 @@ class GcPause:
 
     def freeze(self) -> None:
         """While this pause holds the collector off: set every tracked object
-        aside (``gc.freeze()``) until ``thaw``. Otherwise nothing."""
-        if self._paused and self.may_freeze and not self._frozen:
-            gc.freeze()
-            self._frozen = True
+        aside (``gc.freeze()``) until ``thaw``. Otherwise nothing.
+
+        Not when objects are frozen already (the process's own, or a batch of a
+        worker whose task pushes): ``thaw`` would put those back too. Asking
+        costs nothing when none are (``gc.get_freeze_count()`` walks the frozen
+        objects), and once some are seen this pause stops asking and freezing.
+        """
+        if not self._paused or not self.may_freeze or self._frozen:
+            return
+        if gc.get_freeze_count():
+            self.may_freeze = False
+            return
+        gc.freeze()
+        self._frozen = True
 
     def thaw(self) -> None:
         """Put back what ``freeze`` set aside, then collect the young generations
@@ -94,12 +104,3 @@ class GcPause:
             self._frozen = False
             gc.unfreeze()
             gc.collect(1)
-
-
-def freezable() -> bool:
-    """Whether a worker may freeze batches: the process has frozen nothing itself.
-
-    ``gc.get_freeze_count()`` walks the frozen objects, so it is asked once, when
-    the worker starts, not per batch.
-    """
-    return gc.get_freeze_count() == 0

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sergeant import clock as _clock
-from sergeant._gc_pause import FREEZE_AT, GcPause, freezable
+from sergeant._gc_pause import FREEZE_AT, GcPause
 from sergeant.errors import (
     BrokerError,
     ConfigError,
@@ -61,8 +61,8 @@ class Producer:
         self.clock = clock
         self.max_payload_bytes = max_payload_bytes
         self.owner = f"{queue}:{new_task_id()}"
-        # Asked once (it walks the frozen objects): see GcPause.
-        self._may_freeze = freezable()
+        # Until a push finds objects frozen by someone else (see GcPause).
+        self._may_freeze = True
         self.logger = logger or logging.getLogger(f"sergeant.producer.{queue}")
 
     def push_task(
@@ -142,6 +142,7 @@ class Producer:
             if pause is not None:
                 pause.end()
                 pause.thaw()
+                self._may_freeze = pause.may_freeze
         return tasks
 
     def get_next_tasks(self, count: int = 1, *, queue: str | None = None) -> list[Task]:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from sergeant import clock as _clock
-from sergeant._gc_pause import FREEZE_AT, GcPause, freezable
+from sergeant._gc_pause import FREEZE_AT, GcPause
 from sergeant._lease_keeper import LeaseKeeper
 from sergeant._prefetch import Prefetcher
 from sergeant._settlement import Settlement
@@ -143,7 +143,7 @@ class Worker(Producer):
         self._stop_reason: StopReason | None = None
         self._pending_acks: list[Delivery] = []
         self._asked = 0  # how many tasks the last reserve asked for
-        self._gc_pause = GcPause()
+        self._gc_pause = GcPause(may_freeze=True)
         self._prefetcher: Prefetcher | None = None
         if config.prefetch and isinstance(broker, SupportsPrefetch):
             self._prefetcher = Prefetcher(
@@ -312,9 +312,6 @@ class Worker(Producer):
             # ``finalize`` runs even when ``initialize`` raises; the keeper's
             # thread starts after it, so a failing ``initialize`` leaves none.
             self.initialize()
-            # Asked once: with objects frozen by the process itself, the worker
-            # must not freeze batches (its unfreeze would put those back too).
-            self._gc_pause.may_freeze = freezable()
             # A watchdog with helpers to start (the process watchdog's killer)
             # starts them now: one that cannot start fails here, before any task
             # is taken, and the first task does not wait for it.

@@ -129,6 +129,21 @@ class TestFreeze:
 
         assert (frozen_unpaused, frozen_not_allowed) == (0, 0)
 
+    def test_objects_frozen_already_are_left_frozen_for_good(self) -> None:
+        """Someone else's frozen objects: no freeze (a thaw would put them back),
+        and the pause stops trying."""
+        gc.freeze()
+        before = gc.get_freeze_count()
+        pause = GcPause(may_freeze=True)
+
+        pause.start()
+        pause.freeze()
+        pause.end()
+        pause.thaw()
+
+        assert gc.get_freeze_count() == before
+        assert not pause.may_freeze
+
     def test_thaw_collects_the_garbage_made_while_frozen(self) -> None:
         """Cycles made while a batch is frozen are young: thaw's collection frees
         them instead of leaving them to a full collection."""
@@ -205,6 +220,25 @@ class TestWorkerFreezesLargeBatches:
 
         assert [ref() for ref in made] == [None] * FREEZE_AT
 
+    def test_a_large_push_from_a_task_leaves_its_batch_frozen(
+        self, make_worker: WorkerFactory
+    ) -> None:
+        """A task pushing 256+ tasks while its batch is frozen must not thaw the
+        batch (the push's own thaw would)."""
+        seen: list[int] = []
+
+        def work(worker: Any, task: Any) -> None:
+            if task.kwargs.get("n") == 0:
+                worker.push_tasks([{"follow-up": i} for i in range(FREEZE_AT)])
+            seen.append(gc.get_freeze_count())
+
+        cls = type("W", (Recorder,), {"behaviour": staticmethod(work)})
+
+        _run(make_worker, cls, FREEZE_AT)
+
+        assert len(seen) == FREEZE_AT
+        assert all(frozen > 0 for frozen in seen)
+
     def test_a_failing_batch_is_thawed(self, make_worker: WorkerFactory) -> None:
         """A BaseException out of a task (a Ctrl-C) still puts the batch back."""
 
@@ -248,6 +282,22 @@ class TestProducerFreezesLargePushes:
         assert broker.frozen_at_push[0] > 0
         assert (gc.get_freeze_count(), gc.isenabled()) == (0, True)
         assert len(broker.frozen_at_push) == 1
+
+    def test_a_process_that_froze_objects_after_the_producer_keeps_them(
+        self,
+    ) -> None:
+        """The classic pre-fork ``gc.freeze()`` after the producer was made: a
+        large push neither freezes nor puts the process's objects back."""
+        broker = _FreezeWatchingBroker()
+        producer = Producer(broker=broker, codec=PickleCodec(), queue="q")
+        gc.freeze()
+        before = gc.get_freeze_count()
+
+        producer.push_tasks([{"n": i} for i in range(FREEZE_AT)])
+        producer.push_tasks([{"n": i} for i in range(FREEZE_AT)])
+
+        assert broker.frozen_at_push == [before, before]
+        assert gc.get_freeze_count() == before
 
     def test_a_small_push_is_not(self) -> None:
         broker = _FreezeWatchingBroker()
