@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from sergeant.errors import BrokerError
+from sergeant.errors import BrokerError, BrokerUnavailable
 from sergeant.protocols import Broker, Delivery, PendingReserve, SupportsPrefetch
 
 
@@ -78,6 +78,8 @@ class Prefetcher:
         self._monotonic = monotonic
         self._logger = logger
         self._ahead: deque[_Ahead] = deque()
+        # Set when ``release_all`` finds the broker unreachable (see there).
+        self.unavailable = False
         self.returned_acks: list[Delivery] = []
 
     @property
@@ -160,28 +162,47 @@ class Prefetcher:
         """Collect every request in flight and release its tasks unrun.
 
         Returns the acks of requests that could not be collected (to flush).
+
+        The worker calls this when it stops, within a grace period (the
+        supervisor's ``stop_grace``). Once the broker proves unreachable
+        (``BrokerUnavailable``: its retry budget is spent), ``unavailable`` turns
+        True and nothing more is asked of it: the requests left are not
+        collected and nothing is released, since each call would wait out the
+        budget again. Their tasks come back when their leases lapse.
         """
         unsent: list[Delivery] = []
         unrun: list[Delivery] = []
         while self._ahead:
             ahead = self._ahead.popleft()
+            if self.unavailable:
+                unsent += ahead.acks
+                continue
             try:
                 unrun += ahead.collect()
             except BrokerError as error:
                 unsent += ahead.acks
+                self.unavailable = isinstance(error, BrokerUnavailable)
                 self._logger.warning(
                     "could not collect a prefetched batch (its leases lapse and "
                     "its tasks are redelivered): %s",
                     error,
                 )
-        # One release for all, so they go back to the head of the queue in the
-        # order they were taken (releasing batch by batch would reverse them).
-        self._release(unrun)
+        if self.unavailable and unrun:
+            self._logger.warning(
+                "could not release %d prefetched tasks, the broker is unreachable "
+                "(they are redelivered when their leases lapse)",
+                len(unrun),
+            )
+        elif not self.unavailable:
+            # One release for all, so they go back to the head of the queue in
+            # the order taken (releasing batch by batch would reverse them).
+            self.unavailable = not self._release(unrun)
         return unsent
 
-    def _release(self, deliveries: list[Delivery]) -> None:
+    def _release(self, deliveries: list[Delivery]) -> bool:
+        """Release ``deliveries``; False if the broker proved unreachable."""
         if not deliveries:
-            return
+            return True
         try:
             self._broker.release(self._queue, deliveries)
         except BrokerError as error:
@@ -191,3 +212,5 @@ class Prefetcher:
                 len(deliveries),
                 error,
             )
+            return not isinstance(error, BrokerUnavailable)
+        return True

@@ -339,7 +339,12 @@ class Worker(Producer):
         finally:
             if self._prefetcher is not None:
                 self._pending_acks += self._prefetcher.release_all()
-            self._flush_acks()
+            if self._prefetcher is not None and self._prefetcher.unavailable:
+                # Unreachable already at this stop: another call would only wait
+                # out the broker's retry budget again (see release_all).
+                self._abandon_acks()
+            else:
+                self._flush_acks()
             if keeper is not None:
                 keeper.close()
             if self._stop_requested:
@@ -694,6 +699,16 @@ class Worker(Producer):
             self.broker.ack(self.config.name, acks)
         except BrokerError:
             self._pending_acks = acks + self._pending_acks
+
+    def _abandon_acks(self) -> None:
+        """Drop the acks not sent, saying so: their tasks are redelivered."""
+        acks, self._pending_acks = self._pending_acks, []
+        if acks:
+            self.logger.warning(
+                "not acking %d settled tasks, the broker is unreachable (they "
+                "will be redelivered)",
+                len(acks),
+            )
 
     def _flush_acks(self) -> None:
         acks, self._pending_acks = self._pending_acks, []

@@ -19,7 +19,7 @@ from sergeant.adapters.sqlite import SqliteBroker
 from sergeant.adapters.watchdogs.null import NullWatchdog
 
 from sergeant.config import WorkerConfig
-from sergeant.errors import ConfigError
+from sergeant.errors import BrokerUnavailable, ConfigError
 from sergeant.protocols import Delivery, QueueLengths
 from tests.conftest import Recorder, WorkerFactory
 
@@ -325,3 +325,51 @@ def test_prefetched_batches_are_leased_to_the_workers_current_owner(
 
     assert released == 4  # the batch run (acks pending) and the one prefetched
     assert broker.lengths("jobs") == QueueLengths(ready=5)
+
+
+def test_a_stop_with_the_broker_unreachable_asks_it_no_more(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """A stop while the broker is unreachable: the first call that finds it so
+    (collecting the first batch ahead) is the last. Collecting the next one and
+    acking would each wait out the broker's retry budget again (about 10 s on
+    Redis), past the supervisor's grace; those tasks come back when their leases
+    lapse."""
+    calls: list[str] = []
+    down = False
+    real_begin = broker.begin_reserve
+
+    def begin_reserve(queue: str, **options: Any) -> Any:
+        collect = real_begin(queue, **options)
+
+        def collected() -> list[Delivery]:
+            calls.append("collect")
+            if down:
+                raise BrokerUnavailable("unreachable")
+            return collect()  # type: ignore[no-any-return]
+
+        return collected
+
+    def unreachable(name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> None:
+            calls.append(name)
+            raise BrokerUnavailable("unreachable")
+
+        return call
+
+    def work(worker: Recorder, task: Any) -> None:
+        nonlocal down
+        if task.kwargs["n"] == 1:  # the batch's last task: nothing left unstarted
+            down = True
+            broker.ack = unreachable("ack")  # type: ignore[method-assign]
+            broker.release = unreachable("release")  # type: ignore[method-assign]
+            worker.request_stop()
+
+    worker = _worker(make_worker, work, tasks_per_transaction=2, prefetch=2)
+    broker.begin_reserve = begin_reserve  # type: ignore[method-assign]
+    worker.push_tasks([{"n": i} for i in range(10)])
+
+    worker.run()
+
+    assert _worked(worker) == [0, 1]
+    assert calls == ["collect"]
