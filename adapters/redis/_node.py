@@ -36,7 +36,7 @@ except ImportError:  # pragma: no cover - the test environment has hiredis
 from sergeant.errors import BrokerError, ConfigError
 
 from . import scripts
-from .faults import ConnectionGuard, RetryPolicy, unsendable
+from .faults import ConnectionGuard, RetryPolicy
 
 RID_LEN = 20
 HEADER_LEN = RID_LEN + 1 + 8  # rid, priority digit, delivery count (8 hex digits)
@@ -85,11 +85,16 @@ class _RidSource:
 _RIDS = _RidSource()
 
 
+def _entry_head(prefix: bytes, priority: int) -> bytes:
+    """The format of an entry's header: rid prefix, ``%010x`` for the rid's
+    counter, the priority, a delivery count of 0 (the fixed parts baked in)."""
+    return prefix + b"%010x" + b"%d00000000" % priority
+
+
 def new_entries(payloads: Sequence[bytes], priority: int) -> list[bytes]:
     """Stored entries for ``payloads``: a fresh rid, the priority, no deliveries."""
     prefix, start = _RIDS.block(len(payloads))
-    # One format with the fixed parts baked in: only the counter varies.
-    head = prefix + b"%010x" + b"%d00000000" % priority
+    head = _entry_head(prefix, priority)
     return [head % i + p for i, p in enumerate(payloads, start)]
 
 
@@ -102,7 +107,7 @@ def packed_rpush(key: str, payloads: Sequence[bytes], priority: int) -> bytes:
     against 266 µs for 1,000 payloads on 2026-12-06, a few percent of a bulk push).
     """
     prefix, start = _RIDS.block(len(payloads))
-    entry = b"$%d\r\n" + prefix + b"%010x" + b"%d00000000" % priority + b"%b\r\n"
+    entry = b"$%d\r\n" + _entry_head(prefix, priority) + b"%b\r\n"
     name = key.encode()
     parts = [
         b"*%d\r\n$5\r\nRPUSH\r\n$%d\r\n%b\r\n" % (len(payloads) + 2, len(name), name)
@@ -267,8 +272,8 @@ class Node:
         """
         if not wake:
             script = self._quiet[script.sha]
-        guarded = self.guard.briefly if brief else self.guard.call
-        return guarded(self._evalsha, script, self.keys(queue), args)
+        keys = self.keys(queue)
+        return self.guard.call_or_briefly(brief, self._evalsha, script, keys, args)
 
     def notify(self, queue: str) -> None:
         """Leave a wake-up token for ``queue``'s blocked workers, best effort.
@@ -303,10 +308,10 @@ class Node:
         ``ConnectionGuard.briefly``).
         """
         keys = self.keys(queue)
-        guarded = self.guard.briefly if brief else self.guard.call
         if not self.direct:
             args[FLAGS_AT] += "r"
-            reply = guarded(self._evalsha, self.reserve_script, keys, args)
+            script = self.reserve_script
+            reply = self.guard.call_or_briefly(brief, self._evalsha, script, keys, args)
             entries, nxt, again = reply
             return entries, nxt, again
         attempts = 1 if retried else 0
@@ -329,7 +334,7 @@ class Node:
                 alone = self._reserve_commands(keys, args, listed=False)
                 return self._reserve_sent(alone)
 
-        return guarded(attempt)
+        return self.guard.call_or_briefly(brief, attempt)
 
     def _reserve_sent(self, commands: tuple[tuple[Any, ...], ...]) -> Reserved:
         try:
@@ -491,23 +496,32 @@ class Node:
             self.run(self.push_script, queue, [priority, "", *entries], wake=wake)
             return True
         keys = self.keys(queue)
-        try:
-            rpush = packed_rpush(keys[priority], payloads, priority)
-        except UnicodeError as error:  # a queue name with a lone surrogate
-            raise unsendable(error) from error
-        if not wake:
-            self.guard.call(self._store_then_wake, (rpush,))
-            return True
-        commands = (rpush, ("LPUSH", keys[NOTIFY], "1"), ("LTRIM", keys[NOTIFY], 0, 0))
-        return bool(self.guard.call(self._store_then_wake, commands))
+        token = (
+            (("LPUSH", keys[NOTIFY], "1"), ("LTRIM", keys[NOTIFY], 0, 0))
+            if wake
+            else ()
+        )
+        return bool(
+            self.guard.call(
+                self._push_then_wake, keys[priority], payloads, priority, token
+            )
+        )
 
-    def _store_then_wake(self, commands: Sequence[Command]) -> bool:
-        """``_call`` a write and the token's commands behind it; raise the write's
-        error reply; return whether the token's commands all succeeded."""
-        first, *token = self._call(commands)
+    def _push_then_wake(
+        self,
+        key: str,
+        payloads: Sequence[bytes],
+        priority: int,
+        token: tuple[Command, ...],
+    ) -> bool:
+        """``_call`` the RPUSH of ``payloads`` (``packed_rpush``, so a name the
+        client cannot encode fails here, under the guard) and the token's
+        commands behind it; raise the RPUSH's error reply; return whether the
+        token's commands all succeeded."""
+        first, *rest = self._call((packed_rpush(key, payloads, priority), *token))
         if isinstance(first, ResponseError):
             raise first
-        return not any(isinstance(reply, ResponseError) for reply in token)
+        return not any(isinstance(reply, ResponseError) for reply in rest)
 
     def pop(
         self,
@@ -539,17 +553,18 @@ class Node:
         (see ``ConnectionGuard.briefly``).
         """
         keys = self.keys(queue)
-        guarded = self.guard.briefly if brief else self.guard.call
+        guarded = self.guard.call_or_briefly
         entries: list[bytes] = []
         ticks = self.monotonic()
         last = self._maintained.get(queue)
         if not chain and last is not None and ticks - last < MAINTAIN_EVERY:
-            entries, _ = guarded(self._pop, keys, None, count, levels)
+            entries, _ = guarded(brief, self._pop, keys, None, count, levels)
             if len(entries) == count:
                 return entries, ""
         maintain = (repr(now), count - len(entries), levels, chain or "-")
         try:
-            more, nxt = guarded(self._pop, keys, maintain, count - len(entries), levels)
+            want = count - len(entries)
+            more, nxt = guarded(brief, self._pop, keys, maintain, want, levels)
         except BrokerError:
             if entries:  # popped already: they exist nowhere else, hand them out
                 return entries, ""

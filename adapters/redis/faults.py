@@ -120,8 +120,7 @@ _CLIENT_SIDE: tuple[type[Exception], ...] = (UnicodeError,)
 _CAUGHT: tuple[type[Exception], ...] = (rex.RedisError, *_CLIENT_SIDE)
 
 
-def unsendable(error: Exception) -> BrokerError:
-    """The BrokerError for an argument the client cannot encode (``_CLIENT_SIDE``)."""
+def _client_side(error: Exception) -> BrokerError:
     kind = type(error).__name__
     return BrokerError(f"redis: cannot send an argument: {kind}: {error}")
 
@@ -202,6 +201,14 @@ class ConnectionGuard:
         if self._down_since is not None:
             self._recovered(began)
         return result
+
+    def call_or_briefly(
+        self, brief: bool, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """``briefly(fn, ...)`` when ``brief``, else ``call(fn, ...)``."""
+        if brief:
+            return self.briefly(fn, *args, **kwargs)
+        return self.call(fn, *args, **kwargs)
 
     def briefly(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Call ``fn`` for a best-effort errand: once more at once if it fails
@@ -287,7 +294,7 @@ class ConnectionGuard:
             return None
         if isinstance(error, rex.RedisError):
             return None if _not_now(error) else self._failure(error)
-        return unsendable(error)
+        return _client_side(error)
 
     def _failure(self, error: rex.RedisError) -> BrokerError:
         """The BrokerError for a failure that retrying cannot fix.
