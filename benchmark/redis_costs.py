@@ -11,7 +11,9 @@ for: a PING and a Lua script that does nothing (what calling a script costs by
 itself); 1,000 entries pushed by a plain RPUSH and by the broker's push script;
 1,000 entries popped by a plain LMPOP and by a one-line Lua LPOP; and
 at-least-once reserves of 1, 30, 100 and 1,000 tasks (each acking the previous
-batch whole) by the broker's reserve script, three ways: popped through Lua and
+batch whole): below ``scripts.SORT_FROM`` by the lean reserve script that the
+broker sends between two upkeeps (``scripts.RESERVE_FEW``), and by the broker's
+whole reserve script, three ways: popped through Lua and
 pushed to the batch's list, which the script returns; moved by ``SORT ...
 STORE``, the script returning the list; and moved by ``SORT ... STORE``, read by
 an ``LRANGE`` in the same MULTI. The broker pops through Lua below
@@ -111,6 +113,7 @@ class _Reserves:
             scripts.RESERVE.replace(threshold, "local SORT_FROM = 1e9\n")
         )
         self.by_sort = load(scripts.RESERVE.replace(threshold, "local SORT_FROM = 1\n"))
+        self.few = load(scripts.RESERVE_FEW)
         self.hash_lease = load(HASH_LEASE)
         self.dead_letter = probe.script_load(scripts.DEAD_LETTER)
         self.held = ""  # the batch the previous reserve leased
@@ -129,7 +132,7 @@ class _Reserves:
             member = f"b{next(self.members)}:w"
             args = reserve_args(time.time(), count, 60.0, member, woken=False)
             acks = [self.held, "*"] if self.held else []
-            sha = self.by_lua if way == "lua" else self.by_sort
+            sha = {"lua": self.by_lua, "few": self.few}.get(way, self.by_sort)
             script = ("EVALSHA", sha, len(KEYS), *KEYS)
             if way == "listed":
                 args[FLAGS_AT] += "l"
@@ -149,15 +152,19 @@ class _Reserves:
         return call
 
     def ways(self, count: int, calls: int) -> list[Case]:
-        """The three ways to lease ``count``; ``*`` marks the broker's."""
-        broker = "lua" if count < scripts.SORT_FROM else "listed"
+        """The ways to lease ``count``; ``*`` marks the broker's (below
+        ``SORT_FROM``: the lean script, and every ``MAINTAIN_EVERY`` the whole
+        one popping through Lua, ``(*)``)."""
+        few = count < scripts.SORT_FROM
+        broker = {"few": "*", "lua": "(*)"} if few else {"listed": "*"}
         names = {
+            **({"few": "lean script (RESERVE_FEW), no upkeep"} if few else {}),
             "lua": "popped through Lua",
             "sort": "SORT STORE, script returns it",
             "listed": "SORT STORE, MULTI + LRANGE",
         }
         return [
-            (f"lease {count:,} + ack: {name}{' *' if way == broker else ''}",
+            (f"lease {count:,} + ack: {name} {broker.get(way, '')}".rstrip(),
              self.fill, self.step(count, way), calls)
             for way, name in names.items()
         ]  # fmt: skip

@@ -62,7 +62,7 @@ def test_redis_costs_prints_a_positive_figure_for_every_operation() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     server_part, client_part = done.stdout.strip().split("\n\n")
     rows = server_part.splitlines()[1:]
-    assert len(rows) == 21
+    assert len(rows) == 23
     for row in rows:
         *_, cpu, wall = row.split()
         assert float(cpu.replace(",", "")) > 0, row

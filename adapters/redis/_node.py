@@ -210,6 +210,7 @@ class Node:
         self.push_script = register(scripts.PUSH)
         self.notify_script = register(scripts.NOTIFY)
         self.reserve_script = register(scripts.RESERVE)
+        self.reserve_few_script = register(scripts.RESERVE_FEW)
         self.maintain_script = register(scripts.MAINTAIN)
         self.ack_script = register(scripts.ACK)
         self.release_script = register(scripts.RELEASE)
@@ -303,7 +304,10 @@ class Node:
 
         A leased reserve on a plain connection is ``MULTI``, the script, ``LRANGE``
         of the new batch's list, ``EXEC``: the entries reach the client straight
-        from the list the script filled, never through Lua (see ``scripts``).
+        from the list the script filled, never through Lua (see ``scripts``). A
+        small one sent less than ``MAINTAIN_EVERY`` after the last upkeep is the
+        lean ``scripts.RESERVE_FEW`` instead (see ``_may_skip_upkeep``): most
+        reserves of a worker taking one task at a time.
         ``brief``: one attempt and one at once, no back-off (see
         ``ConnectionGuard.briefly``).
         """
@@ -321,9 +325,12 @@ class Node:
             if attempts:
                 args[FLAGS_AT] += "r"
             attempts += 1
+            if self._may_skip_upkeep(queue, args):  # never a retry: flagged "r"
+                return self._reserve_sent(self._reserve_few_command(keys, args))
             commands = self._reserve_commands(keys, args)
+            ticks = self.monotonic()
             try:
-                return self._reserve_sent(commands)
+                got = self._reserve_sent(commands)
             except OutOfMemoryError:
                 if len(commands) == 1:
                     raise
@@ -332,18 +339,43 @@ class Node:
                 # may go on writing (``scripts._MAY_GO_ON``): take the batch
                 # through Lua then, so workers drain the queue filling memory.
                 alone = self._reserve_commands(keys, args, listed=False)
-                return self._reserve_sent(alone)
+                got = self._reserve_sent(alone)
+            self._maintained[queue] = ticks
+            return got
 
         return self.guard.call_or_briefly(brief, attempt)
+
+    def _may_skip_upkeep(self, queue: str, args: list[Any]) -> bool:
+        """Whether a first attempt of this reserve may be ``RESERVE_FEW``: a lease
+        of fewer than ``scripts.SORT_FROM`` tasks, by a caller not woken, acking
+        whole batches only, while the reserve script (or the maintenance script
+        of ``pop``) ran on this queue less than ``MAINTAIN_EVERY`` ago."""
+        if args[2] == "" or args[1] >= scripts.SORT_FROM or args[FLAGS_AT] != "-":
+            return False
+        if any(rids != "*" for rids in args[FLAGS_AT + 2 :: 2]):
+            return False
+        last = self._maintained.get(queue)
+        return last is not None and self.monotonic() - last < MAINTAIN_EVERY
+
+    def _reserve_few_command(
+        self, keys: list[str], args: list[Any]
+    ) -> tuple[tuple[Any, ...], ...]:
+        """The lean reserve as sent on a plain connection: the script alone."""
+        sha = self.reserve_few_script.sha
+        return (("EVALSHA", sha, len(keys), *keys, *args),)
 
     def _reserve_sent(self, commands: tuple[tuple[Any, ...], ...]) -> Reserved:
         try:
             return _reserve_reply(self._call(commands))
         except NoScriptError:
             # The server lost its scripts (restart, SCRIPT FLUSH): nothing ran
-            # (an LRANGE found no batch), so load the script and do it again.
-            self.client.script_load(scripts.RESERVE)
+            # (an LRANGE found no batch), so load them and do it again.
+            self._load_reserve_scripts()
             return _reserve_reply(self._call(commands))
+
+    def _load_reserve_scripts(self) -> None:
+        for source in (scripts.RESERVE, scripts.RESERVE_FEW):
+            self.client.script_load(source)
 
     def _reserve_commands(
         self, keys: list[str], args: list[Any], *, listed: bool = True
@@ -389,7 +421,13 @@ class Node:
             reply = self.reserve(queue, args)
             return lambda: reply
         self._sending_thread = me
-        commands = self._reserve_commands(self.keys(queue), args)
+        keys = self.keys(queue)
+        lean = self._may_skip_upkeep(queue, args)
+        if lean:
+            commands = self._reserve_few_command(keys, args)
+        else:
+            commands = self._reserve_commands(keys, args)
+        ticks = self.monotonic()
         slot = _Slot(len(commands))
         try:
             if self._conn is None:
@@ -408,9 +446,15 @@ class Node:
                 self._read_until(slot)
             if slot.replies is not _FAILED:
                 try:
-                    return _reserve_reply(slot.replies)
-                except ResponseError:  # NOSCRIPT, or an error the retry raises
+                    got = _reserve_reply(slot.replies)
+                except NoScriptError:  # nothing ran
+                    self._load_reserve_scripts()
+                except ResponseError:  # an error the retry raises
                     pass
+                else:
+                    if not lean:
+                        self._maintained[queue] = ticks
+                    return got
             return self.reserve(queue, args, retried=True)
 
         return finish

@@ -53,10 +53,18 @@ def quiet(source: str) -> str:
     return source.replace(_WAKE, "local WAKE = false\n", 1)
 
 
+# A batch's list (or hash) of unsettled entries, from its member '<bid>:<owner>'.
+_BATCH_KEY = """
+local function batch_key(member)
+  return KEYS[4] .. ':' .. string.sub(member, 1, string.find(member, ':', 1, true) - 1)
+end
+"""
+
 # Shared helpers, prepended to the queue scripts. Redis' Lua stack takes at most
 # ~8000 unpacked values, hence the chunking.
 _HELPERS = (
     _WAKE
+    + _BATCH_KEY
     + """
 local CHUNK = 1000
 -- How long a call's token is remembered, so its retries do not act again.
@@ -66,9 +74,6 @@ local function chunked(cmd, key, items, width)
   for i = 1, #items, step do
     redis.call(cmd, key, unpack(items, i, math.min(i + step - 1, #items)))
   end
-end
-local function batch_key(member)
-  return KEYS[4] .. ':' .. string.sub(member, 1, string.find(member, ':', 1, true) - 1)
 end
 local function notify()
   if not WAKE then return end
@@ -278,6 +283,36 @@ return ''
 """
 )
 
+# Positions (1-based) of entries delivered before: only their counts need parsing.
+_REDELIVERED = """
+local function redelivered(got)
+  local again = {}
+  for i = 1, #got do
+    if string.sub(got[i], 22, 29) ~= '00000000' then again[#again + 1] = i end
+  end
+  return again
+end
+"""
+
+# Take up to ``count`` entries off the head of the ready lists, HIGH first
+# (ARGV[5]: levels, '1' HIGH only, '2' HIGH then NORMAL).
+_POP_FEW = """
+local function pop_few(count)
+  if ARGV[5] ~= '2' then return redis.call('LPOP', KEYS[1], count) or {} end
+  -- LMPOP takes from the first non-empty list: top up from NORMAL only when
+  -- HIGH ran short.
+  local popped = redis.call('LMPOP', 2, KEYS[1], KEYS[2], 'LEFT', 'COUNT', count)
+  local got = popped and popped[2] or {}
+  if #got < count and popped and popped[1] == KEYS[1] then
+    local more = redis.call('LPOP', KEYS[2], count - #got)
+    if more then
+      for i = 1, #more do got[#got + 1] = more[i] end
+    end
+  end
+  return got
+end
+"""
+
 # From this many tasks on, a leased reserve moves them with SORT ... STORE rather
 # than through Lua, and a caller on a plain connection reads them with LRANGE
 # (``Node._reserve_commands``). ``python -m benchmark.redis_costs`` prints both
@@ -288,6 +323,8 @@ SORT_FROM = 32
 RESERVE = (
     _HELPERS
     + _MAY_GO_ON
+    + _REDELIVERED
+    + _POP_FEW
     + f"local SORT_FROM = {SORT_FROM}\n"
     + """
 -- ARGV: now, count, lease deadline ('' = at-most-once pop), batch member
@@ -303,14 +340,6 @@ RESERVE = (
 local now, count, deadline, member = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local flags = ARGV[6]
 each_group(7, acked)
-local function redelivered(got)
-  -- Positions of entries delivered before: only their counts need parsing.
-  local again = {}
-  for i = 1, #got do
-    if string.sub(got[i], 22, 29) ~= '00000000' then again[#again + 1] = i end
-  end
-  return again
-end
 local key = deadline ~= '' and batch_key(member)
 local function handed(more)
   if string.find(flags, 'l', 1, true) then return {{}, more or '', {}} end
@@ -350,20 +379,7 @@ if key and count >= SORT_FROM then
   end
 else
   -- A pop, or a lease of a few: through Lua costs less than the SORTs then.
-  if ARGV[5] == '2' then
-    -- HIGH first: LMPOP takes from the first non-empty list, so top up from
-    -- NORMAL only when HIGH ran short.
-    local popped = redis.call('LMPOP', 2, KEYS[1], KEYS[2], 'LEFT', 'COUNT', count)
-    got = popped and popped[2] or {}
-    if #got < count and popped and popped[1] == KEYS[1] then
-      local more = redis.call('LPOP', KEYS[2], count - #got)
-      if more then
-        for i = 1, #more do got[#got + 1] = more[i] end
-      end
-    end
-  else
-    got = redis.call('LPOP', KEYS[1], count) or {}
-  end
+  got = pop_few(count)
   n = #got
   if key and n > 0 then chunked('RPUSH', key, got, 1) end
 end
@@ -386,6 +402,43 @@ if got and not string.find(flags, 'l', 1, true) then
   return {got, more, redelivered(got)}
 end
 return handed(more)
+"""
+)
+
+# The common reserve, lean: a first attempt (no lost reply to look for) that
+# leases fewer than ``SORT_FROM`` tasks, for a caller that was not woken (no
+# wake-up to pass on), whose acks are all of whole batches, and that ran the
+# reserve script less than ``MAINTAIN_EVERY`` ago (``Node.reserve``). It
+# reclaims lapsed leases and promotes due delayed tasks only when nothing is
+# ready: a task falling due meanwhile would only join the tail of ready lists
+# that are not empty, and a lapsed lease waits that much longer. The helpers
+# that maintenance needs are defined in that branch only: a worker taking one
+# task at a time sends this for almost every task, and its server time is about
+# half the reserve script's (``python -m benchmark.redis_costs``). ARGV and
+# reply as the reserve script's.
+RESERVE_FEW = (
+    _MAY_GO_ON
+    + _BATCH_KEY
+    + _REDELIVERED
+    + _POP_FEW
+    + """
+local now, count, deadline, member = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+for g = 7, #ARGV - 1, 2 do
+  redis.call('DEL', batch_key(ARGV[g]))
+  redis.call('ZREM', KEYS[4], ARGV[g])
+end
+local got = pop_few(count)
+if #got == 0 then
+"""
+    + _HELPERS
+    + _MAINTAIN
+    + """
+  got = pop_few(count)
+  if #got == 0 then return {{}, next_due(), {}} end
+end
+redis.call('RPUSH', batch_key(member), unpack(got))
+redis.call('ZADD', KEYS[4], deadline, member)
+return {got, '', redelivered(got)}
 """
 )
 

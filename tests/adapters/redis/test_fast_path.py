@@ -237,6 +237,7 @@ def test_an_at_most_once_pop_reports_a_lapsed_tasks_delivery_count(
     """Counts are read from the popped entries: a task whose lease lapsed is on
     its second delivery, a fresh one on its first."""
     broker, _, clock = clocked
+    broker._nodes[0].monotonic = clock  # 11 s pass for the maintenance interval too
     broker.push("q", [b"lapsed"])
     broker.reserve("q", owner="w", lease=10.0)
     broker.push("q", [b"fresh"])
@@ -320,6 +321,148 @@ def test_tasks_popped_before_an_outage_are_handed_out_not_dropped(
 
     assert len(got) == 1
     assert got[0].endswith(b"a")
+
+
+# -- at least once, a few at a time: the lean reserve script between upkeeps ------
+
+
+def _calls(raw: redis.Redis, command: str) -> int:
+    """How many times the server ran ``command`` (scripts' calls included)."""
+    return int(raw.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def test_reserves_between_upkeeps_lease_and_ack_without_maintenance(
+    clocked: tuple[RedisBroker, redis.Redis, _Clock],
+) -> None:
+    """One at a time, each reserve acking the one before: inside MAINTAIN_EVERY
+    no reserve looks for lapsed leases or due tasks (the lean script), every task
+    is handed out once and in order, and the acks leave nothing behind; past the
+    interval the next reserve maintains again."""
+    broker, raw, _ = clocked
+    ticks = _Clock()
+    broker._nodes[0].monotonic = ticks
+    broker.push("q", [b"%d" % i for i in range(12)])
+    got = broker.reserve("q", owner="w")  # the whole script: maintains
+    raw.config_resetstat()
+
+    ran = list(got)
+    for _ in range(10):
+        got = broker.reserve("q", owner="w", ack=got)
+        ran += got
+    lean_lookups = _calls(raw, "zrangebyscore")
+    ticks.now += MAINTAIN_EVERY
+    ran += broker.reserve("q", owner="w", ack=got)
+    later_lookups = _calls(raw, "zrangebyscore")
+
+    assert payloads(ran) == [b"%d" % i for i in range(12)]
+    assert [d.deliveries for d in ran] == [1] * 12
+    assert lean_lookups == 0
+    assert later_lookups == 2  # lapsed leases, due delayed tasks
+    assert broker.lengths("q") == QueueLengths(in_flight=1)
+
+
+def test_a_busy_reserve_takes_due_and_lapsed_tasks_once_the_interval_passes(
+    clocked: tuple[RedisBroker, redis.Redis, _Clock],
+) -> None:
+    """While tasks are ready, a task falling due or a lease lapsing inside
+    MAINTAIN_EVERY waits for the next upkeep (it would only join the ready
+    lists' tail); the upkeep then promotes the due one (HIGH: first of all) and
+    puts the lapsed one back at the front of the NORMAL tasks."""
+    broker, _, clock = clocked
+    ticks = _Clock()
+    broker._nodes[0].monotonic = ticks
+    broker.push("q", [b"lapsing"])
+    broker.reserve("q", owner="dead", lease=1.0)
+    broker.push("q", [b"%d" % i for i in range(5)])
+    broker.push("q", [b"urgent"], priority=Priority.HIGH, eta=clock.now + 0.5)
+    first = broker.reserve("q", owner="w")  # maintains: nothing due yet
+    clock.now += 2.0  # "urgent" is due, "lapsing" has lapsed
+
+    inside = broker.reserve("q", owner="w", ack=first)
+    ticks.now += MAINTAIN_EVERY
+    after = broker.reserve("q", owner="w", count=2, ack=inside)
+
+    assert payloads(first + inside) == [b"0", b"1"]
+    assert [(d.payload, d.deliveries) for d in after] == [
+        (b"urgent", 1),
+        (b"lapsing", 2),
+    ]
+
+
+def test_a_lean_reserve_that_finds_nothing_ready_maintains_and_says_when_next(
+    clocked: tuple[RedisBroker, redis.Redis, _Clock],
+) -> None:
+    """Inside MAINTAIN_EVERY with the ready lists empty, a reserve still promotes
+    a task that fell due, and, with none, reports when the next one will be."""
+    broker, raw, clock = clocked
+    broker._nodes[0].monotonic = lambda: 50.0  # never past MAINTAIN_EVERY
+    node = broker._nodes[0]
+    broker.push("q", [b"a"])
+    broker.push("q", [b"soon"], eta=clock.now + 1.0)
+    broker.push("q", [b"later"], eta=clock.now + 7.0)
+    first = broker.reserve("q", owner="w")  # maintains
+    clock.now += 2.0
+    raw.config_resetstat()
+
+    due = broker.reserve("q", owner="w", ack=first)
+    broker.ack("q", due)
+    args = _node.reserve_args(clock.now, 1, 60.0, "b:w", woken=False)
+    entries, nxt, _ = node.reserve("q", args)
+
+    assert payloads(due) == [b"soon"]
+    assert entries == []
+    assert float(nxt) == pytest.approx(clock.now + 5.0)
+    assert _calls(raw, "zrangebyscore") == 4  # two lean reserves, each maintained
+    assert broker.lengths("q") == QueueLengths(delayed=1)
+
+
+def test_a_lean_reserve_whose_reply_was_lost_hands_out_the_same_task(
+    clocked: tuple[RedisBroker, redis.Redis, _Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lean script ran, its reply was lost: the retry (the whole script, which
+    looks for a batch leased under the call's id) leases nothing more."""
+    broker, _, _ = clocked
+    node = broker._nodes[0]
+    node.monotonic = lambda: 50.0
+    broker.push("q", [b"a", b"b", b"c"])
+    first = broker.reserve("q", owner="w")  # maintains
+    real_call = node._call
+    lost: list[bool] = []
+
+    def call_losing_the_lean_reply(commands: Any) -> list[Any]:
+        replies = real_call(commands)
+        if not lost and node.reserve_few_script.sha in commands[0]:
+            lost.append(True)
+            raise redis.ConnectionError("reply lost")
+        return replies
+
+    monkeypatch.setattr(node, "_call", call_losing_the_lean_reply)
+    second = broker.reserve("q", owner="w", ack=first)
+
+    assert lost
+    assert payloads(first + second) == [b"a", b"b"]
+    assert broker.lengths("q") == QueueLengths(ready=1, in_flight=1)
+
+
+@pytest.mark.parametrize("prefetched", [False, True], ids=["reserve", "prefetch"])
+def test_a_lean_reserve_survives_a_script_flush(
+    clocked: tuple[RedisBroker, redis.Redis, _Clock], prefetched: bool
+) -> None:
+    """NOSCRIPT for the lean script: loaded, sent again, nothing lost or doubled."""
+    broker, raw, _ = clocked
+    broker._nodes[0].monotonic = lambda: 50.0
+    broker.push("q", [b"a", b"b", b"c"])
+    first = broker.reserve("q", owner="w")  # maintains
+    raw.script_flush()
+
+    if prefetched:
+        second = broker.begin_reserve("q", owner="w", ack=first)()
+    else:
+        second = broker.reserve("q", owner="w", ack=first)
+    third = broker.reserve("q", owner="w", ack=second)
+
+    assert payloads(first + second + third) == [b"a", b"b", b"c"]
+    assert broker.lengths("q") == QueueLengths(in_flight=1)
 
 
 # Reserves of fewer than LISTED_FROM tasks get their entries from the script, the
