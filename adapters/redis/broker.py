@@ -252,8 +252,9 @@ class RedisBroker:
         member = "" if lease is None else f"{new_batch_id()}:{owner}"
         give_up = time.monotonic() + wait
         woken = False
+        once = self._reserve_on_one if self._single else self._reserve_once
         while True:
-            got, due = self._reserve_once(queue, member, count, lease, acks, woken)
+            got, due = once(queue, member, count, lease, acks, woken)
             acks = {}
             left = give_up - time.monotonic()
             if got or left < _MIN_BLOCK:
@@ -406,6 +407,31 @@ class RedisBroker:
         if pass_on:
             self._pass_on(queue)
         return out, due
+
+    def _reserve_on_one(  # noqa: PLR0917 - one call of reserve's loop
+        self,
+        queue: str,
+        member: str,
+        count: int,
+        lease: float | None,
+        acks: dict[int, list[str]],
+        woken: bool,
+    ) -> tuple[list[Delivery], float | None]:
+        """``_reserve_once`` on one node: the same calls, without the bookkeeping
+        of several (which nodes, which member per visit, which are down). Every
+        reserve of a worker on one node runs this."""
+        node = self._nodes[0]
+        now = self._clock()
+        if lease is None and node.direct:  # a plain pop; acks go on their own
+            entries, nxt = node.pop(queue, now, count, "2", "c" if woken else "")
+            again = None
+            self._ack_unvisited(queue, acks, holding=bool(entries), brief=set())
+        else:
+            args = reserve_args(now, count, lease, member, woken=woken)
+            entries, nxt, again = node.reserve(queue, [*args, *acks.get(0, ())])
+        if entries:
+            return self._hand_out(0, entries, again, member), None
+        return [], _earlier(None, nxt)
 
     def _visit(
         self,
