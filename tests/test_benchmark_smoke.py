@@ -73,6 +73,25 @@ def test_redis_costs_prints_a_positive_figure_for_every_operation() -> None:
         assert float(row.split()[-1].replace(",", "")) > 0, row
 
 
+@pytest.mark.redis
+def test_one_at_a_time_prints_a_positive_wall_time_for_every_layer() -> None:
+    """``python -m benchmark.one_at_a_time`` runs each of its eight calls."""
+    argv = [sys.executable, "-m", "benchmark.one_at_a_time", "--calls", "200",
+            "--rounds", "1"]  # fmt: skip
+
+    done = subprocess.run(
+        argv, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = done.stdout.strip().splitlines()[1:]
+    assert len(rows) == 8
+    for row in rows:
+        *_, cpu, wall = row.split()
+        assert float(cpu.replace(",", "")) >= 0, row
+        assert float(wall.replace(",", "")) > 0, row
+
+
 def test_codecs_benchmark_prints_every_codec_and_the_task_build_rows() -> None:
     """``python -m benchmark.codecs`` runs, with a rate for every row it prints."""
     argv = [sys.executable, "-m", "benchmark.codecs", "--tasks", "200", "--repeat", "1"]

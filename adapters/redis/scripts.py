@@ -413,9 +413,9 @@ return handed(more)
 # ready: a task falling due meanwhile would only join the tail of ready lists
 # that are not empty, and a lapsed lease waits that much longer. The helpers
 # that maintenance needs are defined in that branch only: a worker taking one
-# task at a time sends this for almost every task, and its server time is about
-# half the reserve script's (``python -m benchmark.redis_costs``). ARGV and
-# reply as the reserve script's.
+# task at a time sends this for almost every task, and it costs the server about
+# a fifth less than the reserve script (``python -m benchmark.redis_costs``,
+# rows "lease 1 + ack"). ARGV and reply as the reserve script's.
 RESERVE_FEW = (
     _MAY_GO_ON
     + _BATCH_KEY
