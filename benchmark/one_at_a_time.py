@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +40,7 @@ from sergeant.task import Task
 from sergeant.worker import Worker
 
 from ._redis_server import RedisServer, run_cli, server_cpu_seconds
+from .redis_costs import medians, per_call
 
 KWARGS = {"url": "https://example.com/x", "n": 1}
 QUEUE = "q"
@@ -134,17 +134,7 @@ def _each_call(
     probe: Any, setup: Callable[[int], None], call: Callable[[], None]
 ) -> Callable[[int], tuple[float, float]]:
     """(server CPU µs, wall µs) per call over ``n`` calls after ``setup(n)``."""
-
-    def run(n: int) -> tuple[float, float]:
-        setup(n)
-        before = server_cpu_seconds(probe)
-        started = time.perf_counter()
-        for _ in range(n):
-            call()
-        wall = time.perf_counter() - started
-        return (server_cpu_seconds(probe) - before) / n * 1e6, wall / n * 1e6
-
-    return run
+    return functools.partial(per_call, probe, setup, call)
 
 
 def rows(
@@ -170,14 +160,7 @@ def rows(
                 results[name].append(measure(calls))
     finally:
         c.close()
-    return [
-        (
-            name,
-            statistics.median(cpu for cpu, _ in got),
-            statistics.median(wall for _, wall in got),
-        )
-        for name, got in results.items()
-    ]
+    return medians(results)
 
 
 def main(argv: list[str] | None = None) -> None:

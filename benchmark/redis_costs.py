@@ -82,7 +82,7 @@ return got
 """
 
 
-def _measure(
+def per_call(
     probe: redis.Redis, setup: Callable[[int], None], call: Callable[[], None], n: int
 ) -> tuple[float, float]:
     """Server CPU µs and wall µs per ``call``, over ``n`` calls after ``setup(n)``."""
@@ -97,6 +97,20 @@ def _measure(
 
 
 Case = tuple[str, Callable[[int], None], Callable[[], None], int]
+
+
+def medians(
+    results: dict[str, list[tuple[float, float]]],
+) -> list[tuple[str, float, float]]:
+    """(name, median server CPU µs, median wall µs) per name of ``results``."""
+    return [
+        (
+            name,
+            statistics.median(cpu for cpu, _ in got),
+            statistics.median(wall for _, wall in got),
+        )
+        for name, got in results.items()
+    ]
 
 
 class _Reserves:
@@ -250,17 +264,10 @@ def rows(server: RedisServer, rounds: int) -> list[tuple[str, float, float]]:
     results: dict[str, list[tuple[float, float]]] = {name: [] for name, *_ in cases}
     for _ in range(rounds):
         for name, setup, call, n in cases:
-            results[name].append(_measure(probe, setup, call, n))
+            results[name].append(per_call(probe, setup, call, n))
     conn.disconnect()
     probe.close()
-    return [
-        (
-            name,
-            statistics.median(cpu for cpu, _ in got),
-            statistics.median(wall for _, wall in got),
-        )
-        for name, got in results.items()
-    ]
+    return medians(results)
 
 
 def packing(server: RedisServer, rounds: int) -> list[tuple[str, float]]:
