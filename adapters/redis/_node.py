@@ -306,16 +306,20 @@ class Node:
         of the new batch's list, ``EXEC``: the entries reach the client straight
         from the list the script filled, never through Lua (see ``scripts``). A
         small one sent less than ``MAINTAIN_EVERY`` after the last upkeep is the
-        lean ``scripts.RESERVE_FEW`` instead (see ``_may_skip_upkeep``): most
-        reserves of a worker taking one task at a time.
+        lean ``scripts.RESERVE_FEW`` instead, on any client (see
+        ``_may_skip_upkeep``): most reserves of a worker taking one task at a time.
         ``brief``: one attempt and one at once, no back-off (see
         ``ConnectionGuard.briefly``).
         """
         keys = self.keys(queue)
         if not self.direct:
             args[FLAGS_AT] += "r"
-            script = self.reserve_script
+            lean = self._may_skip_upkeep(queue, args)
+            script = self.reserve_few_script if lean else self.reserve_script
+            ticks = self.monotonic()
             reply = self.guard.call_or_briefly(brief, self._evalsha, script, keys, args)
+            if not lean:
+                self._maintained[queue] = ticks
             entries, nxt, again = reply
             return entries, nxt, again
         attempts = 1 if retried else 0
@@ -325,7 +329,7 @@ class Node:
             if attempts:
                 args[FLAGS_AT] += "r"
             attempts += 1
-            if self._may_skip_upkeep(queue, args):  # never a retry: flagged "r"
+            if self._may_skip_upkeep(queue, args):
                 return self._reserve_sent(self._reserve_few_command(keys, args))
             commands = self._reserve_commands(keys, args)
             ticks = self.monotonic()
@@ -346,11 +350,14 @@ class Node:
         return self.guard.call_or_briefly(brief, attempt)
 
     def _may_skip_upkeep(self, queue: str, args: list[Any]) -> bool:
-        """Whether a first attempt of this reserve may be ``RESERVE_FEW``: a lease
-        of fewer than ``scripts.SORT_FROM`` tasks, by a caller not woken, acking
-        whole batches only, while the reserve script (or the maintenance script
-        of ``pop``) ran on this queue less than ``MAINTAIN_EVERY`` ago."""
-        if args[2] == "" or args[1] >= scripts.SORT_FROM or args[FLAGS_AT] != "-":
+        """Whether this reserve may be ``RESERVE_FEW``: a lease of fewer than
+        ``scripts.SORT_FROM`` tasks, by a caller not woken (flags ``-``, or
+        ``-r`` for a retry), acking whole batches only, while the reserve script
+        (or the maintenance script of ``pop``) ran on this queue less than
+        ``MAINTAIN_EVERY`` ago."""
+        if args[2] == "" or args[1] >= scripts.SORT_FROM:
+            return False
+        if args[FLAGS_AT] not in ("-", "-r"):
             return False
         if any(rids != "*" for rids in args[FLAGS_AT + 2 :: 2]):
             return False

@@ -405,10 +405,11 @@ return handed(more)
 """
 )
 
-# The common reserve, lean: a first attempt (no lost reply to look for) that
-# leases fewer than ``SORT_FROM`` tasks, for a caller that was not woken (no
-# wake-up to pass on), whose acks are all of whole batches, and that ran the
-# reserve script less than ``MAINTAIN_EVERY`` ago (``Node.reserve``). It
+# The common reserve, lean: a lease of fewer than ``SORT_FROM`` tasks, for a
+# caller that was not woken (no wake-up to pass on), whose acks are all of whole
+# batches, and that ran the reserve script less than ``MAINTAIN_EVERY`` ago
+# (``Node.reserve``). A retry (flag 'r') looks for its first attempt's batch as
+# the reserve script does. It
 # reclaims lapsed leases and promotes due delayed tasks only when nothing is
 # ready: a task falling due meanwhile would only join the tail of ready lists
 # that are not empty, and a lapsed lease waits that much longer. The helpers
@@ -427,6 +428,14 @@ for g = 7, #ARGV - 1, 2 do
   redis.call('DEL', batch_key(ARGV[g]))
   redis.call('ZREM', KEYS[4], ARGV[g])
 end
+local key = batch_key(member)
+if string.find(ARGV[6], 'r', 1, true) and redis.call('EXISTS', key) == 1 then
+  -- A retry whose first attempt ran (see the reserve script): the same tasks.
+  -- Still a list: nobody got their receipts to settle any of them.
+  redis.call('ZADD', KEYS[4], deadline, member)
+  local held = redis.call('LRANGE', key, 0, -1)
+  return {held, '', redelivered(held)}
+end
 local got = pop_few(count)
 if #got == 0 then
 """
@@ -436,7 +445,7 @@ if #got == 0 then
   got = pop_few(count)
   if #got == 0 then return {{}, next_due(), {}} end
 end
-redis.call('RPUSH', batch_key(member), unpack(got))
+redis.call('RPUSH', key, unpack(got))
 redis.call('ZADD', KEYS[4], deadline, member)
 return {got, '', redelivered(got)}
 """

@@ -259,6 +259,44 @@ def test_a_reserve_retried_by_redis_py_itself_hands_out_its_first_batch(
     assert left == QueueLengths(ready=count)
 
 
+def test_a_lean_reserve_on_a_client_of_the_normal_path_retried_by_redis_py(
+    redis_server: RedisServer,
+) -> None:
+    """On a client whose calls go through ``execute_command`` (as a cluster
+    client's do) a small reserve between upkeeps is the lean script too: no
+    lookup for lapsed leases or due tasks; and when redis-py itself re-sends it
+    after a lost reply, the same batch comes back, nothing more is leased."""
+    namespace = new_namespace()
+    pool = redis.ConnectionPool(
+        host="127.0.0.1",
+        port=redis_server.port,
+        retry=Retry(NoBackoff(), 1),
+        connection_class=_RepliesLost,
+    )
+    client = redis.Redis(connection_pool=pool, single_connection_client=True)
+    raw = redis_server.client()
+    broker = RedisBroker(client, namespace=namespace, retry=TEST_RETRY)
+    broker._nodes[0].monotonic = lambda: 50.0  # never past MAINTAIN_EVERY
+    broker.push("q", [b"%d" % i for i in range(12)])
+    first = broker.reserve("q", owner="w", count=4)  # the whole script: maintains
+    raw.config_resetstat()
+
+    _RepliesLost.armed = True
+    second = broker.reserve("q", owner="w", count=4, ack=first)
+    retried = not _RepliesLost.armed
+    lookups = raw.info("commandstats").get("cmdstat_zrangebyscore", {})
+    held = broker.lengths("q")
+    broker.close()
+    raw.close()
+    delete_namespace([redis_server], namespace)
+
+    assert not broker._nodes[0].direct
+    assert retried
+    assert lookups == {}
+    assert payloads(first + second) == [b"%d" % i for i in range(8)]
+    assert held == QueueLengths(ready=4, in_flight=4)
+
+
 def test_a_retried_replay_or_popped_dead_letter_acts_once(
     redis_server: RedisServer,
 ) -> None:

@@ -419,7 +419,7 @@ def test_a_lean_reserve_that_finds_nothing_ready_maintains_and_says_when_next(
 def test_a_lean_reserve_whose_reply_was_lost_hands_out_the_same_task(
     clocked: tuple[RedisBroker, redis.Redis, _Clock], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The lean script ran, its reply was lost: the retry (the whole script, which
+    """The lean script ran, its reply was lost: the retry (flagged as one, so it
     looks for a batch leased under the call's id) leases nothing more."""
     broker, _, _ = clocked
     node = broker._nodes[0]
