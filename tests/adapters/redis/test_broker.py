@@ -224,6 +224,18 @@ class _RepliesLost(redis.Connection):
         return reply
 
 
+def _retrying_client(redis_server: RedisServer) -> redis.Redis:
+    """A client on the normal path (``single_connection_client``) that keeps one
+    redis-py retry, on connections that lose a script's reply when armed."""
+    pool = redis.ConnectionPool(
+        host="127.0.0.1",
+        port=redis_server.port,
+        retry=Retry(NoBackoff(), 1),
+        connection_class=_RepliesLost,
+    )
+    return redis.Redis(connection_pool=pool, single_connection_client=True)
+
+
 @pytest.mark.parametrize("count", [5, LISTED_FROM], ids=["popped", "sorted"])
 def test_a_reserve_retried_by_redis_py_itself_hands_out_its_first_batch(
     redis_server: RedisServer, count: int
@@ -234,13 +246,7 @@ def test_a_reserve_retried_by_redis_py_itself_hands_out_its_first_batch(
     instead of leasing more into it (the whole-batch ack would drop tasks never
     run) or overwriting it (its first tasks would be lost)."""
     namespace = new_namespace()
-    pool = redis.ConnectionPool(
-        host="127.0.0.1",
-        port=redis_server.port,
-        retry=Retry(NoBackoff(), 1),
-        connection_class=_RepliesLost,
-    )
-    client = redis.Redis(connection_pool=pool, single_connection_client=True)
+    client = _retrying_client(redis_server)
     broker = RedisBroker(client, namespace=namespace, retry=TEST_RETRY)
     broker.push("q", [b"%d" % i for i in range(2 * count)])  # loads the scripts
 
@@ -267,13 +273,7 @@ def test_a_lean_reserve_on_a_client_of_the_normal_path_retried_by_redis_py(
     lookup for lapsed leases or due tasks; and when redis-py itself re-sends it
     after a lost reply, the same batch comes back, nothing more is leased."""
     namespace = new_namespace()
-    pool = redis.ConnectionPool(
-        host="127.0.0.1",
-        port=redis_server.port,
-        retry=Retry(NoBackoff(), 1),
-        connection_class=_RepliesLost,
-    )
-    client = redis.Redis(connection_pool=pool, single_connection_client=True)
+    client = _retrying_client(redis_server)
     raw = redis_server.client()
     broker = RedisBroker(client, namespace=namespace, retry=TEST_RETRY)
     broker._nodes[0].monotonic = lambda: 50.0  # never past MAINTAIN_EVERY
