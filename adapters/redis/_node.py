@@ -316,10 +316,9 @@ class Node:
             args[FLAGS_AT] += "r"
             lean = self._may_skip_upkeep(queue, args)
             script = self.reserve_few_script if lean else self.reserve_script
-            ticks = self.monotonic()
             reply = self.guard.call_or_briefly(brief, self._evalsha, script, keys, args)
             if not lean:
-                self._maintained[queue] = ticks
+                self._maintained[queue] = self.monotonic()
             entries, nxt, again = reply
             return entries, nxt, again
         attempts = 1 if retried else 0
@@ -329,10 +328,7 @@ class Node:
             if attempts:
                 args[FLAGS_AT] += "r"
             attempts += 1
-            if self._may_skip_upkeep(queue, args):
-                return self._reserve_sent(self._reserve_few_command(keys, args))
-            commands = self._reserve_commands(keys, args)
-            ticks = self.monotonic()
+            commands, lean = self._reserve_request(queue, keys, args)
             try:
                 got = self._reserve_sent(commands)
             except OutOfMemoryError:
@@ -344,7 +340,8 @@ class Node:
                 # through Lua then, so workers drain the queue filling memory.
                 alone = self._reserve_commands(keys, args, listed=False)
                 got = self._reserve_sent(alone)
-            self._maintained[queue] = ticks
+            if not lean:
+                self._maintained[queue] = self.monotonic()
             return got
 
         return self.guard.call_or_briefly(brief, attempt)
@@ -364,12 +361,15 @@ class Node:
         last = self._maintained.get(queue)
         return last is not None and self.monotonic() - last < MAINTAIN_EVERY
 
-    def _reserve_few_command(
-        self, keys: list[str], args: list[Any]
-    ) -> tuple[tuple[Any, ...], ...]:
-        """The lean reserve as sent on a plain connection: the script alone."""
-        sha = self.reserve_few_script.sha
-        return (("EVALSHA", sha, len(keys), *keys, *args),)
+    def _reserve_request(
+        self, queue: str, keys: list[str], args: list[Any]
+    ) -> tuple[tuple[tuple[Any, ...], ...], bool]:
+        """A reserve as sent on a plain connection, and whether it is the lean
+        script (the script alone) rather than ``_reserve_commands``."""
+        if self._may_skip_upkeep(queue, args):
+            sha = self.reserve_few_script.sha
+            return (("EVALSHA", sha, len(keys), *keys, *args),), True
+        return self._reserve_commands(keys, args), False
 
     def _reserve_sent(self, commands: tuple[tuple[Any, ...], ...]) -> Reserved:
         try:
@@ -428,13 +428,7 @@ class Node:
             reply = self.reserve(queue, args)
             return lambda: reply
         self._sending_thread = me
-        keys = self.keys(queue)
-        lean = self._may_skip_upkeep(queue, args)
-        if lean:
-            commands = self._reserve_few_command(keys, args)
-        else:
-            commands = self._reserve_commands(keys, args)
-        ticks = self.monotonic()
+        commands, lean = self._reserve_request(queue, self.keys(queue), args)
         slot = _Slot(len(commands))
         try:
             if self._conn is None:
@@ -460,7 +454,7 @@ class Node:
                     pass
                 else:
                     if not lean:
-                        self._maintained[queue] = ticks
+                        self._maintained[queue] = self.monotonic()
                     return got
             return self.reserve(queue, args, retried=True)
 

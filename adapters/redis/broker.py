@@ -422,13 +422,12 @@ class RedisBroker:
         reserve of a worker on one node runs this."""
         node = self._nodes[0]
         now = self._clock()
-        if lease is None and node.direct:  # a plain pop; acks go on their own
-            entries, nxt = node.pop(queue, now, count, "2", "c" if woken else "")
-            again = None
+        args = reserve_args(now, count, lease, member, woken=woken)
+        popping = lease is None and node.direct  # acks then go on their own
+        pending = [] if popping else acks.get(0, [])
+        entries, nxt, again = self._visit(node, queue, now, args, pending, brief=False)
+        if popping:
             self._ack_unvisited(queue, acks, holding=bool(entries), brief=set())
-        else:
-            args = reserve_args(now, count, lease, member, woken=woken)
-            entries, nxt, again = node.reserve(queue, [*args, *acks.get(0, ())])
         if entries:
             return self._hand_out(0, entries, again, member), None
         return [], _earlier(None, nxt)
