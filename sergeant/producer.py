@@ -75,11 +75,22 @@ class Producer:
         delay: float | None = None,
         timeout: float | None = None,
     ) -> Task:
-        """Push one task; return it (its ``id`` lets callers deduplicate)."""
-        return self.push_tasks(
-            [kwargs], queue=queue, priority=priority, eta=eta, delay=delay,
-            timeout=timeout,
-        )[0]  # fmt: skip
+        """Push one task; return it (its ``id`` lets callers deduplicate).
+
+        ``push_tasks`` of one, without its batch machinery: a lone push is a
+        round trip plus a few microseconds of this code, which show when tasks
+        are pushed one by one (``python -m benchmark.one_at_a_time``).
+        """
+        queue, priority, eta, timeout, now = self._options(
+            queue, priority, eta, delay, timeout
+        )
+        id_ = new_task_id()
+        task = assemble_task(kwargs, queue, id_, id_, now, 0, priority, eta, timeout)
+        payload = self.codec.encode(task)
+        if self.max_payload_bytes is not None:
+            _refuse_oversized([task], [payload], self.max_payload_bytes)
+        self.broker.push(queue, [payload], priority=priority, eta=eta)
+        return task
 
     def push_tasks(
         self,
@@ -96,28 +107,9 @@ class Producer:
         ``delay`` (seconds from now) and ``eta`` (wall-clock seconds) both postpone
         the tasks; ``timeout`` overrides the worker's for these tasks.
         """
-        queue = queue or self.queue
-        try:
-            priority = Priority(priority)
-        except ValueError:
-            raise ConfigError(
-                f"priority must be a Priority, got {priority!r}"
-            ) from None
-        for name, value in (("timeout", timeout), ("eta", eta), ("delay", delay)):
-            if value is not None and not _finite(value):
-                # A task pushed with it would only be dead-lettered by the worker.
-                raise ConfigError(f"{name} must be a finite number, got {value!r}")
-        if timeout is not None and timeout <= 0:
-            raise ConfigError(f"timeout must be > 0 seconds, got {timeout!r}")
-        # Plain floats: a numpy or other float subclass would be pickled as such,
-        # and decoders take exactly int or float (the task would be dead-lettered).
-        if timeout is not None:
-            timeout = float(timeout)
-        now = self.clock()
-        if delay is not None:
-            eta = now + float(delay)
-        elif eta is not None:
-            eta = float(eta)
+        queue, priority, eta, timeout, now = self._options(
+            queue, priority, eta, delay, timeout
+        )
         # A large batch of tasks lives until it is pushed (and after, if the
         # caller keeps the list): it is built with the collector paused, and kept
         # out of its scans until pushed (see GcPause).
@@ -144,6 +136,43 @@ class Producer:
                 pause.thaw()
                 self._may_freeze = pause.may_freeze
         return tasks
+
+    def _options(
+        self,
+        queue: str | None,
+        priority: Priority,
+        eta: float | None,
+        delay: float | None,
+        timeout: float | None,
+    ) -> tuple[str, Priority, float | None, float | None, float]:
+        """A push's checked options: (queue, priority, eta, timeout, now).
+
+        Raises ConfigError naming the bad one. Plain floats come out: a numpy or
+        other float subclass would be pickled as such, and decoders take exactly
+        int or float (the task would be dead-lettered).
+        """
+        if type(priority) is not Priority:
+            try:
+                priority = Priority(priority)
+            except ValueError:
+                raise ConfigError(
+                    f"priority must be a Priority, got {priority!r}"
+                ) from None
+        now = self.clock()
+        if timeout is not None or eta is not None or delay is not None:
+            for name, value in (("timeout", timeout), ("eta", eta), ("delay", delay)):
+                if value is not None and not _finite(value):
+                    # A task pushed with it would only be dead-lettered by the worker.
+                    raise ConfigError(f"{name} must be a finite number, got {value!r}")
+            if timeout is not None:
+                if timeout <= 0:
+                    raise ConfigError(f"timeout must be > 0 seconds, got {timeout!r}")
+                timeout = float(timeout)
+            if delay is not None:
+                eta = now + float(delay)
+            elif eta is not None:
+                eta = float(eta)
+        return queue or self.queue, priority, eta, timeout, now
 
     def get_next_tasks(self, count: int = 1, *, queue: str | None = None) -> list[Task]:
         """Pop up to ``count`` ready tasks without running them.

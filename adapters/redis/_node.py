@@ -233,6 +233,9 @@ class Node:
             )
         }
         self.held: dict[str, list[str]] = {}
+        # Ready lists that held tasks at this client's last push to them: its next
+        # push sends no wake-up token along (see ``push_ready``).
+        self._backlogged: set[str] = set()
         # When ``pop`` last ran the maintenance script, per queue, on ``monotonic``
         # (tests replace it): an interval, which the wall clock cannot measure (a
         # step back would stop maintenance for as long as the step).
@@ -519,38 +522,53 @@ class Node:
     def push_ready(
         self, queue: str, priority: int, payloads: Sequence[bytes], *, wake: bool = True
     ) -> bool:
-        """Append new entries of ``payloads`` to a ready list, then leave a wake-up
-        token (``wake=False``: no token, see ``run``); return whether the token
-        was left (when it was not, the tasks are stored all the same: the caller
-        leaves one another way, see ``RedisBroker._notify``).
+        """Append new entries of ``payloads`` to a ready list, leaving a wake-up
+        token (``wake=False``: none, see ``run``) if the list was empty; return
+        whether a wake-up is still owed (the list was empty and no token was
+        left here: the caller leaves one on the home node, see
+        ``RedisBroker._notify``).
 
-        On a plain connection this is RPUSH, LPUSH, LTRIM in one write (without a
-        token, the RPUSH alone): the same effect as the push script without
-        copying every payload into Lua and out again, which costs the server about
-        twice the RPUSH itself (``python -m benchmark.redis_costs``). Not a
-        MULTI block: the server runs the three in order, so a worker woken by
-        the token finds the tasks, and a lone push pays two commands and two
-        replies less (a few percent of it: within the noise of ``python -m
-        benchmark.redis`` on a shared VM, see ``docs/performance.md``). Only the
-        RPUSH's error is raised (and retried by the guard): the token's own
-        (``OOM`` reached by the RPUSH itself, say) must not be, or the retry
-        would store the tasks twice.
+        Only a push to an empty list wakes anyone: a worker waits on the token
+        only after its reserve found nothing ready, so behind tasks already
+        waiting it is awake already, or was woken by the push that found the list
+        empty (a woken reserve that leaves tasks ready passes the wake-up on, see
+        ``scripts.RESERVE``). A token lost by a worker that died holding it costs
+        the others at most their wait (``WorkerConfig.wait``): the next reserve
+        after it passes the wake-up on again.
+
+        On a plain connection this is an RPUSH, and when the list was empty last
+        time, LPUSH and LTRIM of the token in the same write: the push script's
+        effect without copying every payload into Lua and out again, which costs
+        the server about twice the RPUSH itself, and without the token's two
+        commands while a backlog lasts, which cost a lone push about a sixth of
+        its time (``python -m benchmark.redis_costs``). When the RPUSH's reply
+        says the list was empty after all, the wake-up is owed. Not a MULTI
+        block: the server runs the three in order, so a worker woken by the token
+        finds the tasks. Only the RPUSH's error is raised (and retried by the
+        guard): the token's own (``OOM`` reached by the RPUSH itself, say) must
+        not be, or the retry would store the tasks twice.
         """
         if not self.direct:
             entries = new_entries(payloads, priority)
-            self.run(self.push_script, queue, [priority, "", *entries], wake=wake)
-            return True
+            was_empty = self.run(
+                self.push_script, queue, [priority, "", *entries], wake=wake
+            )
+            return bool(was_empty) and not wake
         keys = self.keys(queue)
+        key = keys[priority]
         token = (
             (("LPUSH", keys[NOTIFY], "1"), ("LTRIM", keys[NOTIFY], 0, 0))
-            if wake
+            if wake and key not in self._backlogged
             else ()
         )
-        return bool(
-            self.guard.call(
-                self._push_then_wake, keys[priority], payloads, priority, token
-            )
+        length, woke = self.guard.call(
+            self._push_then_wake, key, payloads, priority, token
         )
+        if length > len(payloads):
+            self._backlogged.add(key)
+            return False
+        self._backlogged.discard(key)
+        return not woke
 
     def _push_then_wake(
         self,
@@ -558,15 +576,16 @@ class Node:
         payloads: Sequence[bytes],
         priority: int,
         token: tuple[Command, ...],
-    ) -> bool:
+    ) -> tuple[int, bool]:
         """``_call`` the RPUSH of ``payloads`` (``packed_rpush``, so a name the
         client cannot encode fails here, under the guard) and the token's
-        commands behind it; raise the RPUSH's error reply; return whether the
-        token's commands all succeeded."""
+        commands behind it; raise the RPUSH's error reply; return the list's new
+        length and whether a token was left (commands given, all succeeded)."""
         first, *rest = self._call((packed_rpush(key, payloads, priority), *token))
         if isinstance(first, ResponseError):
             raise first
-        return not any(isinstance(reply, ResponseError) for reply in rest)
+        woke = bool(rest) and not any(isinstance(r, ResponseError) for r in rest)
+        return first, woke
 
     def pop(
         self,

@@ -206,7 +206,8 @@ class RedisBroker:
         priority: Priority = Priority.NORMAL,
         eta: float | None = None,
     ) -> None:
-        """Store ``payloads`` in order, in one script call on one node."""
+        """Store ``payloads`` in order on one node, in one round trip; wake a
+        waiting worker if the list they join was empty (see ``Node.push_ready``)."""
         priority = Priority(priority)  # ValueError for anything else
         if not payloads:
             return
@@ -219,15 +220,17 @@ class RedisBroker:
         node = self._nodes[index]
         wake = self._wakes(queue, index)
         if eta is None or eta <= self._clock():
-            if not node.push_ready(queue, int(priority), payloads, wake=wake):
-                self._notify(index, queue)  # stored, but the token was refused
+            # Owed: the list was empty, and no token was left there (another
+            # node, or the token was refused or not sent; see ``push_ready``).
+            owed = node.push_ready(queue, int(priority), payloads, wake=wake)
         else:
             entries = new_entries(payloads, int(priority))
             at = repr(float(eta))
             node.run(node.push_script, queue, [int(priority), at, *entries], wake=wake)
+            owed = not wake
         node.register(queue)
-        if not wake:
-            self._wake(queue, index)
+        if owed:
+            self._notify(self._home(queue), queue)
 
     def reserve(
         self,

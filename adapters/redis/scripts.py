@@ -220,13 +220,19 @@ end
 PUSH = (
     _WAKE
     + """
--- ARGV: priority (0 or 1), eta or '', entries...
+-- ARGV: priority (0 or 1), eta or '', entries... Returns 1 when a wake-up is
+-- due (the ready list was empty, or the tasks were delayed: a worker waits until
+-- the earliest eta it knew of), else 0. Only then is a token left (see
+-- ``Node.push_ready``).
 local n = #ARGV
+local due = 1
 if ARGV[2] == '' then
   local key = KEYS[tonumber(ARGV[1]) + 1]
+  local length = 0
   for i = 3, n, 1000 do
-    redis.call('RPUSH', key, unpack(ARGV, i, math.min(i + 999, n)))
+    length = redis.call('RPUSH', key, unpack(ARGV, i, math.min(i + 999, n)))
   end
+  if length > n - 2 then due = 0 end
 else
   local z = {}
   for i = 3, n do
@@ -237,11 +243,11 @@ else
     redis.call('ZADD', KEYS[3], unpack(z, i, math.min(i + 1999, #z)))
   end
 end
-if WAKE then
+if WAKE and due == 1 then
   redis.call('LPUSH', KEYS[5], '1')
   redis.call('LTRIM', KEYS[5], 0, 0)
 end
-return n - 2
+return due
 """
 )
 

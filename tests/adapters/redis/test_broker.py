@@ -429,6 +429,59 @@ def test_a_push_wakes_a_waiting_reserve_at_once(
     assert woke_at - pushed_at[0] < 0.5
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "script"])
+def test_only_a_push_to_an_empty_list_leaves_a_wake_up_token(
+    redis_server: RedisServer, direct: bool
+) -> None:
+    """A worker waits for a token only after finding nothing ready, so a push
+    behind waiting tasks leaves none (its commands would slow every push of a
+    backlog); a push that finds the list empty again leaves one, also when the
+    client last saw the list full (the token then follows the push). A plain
+    connection sends the token in the push's own write when its last push found
+    the list empty: the first push behind a new backlog leaves a spare one."""
+    namespace = new_namespace()
+    broker = RedisBroker(
+        redis_server.client(single_connection_client=not direct),
+        namespace=namespace,
+        retry=TEST_RETRY,
+    )
+    raw = redis_server.client()
+    notify = f"{{{namespace}:q}}:notify"
+    tokens = []
+    for step in ("a", "b", "c", "d"):
+        broker.push("q", [step.encode()])  # a: empty list, the rest behind it
+        tokens.append(raw.llen(notify))
+        raw.delete(notify)  # taken by a worker
+    broker.reserve("q", owner="w", count=4, lease=None)  # the list is empty again
+    broker.push("q", [b"e"])
+    tokens.append(raw.llen(notify))
+    direct_node = broker._nodes[0].direct
+    broker.close()
+    raw.close()
+    delete_namespace([redis_server], namespace)
+
+    assert direct_node is direct
+    assert tokens == [1, 1 if direct else 0, 0, 0, 1]
+
+
+def test_a_push_behind_waiting_tasks_on_another_node_does_not_wake_the_home(
+    nodes: tuple[RedisBroker, list[redis.Redis], str],
+) -> None:
+    """Over several nodes a push to a node other than the queue's home wakes the
+    home (one more round trip) only when it found its list there empty."""
+    broker, raws, namespace = nodes
+    queue = next(q for q in (f"q{i}" for i in range(100)) if broker._home(q) == 2)
+    notify = f"{{{namespace}:{queue}}}:notify"
+    tokens = []
+    for step in ("a", "b"):
+        broker._push_turn = itertools.count(0)  # node 0
+        broker.push(queue, [step.encode()])
+        tokens.append([raw.llen(notify) for raw in raws])
+        raws[2].delete(notify)  # taken by a worker
+
+    assert tokens == [[0, 0, 1], [0, 0, 0]]
+
+
 def test_a_waiting_reserve_wakes_when_a_delayed_task_falls_due(
     single: tuple[RedisBroker, redis.Redis, str],
 ) -> None:
