@@ -520,7 +520,13 @@ class Node:
             self.client.connection_pool.release(conn)
 
     def push_ready(
-        self, queue: str, priority: int, payloads: Sequence[bytes], *, wake: bool = True
+        self,
+        queue: str,
+        priority: int,
+        payloads: Sequence[bytes],
+        *,
+        wake: bool = True,
+        brief: bool = False,
     ) -> bool:
         """Append new entries of ``payloads`` to a ready list, leaving a wake-up
         token (``wake=False``: none, see ``run``) if the list was empty; return
@@ -546,13 +552,13 @@ class Node:
         block: the server runs the three in order, so a worker woken by the token
         finds the tasks. Only the RPUSH's error is raised (and retried by the
         guard): the token's own (``OOM`` reached by the RPUSH itself, say) must
-        not be, or the retry would store the tasks twice.
+        not be, or the retry would store the tasks twice. ``brief``: as
+        ``run``'s.
         """
         if not self.direct:
             entries = new_entries(payloads, priority)
-            was_empty = self.run(
-                self.push_script, queue, [priority, "", *entries], wake=wake
-            )
+            args = [priority, "", *entries]
+            was_empty = self.run(self.push_script, queue, args, wake=wake, brief=brief)
             return bool(was_empty) and not wake
         keys = self.keys(queue)
         key = keys[priority]
@@ -561,8 +567,8 @@ class Node:
             if wake and key not in self._backlogged
             else ()
         )
-        length, woke = self.guard.call(
-            self._push_then_wake, key, payloads, priority, token
+        length, woke = self.guard.call_or_briefly(
+            brief, self._push_then_wake, key, payloads, priority, token
         )
         if length > len(payloads):
             self._backlogged.add(key)

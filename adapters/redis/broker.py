@@ -20,6 +20,7 @@ each queue in one slot.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
@@ -189,8 +190,13 @@ class RedisBroker:
         command of the script, say): logged, since it would otherwise cost every
         idle worker its whole wait, silently, on every push.
         """
+        node = self._nodes[index]
+        if not node.guard.probe_due():
+            # Down: workers cannot be waiting there. Tried now and then all the
+            # same, so that a producer learns the node is back.
+            return
         try:
-            self._nodes[index].notify(queue)
+            node.notify(queue)
         except BrokerUnavailable:
             pass
         except BrokerError as error:
@@ -207,28 +213,81 @@ class RedisBroker:
         eta: float | None = None,
     ) -> None:
         """Store ``payloads`` in order on one node, in one round trip; wake a
-        waiting worker if the list they join was empty (see ``Node.push_ready``)."""
+        waiting worker if the list they join was empty (see ``Node.push_ready``).
+
+        Over several nodes, a node that does not answer is tried briefly (see
+        ``ConnectionGuard.briefly``) and the tasks go to the next one: any node
+        can hold any of a queue's tasks, and a producer waiting out one node's
+        retry budget, or failing, while others are up would make one node's
+        outage everyone's. A node known to be down is tried last, except for a
+        probe now and then (``ConnectionGuard.probe_due``). Only the last node
+        tried gets the whole retry budget; ``BrokerUnavailable`` means that none
+        took the tasks. HIGH tasks go to the queue's home node while it is up
+        (see ``_visits``); during its outage they go elsewhere, and are taken
+        before the NORMAL tasks of the node that holds them only.
+        """
         priority = Priority(priority)  # ValueError for anything else
         if not payloads:
             return
         if self._single:
-            index = 0
-        elif priority == Priority.HIGH:
-            index = self._home(queue)
-        else:
-            index = next(self._push_turn) % len(self._nodes)
+            self._push_on(0, queue, payloads, priority, eta, brief=False)
+            return
+        order = self._push_order(queue, priority)
+        for index in order[:-1]:
+            try:
+                self._push_on(index, queue, payloads, priority, eta, brief=True)
+            except BrokerUnavailable:
+                continue
+            return
+        self._push_on(order[-1], queue, payloads, priority, eta, brief=False)
+
+    def _push_order(self, queue: str, priority: Priority) -> list[int]:
+        """The nodes a push tries, in order (see ``push``): its turn's node (the
+        home node for HIGH), then the next ones, those known down last."""
+        size = len(self._nodes)
+        first = (
+            self._home(queue)
+            if priority == Priority.HIGH
+            else next(self._push_turn) % size
+        )
+        order = [(first + step) % size for step in range(size)]
+        up = [i for i in order if not self._nodes[i].guard.in_outage]
+        if len(up) == size:
+            return order
+        down = [i for i in order if i not in up]
+        if down[0] == first and self._nodes[first].guard.probe_due():
+            return [first, *up, *down[1:]]
+        return up + down
+
+    def _push_on(
+        self,
+        index: int,
+        queue: str,
+        payloads: Sequence[bytes],
+        priority: Priority,
+        eta: float | None,
+        *,
+        brief: bool,
+    ) -> None:
+        """``push`` on node ``index`` (``brief``: see ``ConnectionGuard.briefly``)."""
         node = self._nodes[index]
         wake = self._wakes(queue, index)
         if eta is None or eta <= self._clock():
             # Owed: the list was empty, and no token was left there (another
             # node, or the token was refused or not sent; see ``push_ready``).
-            owed = node.push_ready(queue, int(priority), payloads, wake=wake)
+            owed = node.push_ready(
+                queue, int(priority), payloads, wake=wake, brief=brief
+            )
         else:
             entries = new_entries(payloads, int(priority))
-            at = repr(float(eta))
-            node.run(node.push_script, queue, [int(priority), at, *entries], wake=wake)
+            args = [int(priority), repr(float(eta)), *entries]
+            node.run(node.push_script, queue, args, wake=wake, brief=brief)
             owed = not wake
-        node.register(queue)
+        # Stored all the same if this fails: the name is recorded by a later
+        # push. Raising would have the tasks pushed again (elsewhere, or by the
+        # caller).
+        with contextlib.suppress(BrokerUnavailable):
+            node.register(queue)
         if owed:
             self._notify(self._home(queue), queue)
 
@@ -355,7 +414,11 @@ class RedisBroker:
         another is up gets a brief visit (one attempt, one more at once, see
         ``ConnectionGuard.briefly``) and is passed over if it fails: waiting out
         its retry budget would stall every reserve that visits it first (about
-        one in N). Its acks are tried as briefly (see ``_ack_unvisited``). A
+        one in N). Its acks are tried as briefly (see ``_ack_unvisited``). So is
+        a node not known down yet, when this visit carries no acks for it (a
+        failed brief visit starts its outage): only a visit that carries acks
+        waits out the budget on a node's first failure, since acks passed over
+        while tasks are in hand would be lost (their tasks run again). A
         reserve that gets nothing from the nodes up raises that failure: the node
         passed over may hold tasks, so the queue is not known to be empty, and
         the caller keeps its acks and backs off as for any failed reserve.
@@ -370,6 +433,7 @@ class RedisBroker:
         leased: set[int] = set()
         pass_on = False
         brief = self._down_among_up()
+        up = {i for i, node in enumerate(self._nodes) if not node.guard.in_outage}
         passed_over: BrokerUnavailable | None = None
         try:
             visits = self._visits(queue)
@@ -380,12 +444,15 @@ class RedisBroker:
                     _lease_on(index, leased, args, owner)
                 args[1], args[4] = count - len(out), levels
                 pending = [] if popping else acks.pop(index, [])
+                # Brief for a node known down, and for one carrying no acks
+                # while another is up: passing it over then loses nothing.
+                quick = index in brief or (not pending and bool(up - {index}))
                 try:
                     entries, nxt, again = self._visit(
-                        node, queue, now, args, pending, brief=index in brief
+                        node, queue, now, args, pending, brief=quick
                     )
                 except BrokerUnavailable as error:
-                    if index not in brief:
+                    if not quick:
                         raise
                     passed_over = error
                     if pending:  # perhaps not applied: see _ack_unvisited

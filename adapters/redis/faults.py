@@ -175,11 +175,31 @@ class ConnectionGuard:
         self._clock = clock
         self._lock = threading.Lock()
         self._down_since: float | None = None
+        # During an outage: when a caller that could go elsewhere last tried
+        # this endpoint anyway (see ``probe_due``).
+        self._probed_at = 0.0
 
     @property
     def in_outage(self) -> bool:
         """Whether the last call could not reach Redis (until one succeeds)."""
         return self._down_since is not None
+
+    def probe_due(self) -> bool:
+        """Whether a caller that has somewhere else to go should try this endpoint.
+
+        Always, unless an outage is under way; during one, at most once per
+        ``policy.cap`` seconds (the longest pause between retries of a call that
+        has nowhere else to go). A producer over several nodes pushes elsewhere
+        while one is down, and would otherwise never learn that it came back.
+        """
+        with self._lock:
+            if self._down_since is None:
+                return True
+            now = self._clock()
+            if now - self._probed_at < self.policy.cap:
+                return False
+            self._probed_at = now
+            return True
 
     def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Call ``fn``, retrying transient failures until the policy's budget is spent.
@@ -216,9 +236,13 @@ class ConnectionGuard:
 
         For calls whose failure costs only a delay, made while the caller holds
         something a long retry would keep waiting (a wake-up token passed on by
-        a reserve holding tasks).
+        a reserve holding tasks), or that another endpoint can take instead (a
+        push over several nodes).
 
         A success ends an outage (the endpoint answered), as ``call``'s does.
+        Two failures in a row start one (logged once, as ``call``'s are): the
+        endpoint did not answer on a new connection either, and callers that can
+        go elsewhere learn it from ``in_outage``.
 
         Raises:
             BrokerError: both attempts failed.
@@ -241,6 +265,8 @@ class ConnectionGuard:
                 if self._down_since is not None:
                     self._recovered(began)
                 return result
+        if error is not None:  # always: the loop ran twice and failed
+            self._outage(error)
         raise BrokerUnavailable(f"redis {self.name}: {error}") from error
 
     def _retry(
@@ -318,7 +344,7 @@ class ConnectionGuard:
         with self._lock:
             if self._down_since is not None:
                 return
-            self._down_since = self._clock()
+            self._down_since = self._probed_at = self._clock()
         _log.warning(
             "redis %s unreachable (%s: %s); retrying with backoff",
             self.name,

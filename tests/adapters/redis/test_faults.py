@@ -22,7 +22,7 @@ import redis
 from sergeant.adapters.codecs.pickle import PickleCodec
 from sergeant.adapters.executors.serial import SerialExecutor
 from sergeant.adapters.redis import RedisBroker, RetryPolicy
-from sergeant.adapters.redis._node import LEASES
+from sergeant.adapters.redis._node import HEADER_LEN, LEASES
 from sergeant.adapters.redis._receipts import by_node
 from sergeant.adapters.redis.faults import ConnectionGuard
 from sergeant.adapters.watchdogs.null import NullWatchdog
@@ -31,7 +31,7 @@ from sergeant.config import Starvation, WorkerConfig
 from sergeant.errors import BrokerError, BrokerUnavailable
 from sergeant.producer import Producer
 from sergeant.protocols import Delivery, QueueLengths
-from sergeant.task import Task
+from sergeant.task import Priority, Task
 from sergeant.worker import Worker
 from tests.support.redis_backend import FAST_FAIL, TEST_RETRY, payloads
 from tests.support.redis_servers import RedisServer
@@ -195,6 +195,40 @@ def test_an_outage_ends_when_the_call_that_got_through_started(
     assert "unreachable" in messages[0]
     outage = float(messages[1].rsplit(" ", 1)[1].rstrip("s"))
     assert outage == pytest.approx(sum(time_.slept), abs=0.01)
+
+
+def test_two_failed_brief_attempts_start_an_outage_and_probes_are_spaced(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A brief call that fails twice (on a new connection too) starts an outage,
+    logged once, so callers that can go elsewhere pass the endpoint over; during
+    it, ``probe_due`` lets one of them try it at most once per ``cap`` seconds,
+    and a success ends the outage."""
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    time_ = _Time()
+    policy = RetryPolicy(budget=10.0, base=0.1, cap=2.0)
+    guard = ConnectionGuard(
+        policy, name="127.0.0.1:1", sleep=time_.sleep, clock=time_.clock
+    )
+    assert guard.probe_due()  # no outage: always
+    with pytest.raises(BrokerUnavailable):
+        guard.briefly(_raises(redis.ConnectionError("refused")))
+    down = guard.in_outage
+    probes = []
+    for _ in range(5):  # over 4 seconds
+        probes.append(guard.probe_due())
+        time_.now += 1.0
+    assert guard.briefly(lambda: "done") == "done"
+
+    assert down
+    assert probes == [False, False, True, False, True]
+    assert not guard.in_outage
+    assert guard.probe_due()
+    assert time_.slept == []  # brief: never a back-off
+    messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert len(messages) == 2
+    assert "unreachable" in messages[0]
+    assert "reachable again" in messages[1]
 
 
 def test_a_restart_under_an_idle_worker_is_logged_once(
@@ -645,32 +679,31 @@ def test_a_wake_up_that_cannot_be_left_does_not_fail_a_stored_push(
     redis_server_factory: Callable[..., RedisServer],
 ) -> None:
     """Over several nodes a push to a node other than the queue's home wakes the
-    workers waiting on the home. With the home down, the push stored its tasks:
-    it returns (a failure would make the producer push them again), and the tasks
-    are there once the home is back."""
+    workers waiting on the home. With the home down, the pushes are stored on the
+    node up (the one whose turn was the home's goes there too) and return: a
+    failure would make the producer push them again. They are all there once
+    the home is back."""
     servers = [redis_server_factory(), redis_server_factory()]
     broker = RedisBroker(
         clients=[server.client(socket_connect_timeout=1) for server in servers],
         namespace="wake",
         retry=FAST_FAIL,
     )
-    home = servers[broker._home("q")]
+    index = broker._home("q")
     try:
-        home.stop()
-        outcomes = []
-        for payload in (b"a", b"b"):  # one lands on each node, in turn
-            try:
-                broker.push("q", [payload])
-                outcomes.append(payload)
-            except BrokerUnavailable:
-                outcomes.append(b"")
-        home.start()
+        servers[index].stop()
+        for payload in (b"a", b"b"):  # one turn is each node's
+            broker.push("q", [payload])
+        other = servers[1 - index].client()
+        on_the_other = other.llen(broker._nodes[1 - index].keys("q")[Priority.NORMAL])
+        other.close()
+        servers[index].start()
         got = broker.reserve("q", owner="w", count=10, lease=30.0)
     finally:
         broker.close()
 
-    assert sorted(outcomes) == [b"", payloads(got)[0]]
-    assert len(got) == 1
+    assert on_the_other == 2
+    assert sorted(payloads(got)) == [b"a", b"b"]
 
 
 def test_one_node_down_does_not_stop_renewals_and_acks_on_the_others(
@@ -1202,3 +1235,95 @@ def test_a_node_down_costs_renewals_acks_and_releases_a_brief_try(
     assert len(held) == 9
     assert all(seconds < budget / 2 for seconds in took.values()), took
     assert lengths == [0, 0]  # the live nodes took the acks
+
+
+def test_pushes_go_to_the_nodes_up_while_one_is_down_and_come_back_after(
+    redis_server_factory: Callable[..., RedisServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Over several nodes, a push whose turn falls on a node that does not answer
+    stores its tasks on the next one at once, the first time too: a producer
+    waiting out one node's retry budget (or failing) while two others are up
+    would make one node's outage everyone's. The outage is logged once. Once
+    the node is back, a probe (at most one per ``cap`` seconds) finds it, and
+    pushes reach it again."""
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    servers, broker = _three_nodes(redis_server_factory, tasks=0, appendonly=False)
+    budget = broker._nodes[0].guard.policy.budget
+    cap = broker._nodes[0].guard.policy.cap
+    clients = [server.client() for server in servers]
+    key = broker._nodes[0].keys("q")[Priority.NORMAL]
+    try:
+        servers[1].stop()
+        started = time.monotonic()
+        for k in range(12):
+            broker.push("q", [b"down-%d" % k])
+        took = time.monotonic() - started
+        spread = [int(clients[i].llen(key)) for i in (0, 2)]
+        servers[1].start()
+        time.sleep(cap * 2)  # a probe is due
+        for k in range(12):
+            broker.push("q", [b"up-%d" % k])
+        back = [bytes(e)[HEADER_LEN:] for e in clients[1].lrange(key, 0, -1)]
+        messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    finally:
+        broker.close()
+        for client in clients:
+            client.close()
+
+    assert took < budget / 2, took
+    assert sum(spread) == 12
+    assert min(spread) >= 4  # both nodes up took their share and node 1's
+    assert back != []
+    assert all(payload.startswith(b"up-") for payload in back)
+    assert len([m for m in messages if "unreachable" in m]) == 1
+
+
+def test_a_push_with_every_node_down_raises_after_the_budget(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """With no node to go to, a push is retried for the budget on the last one
+    and raises ``BrokerUnavailable``: nothing was stored anywhere."""
+    servers = [redis_server_factory() for _ in range(2)]
+    broker = RedisBroker(
+        clients=[server.client(socket_connect_timeout=1) for server in servers],
+        namespace="down",
+        retry=FAST_FAIL,
+    )
+    try:
+        for server in servers:
+            server.stop()
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable):
+            broker.push("q", [b"a"])
+        took = time.monotonic() - started
+    finally:
+        broker.close()
+
+    assert took >= FAST_FAIL.budget / 2
+
+
+def test_a_reserve_without_acks_passes_over_a_node_found_down_at_once(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """A reserve that carries no acks for a node gives it a brief visit while
+    another node is up, the first time it fails too: passing it over loses
+    nothing, and the tasks of the nodes up are handed out without waiting out
+    its budget."""
+    servers, broker = _three_nodes(redis_server_factory, tasks=4, appendonly=False)
+    budget = broker._nodes[0].guard.policy.budget
+    try:
+        servers[1].stop()
+        started = time.monotonic()
+        got = broker.reserve("q", owner="w", count=20, lease=30.0)
+        took = time.monotonic() - started
+        down = broker._nodes[1].guard.in_outage
+        broker.ack("q", got)
+    finally:
+        broker.close()
+
+    assert took < budget / 2, took
+    assert down
+    assert sorted(payloads(got)) == sorted(
+        b"%d-%d" % (node, k) for node in (0, 2) for k in range(4)
+    )
