@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.commands.core import Script
 from redis.retry import Retry
 
 from sergeant.errors import BrokerError, BrokerUnavailable, ConfigError
@@ -695,8 +696,24 @@ class RedisBroker:
         )
 
     def purge(self, queue: str) -> int:
-        """Drop ready, delayed and in-flight tasks on every node; dead letters stay."""
-        return sum(int(n.run(n.purge_script, queue, ())) for n in self._nodes)
+        """Drop ready, delayed and in-flight tasks on every node; dead letters stay.
+
+        Over several nodes, one that is down does not keep the others from being
+        purged: it is tried last (see ``_per_node``), and its failure raised then.
+        """
+        return self._sum_per_node(queue, lambda node: node.purge_script)
+
+    def _sum_per_node(self, queue: str, script: Callable[[Node], Script]) -> int:
+        """The sum of the counts that ``script`` (of a node) returns on every
+        node, each reached even if another is down (see ``_per_node``)."""
+        counts: list[int] = []
+
+        def run_on(index: int, _: None, brief: bool) -> None:
+            node = self._nodes[index]
+            counts.append(int(node.run(script(node), queue, (), brief=brief)))
+
+        self._per_node(dict.fromkeys(range(len(self._nodes))), run_on)
+        return sum(counts)
 
     def close(self) -> None:
         """Close every client's connections."""
@@ -751,8 +768,9 @@ class RedisBroker:
         return total
 
     def purge_dead(self, queue: str) -> int:
-        """Drop the queue's dead letters on every node; return how many."""
-        return sum(int(n.run(n.purge_dead_script, queue, ())) for n in self._nodes)
+        """Drop the queue's dead letters on every node; return how many (each
+        node reached even if one is down, as ``purge``)."""
+        return self._sum_per_node(queue, lambda node: node.purge_dead_script)
 
     # -- SupportsLocks and SupportsKeys --------------------------------------------
 

@@ -1327,3 +1327,34 @@ def test_a_reserve_without_acks_passes_over_a_node_found_down_at_once(
     assert sorted(payloads(got)) == sorted(
         b"%d-%d" % (node, k) for node in (0, 2) for k in range(4)
     )
+
+
+def test_purge_reaches_every_node_up_before_it_raises_for_the_one_down(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """Over several nodes, purging (tasks or dead letters) with one node down
+    still purges the others, then raises for the one down: stopping at it would
+    leave the nodes after it untouched, depending on the order."""
+    servers, broker = _three_nodes(redis_server_factory, tasks=4, appendonly=False)
+    try:
+        held = broker.reserve("q", owner="w", count=12, lease=30.0)
+        for delivery in held:
+            if delivery.payload.endswith(b"-0"):  # one per node
+                broker.dead_letter("q", delivery, "test")
+        for _ in range(3):  # one ready task per node
+            broker.push("q", [b"ready"])
+        servers[0].stop()
+        with pytest.raises(BrokerUnavailable):
+            broker.purge("q")
+        with pytest.raises(BrokerUnavailable):
+            broker.purge_dead("q")
+        now = repr(time.time())
+        left = [
+            [int(n) for n in node.run(node.lengths_script, "q", [now])]
+            for node in broker._nodes[1:]
+        ]
+    finally:
+        broker.close()
+
+    assert len(held) == 12
+    assert left == [[0, 0, 0, 0], [0, 0, 0, 0]]
