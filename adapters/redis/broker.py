@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import threading
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -107,6 +108,10 @@ class RedisBroker:
         self._tags = [""] if self._single else [f"@{i}" for i in range(len(chosen))]
         self._clock = clock
         self._push_turn = itertools.count()
+        # Over several nodes: acks a reserve could not deliver while it held
+        # tasks, per (queue, node), sent with that queue's next reserve.
+        self._late_acks: dict[tuple[str, int], list[str]] = {}
+        self._late_lock = threading.Lock()
         self._reserve_turn = itertools.count()
 
     @classmethod
@@ -398,9 +403,13 @@ class RedisBroker:
         A node failing once tasks are in hand does not cost them: popped tasks
         exist nowhere else, leased ones would wait for their lease to lapse. They
         are handed out and the failure recurs on the next call. The acks for the
-        nodes not visited are still sent; those sent to the failing node may not
-        have been applied, and their tasks come back when their lease lapses, as
-        at least once allows.
+        nodes not visited are still sent; those for the failing node, which may
+        or may not have been applied, are kept and sent again with this queue's
+        next reserve (an ack applied twice changes nothing), so that a node's
+        outage does not make tasks already done run again once their lease
+        lapses. Kept acks live in this broker object: a process that ends
+        before the node is back leaves those tasks to come back, as at least
+        once allows.
 
         A ``woken`` caller (it took the wake-up token) passes the wake-up on when
         its batch leaves more ready, so the next idle worker wakes too. On one
@@ -411,19 +420,43 @@ class RedisBroker:
         nodes were left unvisited, which may hold some (at worst a spare wake-up:
         the next worker finds nothing and waits again, ending the chain).
 
-        Over several nodes, one known to be down (its last call failed) while
-        another is up gets a brief visit (one attempt, one more at once, see
-        ``ConnectionGuard.briefly``) and is passed over if it fails: waiting out
-        its retry budget would stall every reserve that visits it first (about
-        one in N). Its acks are tried as briefly (see ``_ack_unvisited``). So is
-        a node not known down yet, when this visit carries no acks for it (a
-        failed brief visit starts its outage): only a visit that carries acks
-        waits out the budget on a node's first failure, since acks passed over
-        while tasks are in hand would be lost (their tasks run again). A
-        reserve that gets nothing from the nodes up raises that failure: the node
-        passed over may hold tasks, so the queue is not known to be empty, and
-        the caller keeps its acks and backs off as for any failed reserve.
+        Over several nodes, while another node is up, a visit is brief (one
+        attempt, one more at once on a new connection, see
+        ``ConnectionGuard.briefly``) and the node is passed over if it fails
+        (which starts its outage): waiting out its retry budget would stall
+        every reserve that visits it first (about one in N), and passing it
+        over loses nothing, since its acks are kept as above. A reserve that
+        gets nothing from the nodes up raises that failure: the node passed
+        over may hold tasks, so the queue is not known to be empty, and the
+        caller keeps its acks and backs off as for any failed reserve (the acks
+        kept from earlier reserves stay kept).
         """
+        late = self._take_late_acks(queue)
+        for index, groups in late.items():
+            acks[index] = [*groups, *acks.get(index, [])]
+        # Nodes whose acks (late ones included) were sent, or deferred again.
+        settled: set[int] = set()
+        try:
+            return self._reserve_visits(
+                queue, member, count, lease, acks, woken, settled
+            )
+        finally:
+            for index, groups in late.items():
+                if index not in settled:  # the caller resends only its own
+                    self._defer_acks(queue, index, groups)
+
+    def _reserve_visits(  # noqa: PLR0917 - _reserve_once's, and its record
+        self,
+        queue: str,
+        member: str,
+        count: int,
+        lease: float | None,
+        acks: dict[int, list[str]],
+        woken: bool,
+        settled: set[int],
+    ) -> tuple[list[Delivery], float | None]:
+        """The visits of ``_reserve_once``; adds to ``settled`` the nodes whose
+        acks were sent or deferred."""
         now = self._clock()
         args = reserve_args(now, count, lease, member, woken=woken)
         chain = ("c" if self._single else "m") if woken else ""
@@ -433,9 +466,9 @@ class RedisBroker:
         due: float | None = None
         leased: set[int] = set()
         pass_on = False
-        brief = self._down_among_up()
         up = {i for i, node in enumerate(self._nodes) if not node.guard.in_outage}
         passed_over: BrokerUnavailable | None = None
+        carrying: tuple[int, list[str]] | None = None
         try:
             visits = self._visits(queue)
             for step, (index, levels) in enumerate(visits):
@@ -445,9 +478,11 @@ class RedisBroker:
                     _lease_on(index, leased, args, owner)
                 args[1], args[4] = count - len(out), levels
                 pending = [] if popping else acks.pop(index, [])
-                # Brief for a node known down, and for one carrying no acks
-                # while another is up: passing it over then loses nothing.
-                quick = index in brief or (not pending and bool(up - {index}))
+                # Brief while another node is up: a node passed over loses
+                # nothing (its acks are kept, see _ack_unvisited).
+                quick = bool(up - {index})
+                # What the except below keeps if this visit fails for good.
+                carrying = (index, pending) if pending else None
                 try:
                     entries, nxt, again = self._visit(
                         node, queue, now, args, pending, brief=quick
@@ -459,6 +494,8 @@ class RedisBroker:
                     if pending:  # perhaps not applied: see _ack_unvisited
                         acks[index] = pending
                     continue
+                if pending:
+                    settled.add(index)
                 if entries:
                     out += self._hand_out(index, entries, again, args[3])
                     if len(out) >= count:
@@ -471,13 +508,57 @@ class RedisBroker:
         except BrokerError:
             if not out:
                 raise
-        if passed_over is not None and not out:
-            # Nothing found, but a node was not asked: not an empty queue.
-            raise passed_over
-        self._ack_unvisited(queue, acks, holding=bool(out), brief=brief)
+            # Tasks in hand: the failed visit's acks are kept for the next reserve.
+            settled |= self._defer_carried(queue, carrying)
+        self._end_visits(queue, acks, settled, holding=out, passed_over=passed_over)
         if pass_on:
             self._pass_on(queue)
         return out, due
+
+    def _end_visits(
+        self,
+        queue: str,
+        acks: dict[int, list[str]],
+        settled: set[int],
+        *,
+        holding: list[Delivery],
+        passed_over: BrokerUnavailable | None,
+    ) -> None:
+        """After a reserve's visits: raise ``passed_over`` if nothing is
+        ``holding`` (a node was not asked: not an empty queue), else send the
+        acks left (see ``_ack_unvisited``), adding to ``settled``."""
+        if passed_over is not None and not holding:
+            raise passed_over
+        brief = self._down_among_up()  # including nodes found down just now
+        settled |= self._ack_unvisited(
+            queue, acks, holding=bool(holding), brief=brief, defer=True
+        )
+
+    def _defer_carried(
+        self, queue: str, carrying: tuple[int, list[str]] | None
+    ) -> set[int]:
+        """``_defer_acks`` of a failed visit's ``(node, acks)``, if any; the
+        node whose acks are now deferred."""
+        if carrying is None:
+            return set()
+        self._defer_acks(queue, *carrying)
+        return {carrying[0]}
+
+    def _take_late_acks(self, queue: str) -> dict[int, list[str]]:
+        """The acks deferred for ``queue`` (see ``_ack_unvisited``), per node,
+        taken out of the record."""
+        if not self._late_acks:
+            return {}
+        with self._late_lock:
+            taken = {i: g for (q, i), g in self._late_acks.items() if q == queue}
+            for index in taken:
+                del self._late_acks[queue, index]
+        return taken
+
+    def _defer_acks(self, queue: str, index: int, groups: list[str]) -> None:
+        """Keep acks for node ``index`` to send with ``queue``'s next reserve."""
+        with self._late_lock:
+            self._late_acks.setdefault((queue, index), []).extend(groups)
 
     def _reserve_on_one(  # noqa: PLR0917 - one call of reserve's loop
         self,
@@ -537,14 +618,19 @@ class RedisBroker:
         *,
         holding: bool,
         brief: set[int],
-    ) -> None:
-        """Send a reserve's acks for the nodes it did not visit (or passed over).
+        defer: bool = False,
+    ) -> set[int]:
+        """Send a reserve's acks for the nodes it did not visit (or passed over);
+        return the nodes whose acks were sent or deferred.
 
         A failure raises only when the reserve is not ``holding`` tasks (the
-        caller keeps every ack and sends them again); tasks in hand are handed
-        out, and acks lost on the failing node come back when their lease lapses.
-        The nodes in ``brief`` (down, see ``_reserve_once``) get one brief try.
+        caller keeps every ack and sends them again). Tasks in hand are handed
+        out; with ``defer`` (several nodes) the failing node's acks are kept and
+        sent with the queue's next reserve, else they are dropped and their
+        tasks come back when their lease lapses. The nodes in ``brief`` (down,
+        see ``_reserve_once``) get one brief try.
         """
+        settled: set[int] = set()
         for index, groups in acks.items():
             node = self._nodes[index]
             try:
@@ -552,6 +638,10 @@ class RedisBroker:
             except BrokerError:
                 if not holding:
                     raise
+                if defer:
+                    self._defer_acks(queue, index, groups)
+            settled.add(index)
+        return settled
 
     def _pass_on(self, queue: str) -> None:
         """Leave a wake-up token on ``queue``'s home node, for the next idle worker.

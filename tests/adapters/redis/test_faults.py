@@ -1358,3 +1358,34 @@ def test_purge_reaches_every_node_up_before_it_raises_for_the_one_down(
 
     assert len(held) == 12
     assert left == [[0, 0, 0, 0], [0, 0, 0, 0]]
+
+
+def test_acks_a_reserve_could_not_deliver_are_sent_once_the_node_is_back(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """Over several nodes, a reserve that holds tasks from the nodes up while
+    the node of some of its acks is down keeps those acks and sends them with
+    the queue's next reserve: the tasks they settle, already done, must not
+    run again when their lease lapses. Back up (append-only), the node takes
+    them, and nothing is left in flight."""
+    servers, broker = _three_nodes(redis_server_factory, tasks=2, appendonly=True)
+    try:
+        held = broker.reserve("q", owner="w", count=6, lease=30.0)
+        for _ in range(3):  # one more task on each node
+            broker.push("q", [b"more"])
+        servers[1].stop()
+        second = broker.reserve("q", owner="w", count=10, lease=30.0, ack=held)
+        kept = dict(broker._late_acks)
+        servers[1].start()
+        third = broker.reserve("q", owner="w", count=10, lease=30.0, ack=second)
+        broker.ack("q", third)
+        left = broker.lengths("q")
+    finally:
+        broker.close()
+
+    assert len(held) == 6
+    assert payloads(second) == [b"more", b"more"]
+    assert list(kept) == [("q", 1)]
+    assert payloads(third) == [b"more"]
+    assert broker._late_acks == {}
+    assert left == QueueLengths()
