@@ -405,7 +405,7 @@ class RedisBroker:
         are handed out and the failure recurs on the next call. The acks for the
         nodes not visited are still sent; those for the failing node, which may
         or may not have been applied, are kept and sent again with this queue's
-        next reserve (an ack applied twice changes nothing), so that a node's
+        next reserve or ack (an ack applied twice changes nothing), so that a node's
         outage does not make tasks already done run again once their lease
         lapses. Kept acks live in this broker object: a process that ends
         before the node is back leaves those tasks to come back, as at least
@@ -689,13 +689,27 @@ class RedisBroker:
             raise failure
 
     def ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
-        """Remove settled tasks, one script call per node holding any of them."""
+        """Remove settled tasks, one script call per node holding any of them.
+
+        Over several nodes the acks kept from earlier reserves of ``queue`` (see
+        ``_reserve_once``) go along, so a worker's last acks, sent as it stops,
+        take them too; a node that fails keeps its kept ones.
+        """
+        shares = self._groups(deliveries, acks=True)
+        late = self._take_late_acks(queue)
+        for index, groups in late.items():
+            shares[index] = [*groups, *shares.get(index, [])]
 
         def ack_on(index: int, groups: list[str], brief: bool) -> None:
             node = self._nodes[index]
-            node.run(node.ack_script, queue, groups, brief=brief)
+            try:
+                node.run(node.ack_script, queue, groups, brief=brief)
+            except BrokerError:
+                if index in late:
+                    self._defer_acks(queue, index, late[index])
+                raise
 
-        self._per_node(self._groups(deliveries, acks=True), ack_on)
+        self._per_node(shares, ack_on)
 
     def release(
         self, queue: str, deliveries: Sequence[Delivery], *, delay: float = 0.0

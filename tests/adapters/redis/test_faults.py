@@ -1360,6 +1360,21 @@ def test_purge_reaches_every_node_up_before_it_raises_for_the_one_down(
     assert left == [[0, 0, 0, 0], [0, 0, 0, 0]]
 
 
+def _acks_kept_while_node_1_is_down(
+    factory: Callable[..., RedisServer],
+) -> tuple[list[RedisServer], RedisBroker, list[Delivery], list[Delivery]]:
+    """Three append-only nodes; a first reserve takes their 6 tasks, one more is
+    pushed to each, node 1 is stopped, and a second reserve, acking the first
+    batch, takes the two on the nodes up (keeping its acks for node 1)."""
+    servers, broker = _three_nodes(factory, tasks=2, appendonly=True)
+    held = broker.reserve("q", owner="w", count=6, lease=30.0)
+    for _ in range(3):
+        broker.push("q", [b"more"])
+    servers[1].stop()
+    second = broker.reserve("q", owner="w", count=10, lease=30.0, ack=held)
+    return servers, broker, held, second
+
+
 def test_acks_a_reserve_could_not_deliver_are_sent_once_the_node_is_back(
     redis_server_factory: Callable[..., RedisServer],
 ) -> None:
@@ -1368,13 +1383,10 @@ def test_acks_a_reserve_could_not_deliver_are_sent_once_the_node_is_back(
     the queue's next reserve: the tasks they settle, already done, must not
     run again when their lease lapses. Back up (append-only), the node takes
     them, and nothing is left in flight."""
-    servers, broker = _three_nodes(redis_server_factory, tasks=2, appendonly=True)
+    servers, broker, held, second = _acks_kept_while_node_1_is_down(
+        redis_server_factory
+    )
     try:
-        held = broker.reserve("q", owner="w", count=6, lease=30.0)
-        for _ in range(3):  # one more task on each node
-            broker.push("q", [b"more"])
-        servers[1].stop()
-        second = broker.reserve("q", owner="w", count=10, lease=30.0, ack=held)
         kept = dict(broker._late_acks)
         servers[1].start()
         third = broker.reserve("q", owner="w", count=10, lease=30.0, ack=second)
@@ -1389,3 +1401,26 @@ def test_acks_a_reserve_could_not_deliver_are_sent_once_the_node_is_back(
     assert payloads(third) == [b"more"]
     assert broker._late_acks == {}
     assert left == QueueLengths()
+
+
+def test_kept_acks_go_with_the_next_ack_of_the_queue(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """Acks kept while their node was down also go with the queue's next
+    ``ack`` (a worker's last call as it stops), not only with a reserve; while
+    the node is still down, that ack raises for it and keeps them."""
+    servers, broker, _, second = _acks_kept_while_node_1_is_down(redis_server_factory)
+    try:
+        with pytest.raises(BrokerUnavailable):
+            broker.ack("q", second)
+        still_kept = list(broker._late_acks)
+        servers[1].start()
+        broker.ack("q", second)
+        left = broker.lengths("q")
+    finally:
+        broker.close()
+
+    assert payloads(second) == [b"more", b"more"]
+    assert still_kept == [("q", 1)]
+    assert broker._late_acks == {}
+    assert left == QueueLengths(ready=1)
