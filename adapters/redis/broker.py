@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -431,89 +431,64 @@ class RedisBroker:
         caller keeps its acks and backs off as for any failed reserve (the acks
         kept from earlier reserves stay kept).
         """
-        late = self._take_late_acks(queue)
-        for index, groups in late.items():
-            acks[index] = [*groups, *acks.get(index, [])]
-        # Nodes whose acks (late ones included) were sent, or deferred again.
-        settled: set[int] = set()
-        try:
-            return self._reserve_visits(
-                queue, member, count, lease, acks, woken, settled
-            )
-        finally:
-            for index, groups in late.items():
-                if index not in settled:  # the caller resends only its own
-                    self._defer_acks(queue, index, groups)
-
-    def _reserve_visits(  # noqa: PLR0917 - _reserve_once's, and its record
-        self,
-        queue: str,
-        member: str,
-        count: int,
-        lease: float | None,
-        acks: dict[int, list[str]],
-        woken: bool,
-        settled: set[int],
-    ) -> tuple[list[Delivery], float | None]:
-        """The visits of ``_reserve_once``; adds to ``settled`` the nodes whose
-        acks were sent or deferred."""
-        now = self._clock()
-        args = reserve_args(now, count, lease, member, woken=woken)
-        chain = ("c" if self._single else "m") if woken else ""
-        args[FLAGS_AT] = chain or "-"
-        owner = member.partition(":")[2]
-        out: list[Delivery] = []
-        due: float | None = None
-        leased: set[int] = set()
-        pass_on = False
-        up = {i for i, node in enumerate(self._nodes) if not node.guard.in_outage}
-        passed_over: BrokerUnavailable | None = None
-        carrying: tuple[int, list[str]] | None = None
-        try:
-            visits = self._visits(queue)
-            for step, (index, levels) in enumerate(visits):
-                node = self._nodes[index]
-                popping = lease is None and node.direct
-                if lease is not None:
-                    _lease_on(index, leased, args, owner)
-                args[1], args[4] = count - len(out), levels
-                pending = [] if popping else acks.pop(index, [])
-                # Brief while another node is up: a node passed over loses
-                # nothing (its acks are kept, see _ack_unvisited).
-                quick = bool(up - {index})
-                # What the except below keeps if this visit fails for good.
-                carrying = (index, pending) if pending else None
-                try:
-                    entries, nxt, again = self._visit(
-                        node, queue, now, args, pending, brief=quick
-                    )
-                except BrokerUnavailable as error:
-                    if not quick:
-                        raise
-                    passed_over = error
-                    if pending:  # perhaps not applied: see _ack_unvisited
-                        acks[index] = pending
-                    continue
-                if pending:
-                    settled.add(index)
-                if entries:
-                    out += self._hand_out(index, entries, again, args[3])
-                    if len(out) >= count:
-                        pass_on = chain == "m" and (
-                            nxt in _MORE or step < len(visits) - 1
+        with self._late_acks_into(queue, acks) as settled:
+            now = self._clock()
+            args = reserve_args(now, count, lease, member, woken=woken)
+            chain = ("c" if self._single else "m") if woken else ""
+            args[FLAGS_AT] = chain or "-"
+            owner = member.partition(":")[2]
+            out: list[Delivery] = []
+            due: float | None = None
+            leased: set[int] = set()
+            pass_on = False
+            up = {i for i, node in enumerate(self._nodes) if not node.guard.in_outage}
+            passed_over: BrokerUnavailable | None = None
+            carrying: tuple[int, list[str]] | None = None
+            try:
+                visits = self._visits(queue)
+                for step, (index, levels) in enumerate(visits):
+                    node = self._nodes[index]
+                    popping = lease is None and node.direct
+                    if lease is not None:
+                        _lease_on(index, leased, args, owner)
+                    args[1], args[4] = count - len(out), levels
+                    pending = [] if popping else acks.pop(index, [])
+                    # Brief while another node is up: a node passed over loses
+                    # nothing (its acks are kept, see _ack_unvisited).
+                    quick = bool(up - {index})
+                    # What the except below keeps if this visit fails for good.
+                    carrying = (index, pending) if pending else None
+                    try:
+                        entries, nxt, again = self._visit(
+                            node, queue, now, args, pending, brief=quick
                         )
-                        break
-                else:
-                    due = _earlier(due, nxt)
-        except BrokerError:
-            if not out:
-                raise
-            # Tasks in hand: the failed visit's acks are kept for the next reserve.
-            settled |= self._defer_carried(queue, carrying)
-        self._end_visits(queue, acks, settled, holding=out, passed_over=passed_over)
-        if pass_on:
-            self._pass_on(queue)
-        return out, due
+                    except BrokerUnavailable as error:
+                        if not quick:
+                            raise
+                        passed_over = error
+                        if pending:  # perhaps not applied: see _ack_unvisited
+                            acks[index] = pending
+                        continue
+                    if pending:
+                        settled.add(index)
+                    if entries:
+                        out += self._hand_out(index, entries, again, args[3])
+                        if len(out) >= count:
+                            pass_on = chain == "m" and (
+                                nxt in _MORE or step < len(visits) - 1
+                            )
+                            break
+                    else:
+                        due = _earlier(due, nxt)
+            except BrokerError:
+                if not out:
+                    raise
+                # Tasks in hand: the failed visit's acks are kept for the next reserve.
+                settled.update(self._defer_carried(queue, carrying))
+            self._end_visits(queue, acks, settled, holding=out, passed_over=passed_over)
+            if pass_on:
+                self._pass_on(queue)
+            return out, due
 
     def _end_visits(
         self,
@@ -543,6 +518,25 @@ class RedisBroker:
             return set()
         self._defer_acks(queue, *carrying)
         return {carrying[0]}
+
+    @contextlib.contextmanager
+    def _late_acks_into(
+        self, queue: str, acks: dict[int, list[str]]
+    ) -> Iterator[set[int]]:
+        """Add the acks kept for ``queue`` (see ``_reserve_once``) to ``acks``;
+        yield the set in which the caller records the nodes whose acks it sent
+        (or kept again); on the way out, keep again the kept acks of the nodes
+        not recorded (the caller's own are the caller's to resend)."""
+        late = self._take_late_acks(queue)
+        for index, groups in late.items():
+            acks[index] = [*groups, *acks.get(index, [])]
+        settled: set[int] = set()
+        try:
+            yield settled
+        finally:
+            for index, groups in late.items():
+                if index not in settled:
+                    self._defer_acks(queue, index, groups)
 
     def _take_late_acks(self, queue: str) -> dict[int, list[str]]:
         """The acks deferred for ``queue`` (see ``_ack_unvisited``), per node,
@@ -696,20 +690,14 @@ class RedisBroker:
         take them too; a node that fails keeps its kept ones.
         """
         shares = self._groups(deliveries, acks=True)
-        late = self._take_late_acks(queue)
-        for index, groups in late.items():
-            shares[index] = [*groups, *shares.get(index, [])]
+        with self._late_acks_into(queue, shares) as settled:
 
-        def ack_on(index: int, groups: list[str], brief: bool) -> None:
-            node = self._nodes[index]
-            try:
+            def ack_on(index: int, groups: list[str], brief: bool) -> None:
+                node = self._nodes[index]
                 node.run(node.ack_script, queue, groups, brief=brief)
-            except BrokerError:
-                if index in late:
-                    self._defer_acks(queue, index, late[index])
-                raise
+                settled.add(index)
 
-        self._per_node(shares, ack_on)
+            self._per_node(shares, ack_on)
 
     def release(
         self, queue: str, deliveries: Sequence[Delivery], *, delay: float = 0.0
