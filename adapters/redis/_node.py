@@ -545,9 +545,11 @@ class Node:
         On a plain connection this is an RPUSH, and when the list was empty last
         time, LPUSH and LTRIM of the token in the same write: the push script's
         effect without copying every payload into Lua and out again, which costs
-        the server about twice the RPUSH itself, and without the token's two
-        commands while a backlog lasts, which cost a lone push about a sixth of
-        its time (``python -m benchmark.redis_costs``). When the RPUSH's reply
+        the server about twice the RPUSH itself (``python -m
+        benchmark.redis_costs``), and without the token's two commands while a
+        backlog lasts: leaving them out took a lone ``RedisBroker.push`` from
+        173.8 to 138.6 µs and its server CPU from 50.5 to 40.8 µs (``python -m
+        benchmark.one_at_a_time``, docs/performance.md). When the RPUSH's reply
         says the list was empty after all, the wake-up is owed. Not a MULTI
         block: the server runs the three in order, so a worker woken by the token
         finds the tasks. Only the RPUSH's error is raised (and retried by the
