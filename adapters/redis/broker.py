@@ -661,22 +661,38 @@ class RedisBroker:
         self, shares: dict[int, T], call: Callable[[int, T, bool], None]
     ) -> None:
         """``call(index, share, brief)`` per node; a node that fails does not stop
-        the others.
+        the others, nor hold them up.
 
         A worker's batch may span nodes: one node down must not keep the live
         ones from renewing their leases (another worker would take tasks still
-        running), nor from taking their acks and releases. Nodes known to be in
-        an outage go last, and get a ``brief`` call (no retry budget, see
-        ``_reserve_once``) while another node is up. The first failure is raised
-        once every node had its turn (acks, releases and renewals are safe to
-        send again in full).
+        running), nor from taking their acks and releases. Over several nodes,
+        every node gets a ``brief`` call first (no retry budget, see
+        ``_reserve_once``), nodes known to be in an outage last. Only then does a
+        node that failed there, and was not known down before, get the whole
+        retry budget (it may be a blip): waiting it out first would delay the
+        live nodes by the budget, longer than a short lease. A node known down
+        gets no more than the brief call while another node is up. The first
+        failure is raised once every node had its turn (acks, releases and
+        renewals are safe to send again in full).
         """
         failure: BrokerError | None = None
-        brief = self._down_among_up()
+        known_down = self._down_among_up()
         order = sorted(shares, key=lambda index: self._nodes[index].guard.in_outage)
+        again: list[int] = []
         for index in order:
+            first_try = not self._single and index not in known_down
             try:
-                call(index, shares[index], index in brief)
+                call(index, shares[index], first_try or index in known_down)
+            except BrokerUnavailable as error:
+                if first_try:
+                    again.append(index)
+                else:
+                    failure = failure or error
+            except BrokerError as error:
+                failure = failure or error
+        for index in again:
+            try:
+                call(index, shares[index], False)
             except BrokerError as error:
                 failure = failure or error
         if failure is not None:

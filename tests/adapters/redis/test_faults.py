@@ -747,6 +747,48 @@ def test_one_node_down_does_not_stop_renewals_and_acks_on_the_others(
     assert left == QueueLengths()
 
 
+def test_a_node_just_gone_down_does_not_hold_up_renewals_on_the_others(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """The first renewal to meet a node that has just gone down (not yet known
+    down) gives it the whole retry budget, but only after renewing the live
+    nodes: renewing them behind that wait let their leases lapse, shorter than
+    the budget, and a second worker took tasks the first was still running."""
+    servers, broker = _three_nodes(redis_server_factory, tasks=3, appendonly=False)
+    budget = broker._nodes[0].guard.policy.budget
+    lease = 1.0
+    held = broker.reserve("q", owner="w1", count=9, lease=lease)
+    spread = by_node(held, 3)
+    victim = next(iter(spread))  # the node the renewal loop meets first
+    live = [server for index, server in enumerate(servers) if index != victim]
+    thief = RedisBroker(
+        clients=[server.client() for server in live], namespace="down", retry=FAST_FAIL
+    )
+    stolen: list[Delivery] = []
+
+    def steal_after_the_first_lease() -> None:
+        time.sleep(lease + 0.5)
+        stolen.extend(thief.reserve("q", owner="w2", count=9, lease=30.0))
+
+    try:
+        servers[victim].stop()
+        theft = threading.Thread(target=steal_after_the_first_lease)
+        theft.start()
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable):
+            broker.extend("q", held, lease=30.0)
+        took = time.monotonic() - started
+        theft.join()
+    finally:
+        broker.close()
+        thief.close()
+
+    assert sorted(spread) == [0, 1, 2]
+    assert took > lease + 0.5  # the thief came while the renewal still waited
+    assert took < budget + 1.0
+    assert payloads(stolen) == []
+
+
 def test_a_woken_reserve_over_several_nodes_passes_its_wake_up_on_over_memory(
     redis_server_factory: Callable[..., RedisServer],
 ) -> None:
