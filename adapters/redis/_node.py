@@ -779,8 +779,9 @@ class Node:
         names = self.guard.call(self.client.smembers, self.queues_key)
         return {n.decode() for n in names}
 
-    def block(self, queue: str, seconds: float) -> None:
-        """Wait up to ``seconds`` (server resolution: 1/hz) for a wake-up token.
+    def block(self, queue: str, seconds: float) -> bool:
+        """Wait up to ``seconds`` (server resolution: 1/hz) for a wake-up token;
+        whether one was taken.
 
         A wait retried by the guard (the server restarted under it) waits only
         for what is left of ``seconds``, so the caller's ``wait`` still holds.
@@ -792,7 +793,7 @@ class Node:
             left = round(until - time.monotonic(), 3)
             return self.client.blpop([key], max(0.001, left))  # 0 waits forever
 
-        self.guard.call(wait)
+        return self.guard.call(wait) is not None
 
     def close(self) -> None:
         """Drop the client's connections, the dedicated one included."""

@@ -327,12 +327,23 @@ class RedisBroker:
             left = give_up - time.monotonic()
             if got or left < _MIN_BLOCK:
                 return got
+            until_due = False
             if due is not None:
-                left = min(left, due - self._clock())
-                if left <= 0:
+                to_due = due - self._clock()
+                if to_due <= 0:
                     continue
-            self._nodes[self._home(queue)].block(queue, left)
-            # Whoever took the wake-up token passes it on if it leaves more ready.
+                if to_due < left:
+                    left, until_due = to_due, True
+            token = self._nodes[self._home(queue)].block(queue, left)
+            if not (token or until_due) and give_up - time.monotonic() < _MIN_BLOCK:
+                # The wait ran out and nobody left a token: nothing was pushed
+                # to the empty queue, released or (over several nodes) made
+                # ready elsewhere, so another pass would find nothing. Skipping
+                # it halves what an idle worker costs the server.
+                return []
+            # Whoever took the wake-up token passes it on if it leaves more ready;
+            # so does a worker whose wait ended when a delayed task fell due or a
+            # lease lapsed (their promotion leaves no token).
             woken = True
 
     def begin_reserve(

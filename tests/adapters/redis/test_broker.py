@@ -393,19 +393,44 @@ def test_maintenance_runs_after_a_script_flush_while_a_backlog_lasts(
 def test_waiting_on_an_empty_queue_does_not_poll(
     private: Callable[..., tuple[RedisServer, RedisBroker]],
 ) -> None:
-    """A one-second wait costs a couple of commands, not a polling loop."""
+    """A one-second wait costs one reserve and one blocking wait, not a polling
+    loop. A wait that runs out without a wake-up token is not followed by a
+    second reserve: whatever a push, a release or another node makes ready
+    leaves a token, so it would find nothing (an idle worker waits again at
+    once, and thousands of them would double the server's idle load)."""
     server, broker = private()
     raw = server.client()
     broker.reserve("q", owner="w")  # loads the script
     raw.config_resetstat()
 
+    started = time.monotonic()
     got = broker.reserve("q", owner="w", wait=1.0)
+    waited = time.monotonic() - started
     stats = raw.info("commandstats")
 
     assert got == []
-    assert stats["cmdstat_evalsha"]["calls"] <= 3
-    assert stats["cmdstat_blpop"]["calls"] <= 2
+    assert waited >= 0.95
+    assert stats["cmdstat_evalsha"]["calls"] == 1
+    assert stats["cmdstat_blpop"]["calls"] == 1
     raw.close()
+
+
+def test_a_waiting_reserve_takes_a_lapsed_lease_when_it_lapses(
+    single: tuple[RedisBroker, redis.Redis, str],
+) -> None:
+    """A reserve finding nothing ready waits only until the next lease deadline,
+    which leaves no wake-up token, and then takes the lapsed task."""
+    broker, _, _ = single
+    broker.push("q", [b"a"])
+    broker.reserve("q", owner="lost", lease=0.5)
+    started = time.monotonic()
+
+    got = broker.reserve("q", owner="w", wait=10.0)
+    elapsed = time.monotonic() - started
+
+    assert payloads(got) == [b"a"]
+    assert [d.deliveries for d in got] == [2]
+    assert 0.4 <= elapsed < 3.0
 
 
 def test_a_push_wakes_a_waiting_reserve_at_once(
