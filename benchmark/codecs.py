@@ -10,8 +10,11 @@ in batches of 1,000 (``encode_all``/``decode_all``, which go through the codec's
 ``encode_many``/``decode_many``: what producers and workers call). The hot path
 of a queue is encode -> push and reserve -> decode, so these are the per-task
 costs a broker adds to. Then how fast a Task is built from its fields: by
-``assemble_task`` (what pushes and decoders use) and by the public constructor,
-and how fast task ids are drawn (one per pushed task).
+``assemble_task`` (what decoders and a lone push use), by ``assemble_task``
+in a list comprehension of 1,000 (how a bulk push did it before) and by
+``assemble_new_tasks`` (how it does it: the fields set in the loop's body, no
+call per task), and by the public constructor; and how fast task ids are drawn
+(one per pushed task).
 
 Decoded tasks are dropped as they are made, as a worker drops them once run:
 keeping 100k decoded tasks alive would mostly measure the garbage collector
@@ -36,7 +39,13 @@ from sergeant.adapters.codecs import (
 from sergeant.adapters.codecs.msgpack import MsgpackCodec
 
 from sergeant import protocols
-from sergeant.task import Priority, Task, assemble_task, new_task_id
+from sergeant.task import (
+    Priority,
+    Task,
+    assemble_new_tasks,
+    assemble_task,
+    new_task_id,
+)
 
 KEY = b"benchmark-key-benchmark-key-32by"
 
@@ -131,13 +140,27 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def build_rates(count: int, repeat: int) -> dict[str, float]:
-    """Tasks built per second by ``assemble_task`` and by ``Task(...)``."""
+    """Tasks built per second by ``assemble_task``, ``assemble_new_tasks`` and
+    ``Task(...)``; task ids drawn per second."""
     kwargs = {"url": "https://example.com/x", "n": 1}
     normal = Priority.NORMAL
 
     def assembled() -> None:
         for _ in range(count):
             assemble_task(kwargs, "bench", "id", "id", 1.0, 0, normal, None, None)
+
+    kwargs_list, batch_ids = [kwargs] * BATCH, [f"id{i}" for i in range(BATCH)]
+
+    def listed() -> None:  # how a bulk push built its tasks until 2026-12-06
+        for _ in range(0, count, BATCH):
+            [
+                assemble_task(k, "bench", i, i, 1.0, 0, normal, None, None)
+                for k, i in zip(kwargs_list, batch_ids, strict=True)
+            ]
+
+    def in_bulk() -> None:
+        for _ in range(0, count, BATCH):
+            assemble_new_tasks(kwargs_list, batch_ids, "bench", 1.0, normal, None, None)
 
     def constructed() -> None:
         for _ in range(count):
@@ -156,7 +179,13 @@ def build_rates(count: int, repeat: int) -> dict[str, float]:
             [hex_format % next(counter) for _ in range(BATCH)]
 
     return {
-        "assemble_task (pushes, decoders)": best_rate(assembled, count, repeat),
+        "assemble_task (decoders, a lone push)": best_rate(assembled, count, repeat),
+        f"assemble_task, {BATCH:,} into a list (a bulk push, before)": best_rate(
+            listed, count, repeat
+        ),
+        f"assemble_new_tasks, {BATCH:,} (a bulk push)": best_rate(
+            in_bulk, count, repeat
+        ),
         "Task(...) (the public constructor)": best_rate(constructed, count, repeat),
         f"task ids, new_task_id.many({BATCH:,})": best_rate(ids, count, repeat),
         "task ids, the former '%08x' counter": best_rate(hex_ids, count, repeat),

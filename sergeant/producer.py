@@ -29,7 +29,13 @@ from sergeant.protocols import (
     SupportsLocks,
     encode_all,
 )
-from sergeant.task import Priority, Task, assemble_task, new_task_id
+from sergeant.task import (
+    Priority,
+    Task,
+    assemble_new_tasks,
+    assemble_task,
+    new_task_id,
+)
 
 
 class Producer:
@@ -119,10 +125,9 @@ class Producer:
             pause.start()
         try:
             ids = new_task_id.many(len(kwargs_list))
-            tasks = [
-                assemble_task(kwargs, queue, id_, id_, now, 0, priority, eta, timeout)
-                for kwargs, id_ in zip(kwargs_list, ids, strict=True)
-            ]
+            tasks = assemble_new_tasks(
+                kwargs_list, ids, queue, now, priority, eta, timeout
+            )
             payloads = encode_all(self.codec, tasks)
             if pause is not None:
                 pause.freeze()

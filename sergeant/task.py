@@ -11,6 +11,7 @@ import enum
 import os
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -183,8 +184,57 @@ def assemble_task(  # noqa: PLR0917 - positional on purpose: a hot path
     return task  # type: ignore[return-value]
 
 
+def assemble_new_tasks(  # noqa: PLR0917 - positional on purpose: a hot path
+    kwargs_list: Sequence[dict[str, Any]],
+    ids: Sequence[str],
+    queue: str,
+    created_at: float,
+    priority: Priority,
+    eta: float | None,
+    timeout: float | None,
+) -> list[Task]:
+    """``assemble_task`` of a batch of new tasks (first attempt, each its own
+    trace), alike but for their kwargs and ids, as a bulk push makes them.
+
+    The fields are set in the loop's body rather than by a call per task:
+    ``python -m benchmark.codecs`` built 1,000-task batches at 3.8 to 4.0 million
+    tasks a second with ``assemble_task`` in a list comprehension and 4.5 million
+    this way (2026-12-06, two runs), some 0.04 µs a task, about 2% of a bulk
+    push. Nothing is checked.
+    """
+    out: list[Task] = []
+    keep = out.append
+    for kwargs, id_ in zip(kwargs_list, ids, strict=True):
+        task = _new(_OpenTask)
+        task.kwargs = kwargs
+        task.queue = queue
+        task.id = id_
+        task.trace_id = id_
+        task.created_at = created_at
+        task.attempt = 0
+        task.priority = priority
+        task.eta = eta
+        task.timeout = timeout
+        task.__class__ = Task  # type: ignore[assignment]
+        keep(task)  # type: ignore[arg-type]
+    return out
+
+
+def _every_field_set(task: Task) -> bool:
+    """Whether every slot of ``task`` holds a value (reading an unset one raises)."""
+    try:
+        for name in _FIELDS:
+            getattr(task, name)
+    except AttributeError:
+        return False
+    return True
+
+
 if (
-    assemble_task.__code__.co_varnames[:9] != _FIELDS
+    not _every_field_set(
+        assemble_new_tasks([{}], ["id"], "q", 0.0, Priority.NORMAL, None, None)[0]
+    )
+    or assemble_task.__code__.co_varnames[:9] != _FIELDS
     or set(_TaskSlots.__slots__) != {*_FIELDS, "__weakref__"}
     # attrs may copy the base's slot descriptors into Task, never make its own:
     or any(getattr(Task, name).__objclass__ is not _TaskSlots for name in _FIELDS)

@@ -111,7 +111,8 @@ def test_codecs_benchmark_prints_every_codec_and_the_task_build_rows() -> None:
         "pickle",
         "msgpack",
         "hmac+pickle",
-        "assemble_task (pushes, decoders)",
+        "assemble_task (decoders, a lone push)",
+        "assemble_new_tasks, 1,000 (a bulk push)",
     ):
         assert float(rates[name].replace(",", "")) > 0, rates
 

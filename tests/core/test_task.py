@@ -10,7 +10,13 @@ import weakref
 import attrs
 import pytest
 
-from sergeant.task import Priority, Task, assemble_task, new_task_id
+from sergeant.task import (
+    Priority,
+    Task,
+    assemble_new_tasks,
+    assemble_task,
+    new_task_id,
+)
 
 
 def _fields() -> dict[str, object]:
@@ -34,6 +40,28 @@ def test_an_assembled_task_equals_the_constructed_one() -> None:
     assert type(assembled) is Task
     assert assembled == Task(**_fields())  # type: ignore[arg-type]
     assert attrs.asdict(assembled, recurse=False) == _fields()
+
+
+def test_new_tasks_assembled_in_bulk_equal_the_constructed_ones() -> None:
+    """assemble_new_tasks gives real, frozen Tasks: first attempts, each id its
+    own trace id, the other fields shared."""
+    kwargs_list = [{"n": 1}, {"n": 2}]
+    tasks = assemble_new_tasks(
+        kwargs_list, ["a", "b"], "q", 12.5, Priority.HIGH, 99.0, 3.0
+    )
+
+    assert [type(task) for task in tasks] == [Task, Task]
+    assert tasks == [
+        Task(kwargs={"n": n}, queue="q", id=i, created_at=12.5,
+             priority=Priority.HIGH, eta=99.0, timeout=3.0)
+        for n, i in ((1, "a"), (2, "b"))
+    ]  # fmt: skip
+    assert [task.trace_id for task in tasks] == ["a", "b"]
+    assert tasks[0].kwargs is kwargs_list[0]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        tasks[0].attempt = 5  # type: ignore[misc]
+    with pytest.raises(ValueError):  # one id per kwargs, or nothing is built
+        assemble_new_tasks(kwargs_list, ["a"], "q", 1.0, Priority.NORMAL, None, None)
 
 
 def test_an_assembled_task_is_frozen() -> None:
