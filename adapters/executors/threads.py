@@ -37,6 +37,7 @@ class _Batch:
     __slots__ = (
         "claim",
         "done",
+        "ended",
         "fatal",
         "finish",
         "halted",
@@ -56,6 +57,8 @@ class _Batch:
         # (CPython's threading module numbers its threads the same way).
         self.claim: Callable[[], int] = itertools.count().__next__
         self.finish: Callable[[], int] = itertools.count(1).__next__
+        # One item per pool thread done with the batch, added before ``finish``.
+        self.ended: list[None] = []
         self.workers = workers
         self.tallies: list[int] = []  # jobs each drain stored (list.append is atomic)
         self.fatal: list[BaseException] = []
@@ -160,9 +163,15 @@ class ThreadExecutor:
             # no more of the batch, and let the jobs already running end before
             # the exception goes on, or they would run on, unsupervised, while the
             # caller unwinds (and a daemon pool thread dies mid-job at exit). A
-            # second interrupt during that wait goes on at once.
+            # second interrupt during that wait goes on at once. The first
+            # acquire may have succeeded with the interrupt raised right after it
+            # (a signal handler runs once the call returns, and a loaded machine
+            # can let the release come first): waiting again would then wait for
+            # ever. A pool thread releases only after every one has ended, so
+            # while one has not, the release is still to come.
             batch.halted = True
-            batch.done.acquire()
+            if len(batch.ended) < batch.workers:
+                batch.done.acquire()
             raise
         if batch.fatal:
             raise batch.fatal[0]
@@ -209,6 +218,7 @@ class ThreadExecutor:
                             except BaseException:
                                 _log.exception("%s: stray exception", self._name)
                     finally:
+                        batch.ended.append(None)
                         if batch.finish() == batch.workers:
                             batch.done.release()
                 return

@@ -7,8 +7,10 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from sergeant.adapters.executors import threads
 from sergeant.adapters.executors.serial import SerialExecutor
 from sergeant.adapters.executors.threads import ThreadExecutor
 
@@ -212,6 +214,54 @@ class TestEscapingBaseExceptions:
 
         assert finished_when_raised == [0]
         assert started == [0]
+
+    def test_an_interrupt_raised_just_after_the_wait_ended_does_not_hang(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A Ctrl-C whose handler runs just after run()'s wait took the batch's
+        release (on a loaded machine the release can come first) goes on at
+        once: run() used to wait for a second release that never comes. The
+        interrupt is simulated by the batch's lock, raising after it was taken."""
+
+        class _TakenThenInterrupted:
+            def __init__(self, lock: threading.Lock) -> None:
+                self.lock = lock
+                self.interrupted = False
+
+            def acquire(self) -> bool:
+                self.lock.acquire()
+                if not self.interrupted:
+                    self.interrupted = True
+                    raise KeyboardInterrupt
+                return True
+
+            def release(self) -> None:
+                self.lock.release()
+
+        class _Batch(threads._Batch):
+            def __init__(self, *args: Any) -> None:
+                super().__init__(*args)
+                self.done = _TakenThenInterrupted(self.done)  # type: ignore[assignment]
+
+        monkeypatch.setattr(threads, "_Batch", _Batch)
+        pool = ThreadExecutor(threads=2)
+        raised: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                pool.run(lambda task: Returned(None), _tasks(4))
+            except BaseException as error:
+                raised.append(error)
+
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        caller.join(timeout=10)
+        hung = caller.is_alive()
+        if not hung:
+            pool.shutdown()
+
+        assert not hung
+        assert [type(error) for error in raised] == [KeyboardInterrupt]
 
 
 _raise_in = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)(
