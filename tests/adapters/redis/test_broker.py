@@ -297,6 +297,51 @@ def test_a_lean_reserve_on_a_client_of_the_normal_path_retried_by_redis_py(
     assert held == QueueLengths(ready=4, in_flight=4)
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "script"])
+def test_a_lean_reserve_of_one_task_takes_high_first_and_counts_redeliveries(
+    redis_server: RedisServer, direct: bool
+) -> None:
+    """The lean script moves a single task with LMOVE: HIGH before NORMAL, and
+    an entry delivered before (reclaimed from a lapsed lease, then released)
+    reports its count, as the whole script does."""
+    namespace = new_namespace()
+    broker = RedisBroker(
+        redis_server.client(single_connection_client=not direct),
+        namespace=namespace,
+        retry=TEST_RETRY,
+    )
+    node = broker._nodes[0]
+    lean: list[bool] = []
+    may_skip = node._may_skip_upkeep
+
+    def spy(queue: str, args: list[Any]) -> bool:
+        lean.append(may_skip(queue, args))
+        return lean[-1]
+
+    try:
+        broker.push("q", [b"a", b"b"])
+        broker.reserve("q", owner="w", lease=0.05)
+        time.sleep(0.1)  # its lease lapses
+        again = broker.reserve("q", owner="w", lease=30.0)  # reclaims it
+        broker.release("q", again)  # back at the head, its count kept
+        broker.push("q", [b"h"], priority=Priority.HIGH)
+        node._may_skip_upkeep = spy  # type: ignore[method-assign]
+        got = [broker.reserve("q", owner="w", lease=30.0) for _ in range(3)]
+        left = broker.lengths("q")
+    finally:
+        broker.close()
+        delete_namespace([redis_server], namespace)
+
+    assert payloads(again) == [b"a"]
+    assert [(d.payload, d.deliveries) for batch in got for d in batch] == [
+        (b"h", 1),
+        (b"a", 2),
+        (b"b", 1),
+    ]
+    assert lean == [True, True, True]
+    assert left == QueueLengths(in_flight=3)
+
+
 def test_a_retried_replay_or_popped_dead_letter_acts_once(
     redis_server: RedisServer,
 ) -> None:
