@@ -132,11 +132,12 @@ def emit(result: dict[str, Any]) -> None:
     os.write(1, (json.dumps({"result": result}) + "\n").encode())
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` and its threads (Linux /proc)."""
+def cpu_ticks(pid: int) -> int:
+    """User + system CPU time of process ``pid`` and its threads, in clock ticks
+    (``SC_CLK_TCK`` per second; Linux /proc)."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) + int(fields[12])
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -202,9 +203,13 @@ def latency(
                 raise SystemExit("the worker did not run the warm-up task")
             time.sleep(0.01)
         time.sleep(0.2)  # let it settle into its idle wait
-        before = cpu_seconds(worker.pid)
+        before = cpu_ticks(worker.pid)
         time.sleep(IDLE_SECONDS)
-        idle_ms = 1000 * (cpu_seconds(worker.pid) - before)
+        # Whole ticks subtracted first: two tick counts turned into seconds and
+        # subtracted gave 20.000000000000004 ms for two ticks, which the 20 ms
+        # line of "no busy polling" then read as over it.
+        ticks = cpu_ticks(worker.pid) - before
+        idle_ms = 1000 * ticks / os.sysconf("SC_CLK_TCK")
         start = time.monotonic()
         for i in range(args.tasks):
             pause = start + i / args.rate - time.monotonic()
