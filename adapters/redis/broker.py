@@ -690,12 +690,12 @@ class RedisBroker:
         known_down = self._down_among_up()
         order = sorted(shares, key=lambda index: self._nodes[index].guard.in_outage)
         again: list[int] = []
+        brief = not self._single
         for index in order:
-            first_try = not self._single and index not in known_down
             try:
-                call(index, shares[index], first_try or index in known_down)
+                call(index, shares[index], brief)
             except BrokerUnavailable as error:
-                if first_try:
+                if brief and index not in known_down:
                     again.append(index)
                 else:
                     failure = failure or error
