@@ -132,8 +132,10 @@ class ProcessExecutor:
     exception escaping a job becomes ``Raised`` for that task while the others run;
     a child that dies is replaced and its task becomes ``Raised(ProcessDiedError)``.
     A ``SystemExit`` or ``KeyboardInterrupt`` escaping a job is recorded as
-    ``Raised`` and re-raised by ``run()`` once the batch has finished. Calls to
-    ``run()`` from several threads take turns.
+    ``Raised`` and re-raised by ``run()`` once the batch has finished. An
+    exception reaching ``run()`` itself while it waits (a Ctrl-C) goes on once the
+    running jobs have answered (a second one at once, killing the busy children).
+    Calls to ``run()`` from several threads take turns.
 
     Args:
         processes: size of the pool, at least 1.
@@ -211,14 +213,29 @@ class ProcessExecutor:
         for child in self._children:
             self._hand_out(child, batch)
         busy = batch.busy
-        while busy:
-            sentinels = {c.process.sentinel: c for c in busy.values()}
-            ready = wait([*busy, *sentinels])
-            done = {busy[r] for r in ready if isinstance(r, Connection)}
-            done |= {sentinels[r] for r in ready if isinstance(r, int)}
-            for child in done:
-                del busy[child.conn]
-                self._hand_out(self._collect(child, batch), batch)
+        try:
+            while busy:
+                sentinels = {c.process.sentinel: c for c in busy.values()}
+                ready = wait([*busy, *sentinels])
+                done = {busy[r] for r in ready if isinstance(r, Connection)}
+                done |= {sentinels[r] for r in ready if isinstance(r, int)}
+                for child in done:
+                    del busy[child.conn]
+                    self._hand_out(self._collect(child, batch), batch)
+        except BaseException:
+            # Abandoned mid-batch (a Ctrl-C, a failed fork): start no more of it,
+            # and wait for the jobs already running, as ThreadExecutor does. Their
+            # answers are read and dropped: left in the pipes, a later run() would
+            # take them for its own tasks' outcomes. The batch is not settled; its
+            # tasks come back through the broker.
+            batch.pending.clear()
+            try:
+                self._drain(busy)
+            except BaseException:
+                # A second interrupt goes on at once; the children still busy
+                # go too (a later run() forks fresh ones).
+                self._retire(list(busy.values()))
+            raise
 
     def _hand_out(self, child: _Child, batch: _Batch) -> None:
         """Give ``child`` the next pending task (settling the ones it cannot run)."""
@@ -301,6 +318,34 @@ class ProcessExecutor:
         position = self._children.index(child)
         self._children[position] = fresh
         return fresh
+
+    def _drain(self, busy: dict[Connection, _Child]) -> None:
+        """Wait for every busy child's answer and drop it; a child that died
+        instead leaves the pool."""
+        while busy:
+            sentinels = {c.process.sentinel: c for c in busy.values()}
+            ready = wait([*busy, *sentinels])
+            done = {busy[r] for r in ready if isinstance(r, Connection)}
+            done |= {sentinels[r] for r in ready if isinstance(r, int)}
+            for child in done:
+                del busy[child.conn]
+                child.index = -1
+                try:
+                    answered = child.conn.poll() and bool(child.conn.recv_bytes())
+                except (EOFError, OSError):
+                    answered = False
+                if not answered:
+                    self._retire([child])
+
+    def _retire(self, children: list[_Child]) -> None:
+        """Kill ``children`` (mid-job) and drop them from the pool."""
+        for child in children:
+            with contextlib.suppress(OSError):
+                child.conn.close()
+            child.process.kill()
+            child.process.join()
+            with contextlib.suppress(ValueError):
+                self._children.remove(child)
 
     def _stop_children(self) -> None:
         children, self._children = self._children, []

@@ -119,6 +119,80 @@ class TestCrashes:
         assert outcomes == [Returned(n) for n in range(6)]
 
 
+class _Interrupted(Exception):
+    """Raised in the parent by a signal handler, as Ctrl-C raises KeyboardInterrupt."""
+
+
+def _interrupted_after(delays: list[float]) -> Callable[[], None]:
+    """Raise _Interrupted in the main thread after each of ``delays`` seconds
+    (SIGUSR1 from timers: pytest-timeout may own SIGALRM); returns the undo."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise _Interrupted
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    timers = [
+        threading.Timer(d, os.kill, (os.getpid(), signal.SIGUSR1)) for d in delays
+    ]
+    for timer in timers:
+        timer.start()
+
+    def undo() -> None:
+        for timer in timers:
+            timer.cancel()
+        signal.signal(signal.SIGUSR1, previous)
+
+    return undo
+
+
+class TestInterrupted:
+    def test_an_interrupted_run_finishes_the_running_jobs_and_no_more(
+        self, pool: ProcessExecutor
+    ) -> None:
+        """An exception reaching run() while it waits (a Ctrl-C) goes on once the
+        jobs already running have ended, and the next run() gets its own tasks'
+        outcomes: left unread, the running jobs' answers were taken for them."""
+        slow = [Task(kwargs={"n": 100 + n, "sleep": 1.0}) for n in range(5)]
+        undo = _interrupted_after([0.3])
+        started = time.monotonic()
+        try:
+            with pytest.raises(_Interrupted):
+                pool.run(_sleep_then_echo, slow)
+            waited = time.monotonic() - started
+        finally:
+            undo()
+
+        outcomes = pool.run(_sleep_then_echo, _tasks(6, sleep=0.0))
+
+        assert waited >= 0.9  # the three running jobs were waited for
+        assert waited < 1.9  # the two not started stayed so
+        assert outcomes == [Returned(n) for n in range(6)]
+
+    def test_a_second_interrupt_goes_on_at_once_and_fresh_children_run_next(
+        self, pool: ProcessExecutor
+    ) -> None:
+        """A second interrupt while the running jobs are waited for goes on at
+        once; the children still busy are killed and the next run() forks new
+        ones, which answer for its own tasks."""
+        pool.run(_sleep_then_echo, _tasks(3, sleep=0.0))
+        first = pool.pids()
+        slow = [Task(kwargs={"n": 100 + n, "sleep": 10.0}) for n in range(3)]
+        undo = _interrupted_after([0.3, 0.6])
+        started = time.monotonic()
+        try:
+            with pytest.raises(_Interrupted):
+                pool.run(_sleep_then_echo, slow)
+            waited = time.monotonic() - started
+        finally:
+            undo()
+
+        outcomes = pool.run(_sleep_then_echo, _tasks(6, sleep=0.0))
+
+        assert waited < 5.0
+        assert outcomes == [Returned(n) for n in range(6)]
+        assert not set(first) & set(pool.pids())
+
+
 class TestWhatCrossesThePipe:
     @pytest.mark.parametrize(
         ("error", "shown"),
