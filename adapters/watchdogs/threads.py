@@ -4,7 +4,7 @@ Theory of operation. ``arm()`` runs in the task's own thread: it records the thr
 and pushes the deadline on a heap. One background thread per watchdog sleeps on a
 condition until the earliest deadline, and then *fires*: it asks CPython, through
 ``PyThreadState_SetAsyncExc``, to raise ``TaskTimedOut`` in that thread. If the
-handle is still not disarmed ``grace`` seconds later, it *escalates* by calling
+handle is still not disarmed ``grace`` seconds after that, it *escalates* by calling
 ``on_escalate(handle)`` (by default: log at ERROR and raise ``TaskTimedOut`` once
 more). ``disarm()`` ends the arm; disarmed entries are dropped from the heap lazily
 when they come due, or in one sweep once they are most of it.
@@ -95,7 +95,8 @@ class WatchdogHandle:
         thread_id: ``threading.get_ident()`` of the armed thread.
         thread_name: that thread's name, for log messages.
         timeout: seconds from arming to the deadline.
-        grace: seconds from the deadline to the escalation.
+        grace: seconds from raising ``TaskTimedOut`` (at the deadline, or later
+            if the watchdog's thread could not run then) to the escalation.
         deadline: the deadline as a ``time.monotonic()`` reading.
     """
 
@@ -157,7 +158,8 @@ class ThreadWatchdog:
 
     Args:
         on_escalate: called from the watchdog's thread with the handle when a task
-            is still running ``grace`` seconds after its deadline. The default logs
+            is still running ``grace`` seconds after it was told to stop (at its
+            deadline, or later if the watchdog could not run then). The default logs
             at ERROR and raises ``TaskTimedOut`` in the task once more. Exceptions
             it raises are logged and ignored.
         name: name of the watchdog's thread.
@@ -285,7 +287,11 @@ class ThreadWatchdog:
             return
         _raise_in(handle.thread_id, TaskTimedOut)
         handle._state = _State.FIRED
-        self._push(handle.deadline + handle.grace, handle, escalation=True)
+        # The grace counts from now, not from the deadline: a watchdog thread
+        # kept from running past the deadline (a task holding the GIL in a C
+        # call) fires late, and the task must still get its whole grace to stop,
+        # not an escalation in the same instant (as ProcessWatchdog does).
+        self._push(time.monotonic() + handle.grace, handle, escalation=True)
 
     # -- the watchdog's thread ---------------------------------------------------
 
@@ -331,8 +337,8 @@ class ThreadWatchdog:
     def _raise_again(self, handle: WatchdogHandle) -> None:
         """The default escalation: log at ERROR, raise ``TaskTimedOut`` once more."""
         _log.error(
-            "task in thread %r still running %.3gs after its %.3gs deadline "
-            "(it ignored TaskTimedOut); raising it once more",
+            "task in thread %r still running %.3gs after TaskTimedOut was raised "
+            "at or after its %.3gs deadline (it ignored it); raising it once more",
             handle.thread_name,
             handle.grace,
             handle.timeout,

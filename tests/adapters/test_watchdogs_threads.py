@@ -97,6 +97,32 @@ class TestEscalation:
         assert not_fired is False
         assert escalations == []
 
+    def test_a_late_fire_still_gives_the_whole_grace(
+        self,
+        recording_watchdog: ThreadWatchdog,
+        escalations: list[tuple[WatchdogHandle, float]],
+    ) -> None:
+        """A watchdog kept from running past the deadline and the grace (by a task
+        holding the GIL in a C call; here, by holding its lock) fires late. The
+        grace then counts from the firing: a task that stops within it is not
+        escalated in the same instant."""
+        handle = recording_watchdog.arm(0.05, grace=0.5)
+        told = None
+        try:
+            with recording_watchdog._lock:  # its thread cannot fire meanwhile
+                time.sleep(0.8)
+            _spin(5.0)
+        except TaskTimedOut:
+            told = time.monotonic()
+            _spin(0.2)  # a cleanup well within the grace
+
+        not_fired = recording_watchdog.disarm(handle)
+        _spin(0.6)
+
+        assert told is not None
+        assert not_fired is False
+        assert escalations == []
+
     def test_a_raising_on_escalate_does_not_stop_the_watchdog(self) -> None:
         """An exception from on_escalate is logged and later deadlines still fire."""
 
