@@ -201,6 +201,8 @@ class ProcessWatchdog:
         Raises:
             ConfigError: ``timeout`` or ``grace`` is negative or not a number.
             WatchdogError: not in the main thread, closed, or the killer cannot start.
+            TaskTimedOut: the deadline passed before ``arm`` returned; the arm is
+                already ended (nothing to disarm).
         """
         _check("timeout", timeout)
         _check("grace", grace)
@@ -209,6 +211,20 @@ class ProcessWatchdog:
         # Current before the killer hears of it: a 0 s deadline may fire at once.
         self._armed = handle
         record = ARM.pack(handle.generation, handle.deadline, handle.grace)
+        try:
+            self._send_arm(record)
+            return handle
+        except TaskTimedOut:
+            # The deadline fired before arm() could return (a timeout shorter than
+            # the write and a thread switch): the caller never gets the handle to
+            # disarm, and the killer would SIGKILL the worker once the grace ran
+            # out, whatever it does by then. End the arm here; the caller sees the
+            # timeout (as ThreadWatchdog.arm does).
+            self.disarm(handle)
+            raise
+
+    def _send_arm(self, record: bytes) -> None:
+        """Write an arm record; a killer found dead is replaced first."""
         try:
             self._send(record)
         except BrokenPipeError:  # someone killed the killer: start another
@@ -220,7 +236,6 @@ class ProcessWatchdog:
                 self._armed = None  # nothing watches it: the caller gets no handle
                 raise
             self._send(record)
-        return handle
 
     def disarm(self, handle: object) -> bool:
         """Stop watching; True when no ``TaskTimedOut`` was raised for this arm.

@@ -93,6 +93,27 @@ def disarmed(watchdog: ProcessWatchdog) -> None:
     say("done", first=first, second=watchdog.disarm(handle))
 
 
+def fired_in_arm(watchdog: ProcessWatchdog) -> None:
+    """The deadline fires before arm() returns (stalled right after writing the
+    record, as a thread switch could): arm ends the arm and raises TaskTimedOut;
+    the process then outlives the grace."""
+    send = watchdog._send
+
+    def send_then_stall(record: bytes) -> None:
+        send(record)
+        spin(0.3)  # the killer fires the 0.01 s deadline meanwhile
+
+    watchdog._send = send_then_stall  # type: ignore[method-assign]
+    raised = False
+    try:
+        watchdog.arm(0.01, grace=0.3)
+    except TaskTimedOut:
+        raised = True
+    watchdog._send = send  # type: ignore[method-assign]
+    spin(1.0)  # past the grace: an arm left live would have been SIGKILLed
+    say("done", raised=raised)
+
+
 def late(watchdog: ProcessWatchdog) -> None:
     calls: list[int] = []
     signal.signal(signal.SIGINT, lambda signum, frame: calls.append(signum))
@@ -248,9 +269,9 @@ def close_forked_ignoring_term(watchdog: ProcessWatchdog) -> None:
     close_forked(watchdog)
 
 
-_ALL = (loop, blocking, regex, c_loop, swallow, disarmed, late, foreign, keyboard,
-        stress, late_fire, flood, memory, orphan, close, close_forked,
-        close_forked_ignoring_term)  # fmt: skip
+_ALL = (loop, blocking, regex, c_loop, swallow, disarmed, fired_in_arm, late,
+        foreign, keyboard, stress, late_fire, flood, memory, orphan, close,
+        close_forked, close_forked_ignoring_term)  # fmt: skip
 SCENARIOS: dict[str, Callable[[ProcessWatchdog], None]] = {f.__name__: f for f in _ALL}
 
 

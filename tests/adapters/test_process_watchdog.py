@@ -126,6 +126,14 @@ class TestDeadlines:
         assert done["first"] is True
         assert done["second"] is True
 
+    def test_a_deadline_firing_inside_arm_ends_that_arm(self) -> None:
+        """A TaskTimedOut surfacing before arm() returns leaves no live arm (the
+        caller has no handle to disarm): the process is not SIGKILLed after the
+        grace."""
+        done = run("fired_in_arm")
+
+        assert done["raised"] is True
+
     def test_arm_and_disarm_never_wait_for_the_killers_poll(self) -> None:
         """120,000 arm/disarm pairs (over 20 pipes full) under a 1 s poll_interval
         take about a second: a full pipe wakes the killer instead of waiting out
