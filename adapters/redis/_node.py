@@ -451,8 +451,8 @@ class Node:
             if slot.replies is not _FAILED:
                 try:
                     got = _reserve_reply(slot.replies)
-                except NoScriptError:  # nothing ran
-                    self._load_reserve_scripts()
+                except NoScriptError:  # nothing ran: the retry loads the scripts
+                    pass  # (under the guard: a failure then is a BrokerError)
                 except ResponseError:  # an error the retry raises
                     pass
                 else:

@@ -95,6 +95,25 @@ def test_the_next_call_succeeds_once_the_server_is_back(
     assert payloads(broker.reserve("q", owner="w")) == [b"a"]
 
 
+def test_a_prefetch_answered_noscript_by_a_server_gone_since_is_unavailable(
+    private: Callable[..., tuple[RedisServer, RedisBroker]],
+) -> None:
+    """A request begun after the server lost its scripts (restart, SCRIPT FLUSH)
+    and collected once it is down: the scripts are loaded again under the retry
+    budget, so the failure is BrokerUnavailable, never a driver exception (which
+    the worker's prefetch would not catch)."""
+    server, broker = private()
+    broker.push("q", [b"a", b"b"])
+    first = broker.reserve("q", owner="w")
+    server.client().script_flush()
+    collect = broker.begin_reserve("q", owner="w", ack=first)
+    time.sleep(0.2)  # the NOSCRIPT reply is in the client's socket by now
+    server.stop()
+
+    with pytest.raises(BrokerUnavailable):
+        collect()
+
+
 def test_a_restart_with_appendonly_keeps_pushed_and_leased_tasks(
     private: Callable[..., tuple[RedisServer, RedisBroker]],
 ) -> None:
