@@ -340,6 +340,11 @@ def test_compressing_a_signed_codec_says_to_sign_last() -> None:
     [
         pytest.param(JsonCodec(), b"raw", "bytes", id="json-bytes"),
         pytest.param(JsonCodec(), {1, 2}, "set", id="json-set"),
+        pytest.param(JsonCodec(), "a\udcffb", "str", id="json-lone-surrogate"),
+        pytest.param(
+            ZlibCodec(JsonCodec()), "\ud800", "str", id="zlib-json-lone-surrogate"
+        ),
+        pytest.param(MsgpackCodec(), "a\udcffb", "str", id="msgpack-lone-surrogate"),
         pytest.param(MsgpackCodec(), {1, 2}, "set", id="msgpack-set"),
         pytest.param(MsgpackCodec(), 2**64, "int", id="msgpack-bigint"),
         pytest.param(PickleCodec(), lambda: None, "function", id="pickle-lambda"),
