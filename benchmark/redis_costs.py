@@ -33,6 +33,10 @@ making the entries and then packing them, and by ``packed_rpush`` (what a ready
 push does on a dedicated connection); and the time to turn 1,000 reserved
 entries into the ``Delivery`` objects the worker gets (their delivery counts read
 client-side, as the broker does for a batch read by ``LRANGE``).
+
+A third table gives the server's CPU time per ``redis.call`` of single commands
+inside a script (a script calling it 100,000 times): what one more command in a
+hot script costs, such as the lean reserve script's check for a due delayed task.
 """
 
 from __future__ import annotations
@@ -306,6 +310,46 @@ def packing(server: RedisServer, rounds: int) -> list[tuple[str, float]]:
     return list(best.items())
 
 
+# Single commands as a script runs them, each timed by a script that calls it
+# 100,000 times (server CPU per call, the script's own overhead spread thin):
+# what one more ``redis.call`` in a hot script costs.
+IN_LUA_CALLS = 100_000
+IN_LUA: dict[str, str] = {
+    "EXISTS, a key that does not exist": "redis.call('EXISTS', KEYS[1])",
+    "ZRANGE 0 0 WITHSCORES, no set (lean due check, none delayed)": (
+        "redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')"
+    ),
+    "ZRANGE 0 0 WITHSCORES + tonumber, 100 delayed (lean due check)": (
+        "local h = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')\n"
+        "local due = h[2] and tonumber(h[2]) <= 1"
+    ),
+    "LMOVE from an empty list": (
+        "redis.call('LMOVE', KEYS[1], KEYS[3], 'LEFT', 'RIGHT')"
+    ),
+}
+
+
+def in_lua(server: RedisServer, rounds: int) -> list[tuple[str, float]]:
+    """(command, server CPU µs per call inside a script), medians of ``rounds``."""
+    probe = server.client()
+    keys = ("{c}none", "{c}delayed", "{c}other")
+    probe.delete(*keys)
+    probe.zadd(keys[1], {f"e{i}": 2e9 + i for i in range(100)})
+    results: list[tuple[str, float]] = []
+    for name, body in IN_LUA.items():
+        script = f"for _ = 1, {IN_LUA_CALLS} do\n{body}\nend\nreturn 1"
+        sha = probe.script_load(script)
+        times = []
+        for _ in range(max(1, rounds)):
+            before = server_cpu_seconds(probe)
+            probe.evalsha(sha, len(keys), *keys)
+            times.append((server_cpu_seconds(probe) - before) / IN_LUA_CALLS * 1e6)
+        results.append((name, statistics.median(times)))
+    probe.delete(*keys)
+    probe.close()
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     """Measure and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -315,6 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         table = rows(server, args.rounds)
         packed = packing(server, args.rounds)
+        called = in_lua(server, args.rounds)
     finally:
         server.stop()
     print(f"{'operation (* the broker)':<52} {'server CPU µs':>14} {'wall µs':>10}")
@@ -324,6 +369,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'client work on 1,000 entries':<52} {'µs':>14}")
     for name, micros in packed:
         print(f"{name:<52} {micros:>14,.1f}")
+    print()
+    print(f"{'one redis.call inside a script':<64} {'server CPU µs':>14}")
+    for name, micros in called:
+        print(f"{name:<64} {micros:>14,.2f}")
 
 
 if __name__ == "__main__":

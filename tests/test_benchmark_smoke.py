@@ -60,7 +60,7 @@ def test_redis_costs_prints_a_positive_figure_for_every_operation() -> None:
     )
 
     assert done.returncode == 0, done.stderr[-2000:]
-    server_part, client_part = done.stdout.strip().split("\n\n")
+    server_part, client_part, in_lua_part = done.stdout.strip().split("\n\n")
     rows = server_part.splitlines()[1:]
     assert len(rows) == 23
     for row in rows:
@@ -70,6 +70,10 @@ def test_redis_costs_prints_a_positive_figure_for_every_operation() -> None:
     steps = client_part.splitlines()[1:]
     assert len(steps) == 5
     for row in steps:
+        assert float(row.split()[-1].replace(",", "")) > 0, row
+    calls = in_lua_part.splitlines()[1:]
+    assert len(calls) == 4
+    for row in calls:
         assert float(row.split()[-1].replace(",", "")) > 0, row
 
 

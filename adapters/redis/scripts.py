@@ -415,10 +415,9 @@ return handed(more)
 # caller that was not woken (no wake-up to pass on), whose acks are all of whole
 # batches, and that ran the reserve script less than ``MAINTAIN_EVERY`` ago
 # (``Node.reserve``). A retry (flag 'r') looks for its first attempt's batch as
-# the reserve script does. It
-# reclaims lapsed leases and promotes due delayed tasks only when nothing is
-# ready: a task falling due meanwhile would only join the tail of ready lists
-# that are not empty, and a lapsed lease waits that much longer. The helpers
+# the reserve script does. It reclaims lapsed leases and promotes due delayed
+# tasks only when nothing is ready or a delayed task is due (the head of the
+# delayed set says so): a lapsed lease waits that much longer. The helpers
 # that maintenance needs are defined in that branch only: a worker taking one
 # task at a time sends this for almost every task, and it costs the server about
 # a seventh less than the reserve script (``python -m benchmark.redis_costs``,
@@ -449,22 +448,26 @@ if string.find(ARGV[6], 'r', 1, true) and redis.call('EXISTS', key) == 1 then
   local held = redis.call('LRANGE', key, 0, -1)
   return {held, '', redelivered(held)}
 end
-local got
-if count == 1 then
-  -- One task, moved by the server from list to list (HIGH first): the entry
-  -- is not copied into a Lua table and out again.
-  local e = redis.call('LMOVE', KEYS[1], key, 'LEFT', 'RIGHT')
-  if not e and ARGV[5] == '2' then
-    e = redis.call('LMOVE', KEYS[2], key, 'LEFT', 'RIGHT')
+-- A delayed task due by now goes through the upkeep below first, so that a
+-- HIGH one comes before the NORMAL tasks already ready (one ZRANGE of the head).
+local head = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+local got = {}
+if not head[2] or tonumber(head[2]) > tonumber(now) then
+  if count == 1 then
+    -- One task, moved by the server from list to list (HIGH first): the entry
+    -- is not copied into a Lua table and out again.
+    local e = redis.call('LMOVE', KEYS[1], key, 'LEFT', 'RIGHT')
+    if not e and ARGV[5] == '2' then
+      e = redis.call('LMOVE', KEYS[2], key, 'LEFT', 'RIGHT')
+    end
+    if e then
+      redis.call('ZADD', KEYS[4], deadline, member)
+      if string.sub(e, 22, 29) ~= '00000000' then return {{e}, '', {1}} end
+      return {{e}, '', {}}
+    end
+  else
+    got = pop_few(count)
   end
-  if e then
-    redis.call('ZADD', KEYS[4], deadline, member)
-    if string.sub(e, 22, 29) ~= '00000000' then return {{e}, '', {1}} end
-    return {{e}, '', {}}
-  end
-  got = {}
-else
-  got = pop_few(count)
 end
 if #got == 0 then
 """

@@ -187,9 +187,9 @@ def test_a_busy_pop_skips_maintenance_but_a_short_one_promotes_due_tasks(
 ) -> None:
     """Full pops inside MAINTAIN_EVERY send no script; a short pop still gets due tasks.
 
-    A task falling due while the ready list is full would only join its tail, so
-    skipping the script then changes no order that matters; once the pop comes up
-    short, the due task is promoted and handed out in that same call.
+    A NORMAL task falling due while the ready list is full would only join its
+    tail (a HIGH one waits up to MAINTAIN_EVERY, docs/redis.md says so); once the
+    pop comes up short, the due task is promoted and handed out in that same call.
     """
     broker, raw, clock = clocked
     broker._nodes[0].monotonic = lambda: 50.0  # never past MAINTAIN_EVERY
@@ -361,32 +361,34 @@ def test_reserves_between_upkeeps_lease_and_ack_without_maintenance(
     assert broker.lengths("q") == QueueLengths(in_flight=1)
 
 
-def test_a_busy_reserve_takes_due_and_lapsed_tasks_once_the_interval_passes(
+def test_a_busy_reserve_takes_lapsed_tasks_at_the_interval_and_due_ones_at_once(
     clocked: tuple[RedisBroker, redis.Redis, _Clock],
 ) -> None:
-    """While tasks are ready, a task falling due or a lease lapsing inside
-    MAINTAIN_EVERY waits for the next upkeep (it would only join the ready
-    lists' tail); the upkeep then promotes the due one (HIGH: first of all) and
-    puts the lapsed one back at the front of the NORMAL tasks."""
+    """While tasks are ready, a lease lapsing inside MAINTAIN_EVERY waits for the
+    next upkeep, which puts its task back at the front of the NORMAL tasks; a
+    delayed task falling due brings the upkeep forward (HIGH: first of all)."""
     broker, _, clock = clocked
     ticks = _Clock()
     broker._nodes[0].monotonic = ticks
     broker.push("q", [b"lapsing"])
     broker.reserve("q", owner="dead", lease=1.0)
     broker.push("q", [b"%d" % i for i in range(5)])
-    broker.push("q", [b"urgent"], priority=Priority.HIGH, eta=clock.now + 0.5)
+    broker.push("q", [b"urgent"], priority=Priority.HIGH, eta=clock.now + 3.5)
     first = broker.reserve("q", owner="w")  # maintains: nothing due yet
-    clock.now += 2.0  # "urgent" is due, "lapsing" has lapsed
+    clock.now += 2.0  # "lapsing" has lapsed; "urgent" is not due yet
 
     inside = broker.reserve("q", owner="w", ack=first)
     ticks.now += MAINTAIN_EVERY
     after = broker.reserve("q", owner="w", count=2, ack=inside)
+    clock.now += 2.0  # "urgent" is due, inside the next interval
+    due = broker.reserve("q", owner="w", ack=after)
 
     assert payloads(first + inside) == [b"0", b"1"]
     assert [(d.payload, d.deliveries) for d in after] == [
-        (b"urgent", 1),
         (b"lapsing", 2),
+        (b"2", 1),
     ]
+    assert payloads(due) == [b"urgent"]
 
 
 def test_a_lean_reserve_that_finds_nothing_ready_maintains_and_says_when_next(
@@ -414,6 +416,26 @@ def test_a_lean_reserve_that_finds_nothing_ready_maintains_and_says_when_next(
     assert float(nxt) == pytest.approx(clock.now + 5.0)
     assert _calls(raw, "zrangebyscore") == 4  # two lean reserves, each maintained
     assert broker.lengths("q") == QueueLengths(delayed=1)
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_a_lean_reserve_hands_out_a_high_task_fallen_due_before_ready_ones(
+    clocked: tuple[RedisBroker, redis.Redis, _Clock], count: int
+) -> None:
+    """Inside MAINTAIN_EVERY, with NORMAL tasks ready, a HIGH task that fell due
+    since the last upkeep still comes first (the contract's HIGH before NORMAL):
+    the lean script sees the due head of the delayed set and promotes it."""
+    broker, _, clock = clocked
+    broker._nodes[0].monotonic = lambda: 50.0  # never past MAINTAIN_EVERY
+    broker.push("q", [b"n1", b"n2", b"n3", b"n4"])
+    broker.push("q", [b"h"], priority=Priority.HIGH, eta=clock.now + 0.01)
+    first = broker.reserve("q", owner="w", count=count)  # maintains: none due
+    clock.now += 0.02
+
+    second = broker.reserve("q", owner="w", count=count, ack=first)
+
+    assert payloads(first) == [b"n1", b"n2"][:count]
+    assert payloads(second) == [b"h", b"n3"][:count]
 
 
 def test_a_lean_reserve_whose_reply_was_lost_hands_out_the_same_task(
