@@ -2,6 +2,7 @@
 
 A bad value fails when the object is built, with a ``ConfigError`` naming the field
 (``WorkerConfig.tasks_per_transaction must be >= 1, got 0``), never later in a loop.
+Times are finite numbers of seconds, at most ten years (``MAX_SECONDS``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ class DeliveryMode(enum.Enum):
     """Pop without a lease: fastest, but a worker crash loses the tasks it held."""
 
 
-def _at_least(minimum: float) -> Any:
+# The longest time any setting may give, in seconds (ten years). Longer ones are
+# refused at construction: passed on to a wait (``threading`` caps timeouts at
+# ``threading.TIMEOUT_MAX``, about 292 years), they would raise OverflowError deep
+# in the loop or kill the lease keeper's thread instead.
+MAX_SECONDS = 10 * 365 * 24 * 3600.0
+
+
+def _at_least(minimum: float, maximum: float | None = None) -> Any:
     def check(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(
@@ -42,8 +50,18 @@ def _at_least(minimum: float) -> Any:
                 f"{type(instance).__name__}.{attribute.name} must be >= {minimum}, "
                 f"got {value!r}"
             )
+        if maximum is not None and value > maximum:
+            raise ConfigError(
+                f"{type(instance).__name__}.{attribute.name} must be <= {maximum:g}"
+                f"{' s (ten years)' if maximum == MAX_SECONDS else ''}, got {value!r}"
+            )
 
     return check
+
+
+def _seconds(minimum: float) -> Any:
+    """A time in seconds: finite, at least ``minimum``, at most ``MAX_SECONDS``."""
+    return _at_least(minimum, MAX_SECONDS)
 
 
 def _name(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -76,13 +94,13 @@ class RetryPolicy:
         base_delay: the first retry's delay, in seconds.
         factor: growth per attempt.
         max_delay: the cap, in seconds.
-        jitter: extra random fraction in [0, jitter] of the delay.
+        jitter: extra random fraction in [0, jitter] of the delay (at most 10).
     """
 
-    base_delay: float = attrs.field(default=1.0, validator=_at_least(0))
+    base_delay: float = attrs.field(default=1.0, validator=_seconds(0))
     factor: float = attrs.field(default=2.0, validator=_at_least(1))
-    max_delay: float = attrs.field(default=300.0, validator=_at_least(0))
-    jitter: float = attrs.field(default=0.1, validator=_at_least(0))
+    max_delay: float = attrs.field(default=300.0, validator=_seconds(0))
+    jitter: float = attrs.field(default=0.1, validator=_at_least(0, 10))
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait before retry number ``attempt + 1``."""
@@ -105,8 +123,8 @@ class Timeouts:
             (kills the process) if the task has not stopped.
     """
 
-    timeout: float = attrs.field(default=0.0, validator=_at_least(0))
-    grace_period: float = attrs.field(default=10.0, validator=_at_least(0))
+    timeout: float = attrs.field(default=0.0, validator=_seconds(0))
+    grace_period: float = attrs.field(default=10.0, validator=_seconds(0))
 
 
 @attrs.frozen(kw_only=True)
@@ -118,7 +136,7 @@ class Starvation:
             (then again after each further such stretch).
     """
 
-    time_with_no_tasks: float = attrs.field(validator=_at_least(0.001))
+    time_with_no_tasks: float = attrs.field(validator=_seconds(0.001))
 
 
 @attrs.frozen(kw_only=True)
@@ -161,9 +179,9 @@ class WorkerConfig:
     delivery: DeliveryMode = attrs.field(
         default=DeliveryMode.AT_LEAST_ONCE, converter=_delivery_mode
     )
-    lease: float = attrs.field(default=60.0, validator=_at_least(0.01))
+    lease: float = attrs.field(default=60.0, validator=_seconds(0.01))
     max_deliveries: int = attrs.field(default=5, validator=_at_least(1))
-    wait: float = attrs.field(default=1.0, validator=_at_least(0))
+    wait: float = attrs.field(default=1.0, validator=_seconds(0))
     max_payload_bytes: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(_at_least(1))
     )

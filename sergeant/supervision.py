@@ -23,6 +23,7 @@ from typing import Any
 
 import attrs
 
+from sergeant.config import MAX_SECONDS
 from sergeant.errors import ConfigError
 
 
@@ -73,7 +74,7 @@ class ExitVerdict(enum.Enum):
     RETIRE = "retire"
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*((?:[KMGT]i?)?B?)\s*$", re.IGNORECASE)
 
 
 def parse_size(text: str | int) -> int:
@@ -92,7 +93,12 @@ def parse_size(text: str | int) -> int:
     number, unit = float(match.group(1)), (match.group(2) or "").upper()
     letter = unit.replace("I", "").replace("B", "")
     power = "KMGT".index(letter) + 1 if letter else 0
-    size = int(number * (1024 if "I" in unit else 1000) ** power)
+    scaled = number * (1024 if "I" in unit else 1000) ** power
+    if not math.isfinite(scaled) or scaled >= 2**63:
+        raise ConfigError(f"size too large: {text!r}")
+    if not power and not number.is_integer():
+        raise ConfigError(f"size in bytes must be whole, got {text!r}")
+    size = int(scaled)
     if size <= 0:
         raise ConfigError(f"size must be > 0 bytes, got {text!r}")
     return size
@@ -146,6 +152,11 @@ class SupervisionPolicy:
                 )
             if value < 0:
                 raise ConfigError(f"SupervisionPolicy.{field} must be >= 0")
+            if value > MAX_SECONDS:
+                raise ConfigError(
+                    f"SupervisionPolicy.{field} must be <= {MAX_SECONDS:g} s (ten "
+                    f"years), got {value!r}"
+                )
         if (
             self.soft_memory is not None
             and self.hard_memory is not None

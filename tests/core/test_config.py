@@ -48,6 +48,10 @@ from sergeant.errors import ConfigError
             "WorkerConfig.max_payload_bytes",
         ),
         ({"name": "q", "max_payload_bytes": 1.5}, "WorkerConfig.max_payload_bytes"),
+        # Past any wait's limit (threading.TIMEOUT_MAX): refused here, not later
+        # as an OverflowError in the loop or in the lease keeper's thread.
+        ({"name": "q", "wait": 1e10}, "WorkerConfig.wait"),
+        ({"name": "q", "lease": 1e11}, "WorkerConfig.lease"),
     ],
 )
 def test_bad_worker_config_names_the_field(kwargs: dict, field: str) -> None:
@@ -66,6 +70,10 @@ def test_bad_worker_config_names_the_field(kwargs: dict, field: str) -> None:
         (lambda: RetryPolicy(base_delay=float("nan")), "RetryPolicy.base_delay"),
         (lambda: Timeouts(grace_period=-0.1), "Timeouts.grace_period"),
         (lambda: Starvation(time_with_no_tasks=0), "Starvation.time_with_no_tasks"),
+        (lambda: RetryPolicy(max_delay=1e308), "RetryPolicy.max_delay"),
+        (lambda: RetryPolicy(jitter=1e308), "RetryPolicy.jitter"),
+        (lambda: Timeouts(timeout=1e12), "Timeouts.timeout"),
+        (lambda: Starvation(time_with_no_tasks=1e12), "Starvation.time_with_no_tasks"),
     ],
 )
 def test_bad_nested_config_names_the_field(factory, field: str) -> None:  # type: ignore[no-untyped-def]

@@ -134,7 +134,8 @@ def test_parse_size_reads_units(text: str | int, size: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["abc", "", "12XB", "-5MiB", "MiB", "0", "0.1B", 0, -3]
+    "text",
+    ["abc", "", "12XB", "-5MiB", "MiB", "0", "0.1B", 0, -3, "7iB", "1.5", "9" * 30],
 )
 def test_parse_size_rejects_non_sizes_with_a_config_error(text: str | int) -> None:
     """Garbage, zero and negative sizes are refused with a message quoting them."""
@@ -156,6 +157,7 @@ def test_policy_accepts_size_strings_and_converts_them_to_bytes() -> None:
         ({"workers": 1.5}, "SupervisionPolicy.workers must be an integer"),
         ({"workers": True}, "SupervisionPolicy.workers must be an integer"),
         ({"stop_grace": -1}, "SupervisionPolicy.stop_grace must be >= 0"),
+        ({"stop_grace": 1e12}, "SupervisionPolicy.stop_grace must be <= "),
         ({"crash_backoff_base": -1}, "crash_backoff_base must be >= 0"),
         ({"crash_backoff_max": -1}, "crash_backoff_max must be >= 0"),
         ({"crash_window": -1}, "crash_window must be >= 0"),
