@@ -176,6 +176,7 @@ class LocksAndKeys:
 
     def set_key(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         """Store ``value`` under ``key``, replacing any; it lapses after ``ttl`` s."""
+        check_ttl(ttl)
         self._keys.set(key, value, ttl)
 
     def delete_key(self, key: str) -> bool:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from sergeant.clock import Clock
 from sergeant.errors import BrokerError
 from sergeant.protocols import DeadLetter, Delivery, PendingReserve, QueueLengths
-from sergeant.protocols.broker import check_limit
+from sergeant.protocols.broker import check_eta, check_limit, check_seconds
 from sergeant.task import Priority
 
 from ._memory_lock import LocksAndKeys, MemoryLock
@@ -66,6 +66,7 @@ class MemoryBroker(LocksAndKeys):
         eta: float | None = None,
     ) -> None:
         """Store ``payloads`` in order, ready now or delayed until ``eta``."""
+        check_eta(eta)
         priority = Priority(priority)
         with self._cond:
             q = self._queue(queue)
@@ -97,6 +98,7 @@ class MemoryBroker(LocksAndKeys):
         There is nothing to overlap in memory; this exists so tests of a
         prefetching worker can run on the in-memory broker.
         """
+        check_seconds("lease", lease)
         got = self.reserve(queue, owner=owner, count=count, lease=lease, ack=ack)
         return lambda: got
 
@@ -115,6 +117,8 @@ class MemoryBroker(LocksAndKeys):
         Blocks up to ``wait`` real seconds while nothing is ready, waking on a push
         or when the next eta or lease deadline is due.
         """
+        check_seconds("lease", lease)
+        check_seconds("wait", wait, zero=True)
         give_up = time.monotonic() + wait
         with self._cond:
             q = self._queue(queue)
@@ -169,6 +173,7 @@ class MemoryBroker(LocksAndKeys):
         self, queue: str, deliveries: Sequence[Delivery], *, delay: float = 0.0
     ) -> None:
         """Give leased tasks back, not counting the delivery; ready after ``delay``."""
+        check_seconds("delay", delay, zero=True)
         with self._cond:
             q = self._queue(queue)
             eta = self._clock() + delay
@@ -187,6 +192,7 @@ class MemoryBroker(LocksAndKeys):
         self, queue: str, deliveries: Sequence[Delivery], *, lease: float
     ) -> None:
         """Make the leases still held lapse ``lease`` seconds from now."""
+        check_seconds("lease", lease)
         with self._cond:
             q = self._queue(queue)
             deadline = self._clock() + lease

@@ -17,6 +17,8 @@ from sergeant.task import Priority
 
 SHORT_LEASE = 0.3
 PAST_SHORT = 0.6  # comfortably longer than SHORT_LEASE and the short etas below
+# Not a number of seconds >= 0: refused by every call that takes a duration.
+BAD_SECONDS = (float("nan"), float("inf"), -1.0, "5", True)
 
 
 def _payloads(deliveries: list[Delivery]) -> list[bytes]:
@@ -424,6 +426,61 @@ class TestBrokerContract:
             raise AssertionError(f"push accepted priority {bad!r}")
 
         assert broker.lengths("q") == QueueLengths()
+
+    def test_push_refuses_an_eta_that_is_no_time_and_stores_nothing(
+        self, broker: Any
+    ) -> None:
+        """An eta that is not a finite time raises ValueError; nothing is stored."""
+        for bad in (float("nan"), float("inf"), float("-inf"), "5", True):
+            try:
+                broker.push("q", [b"a"], eta=bad)
+            except ValueError:
+                continue
+            raise AssertionError(f"push accepted eta {bad!r}")
+
+        assert broker.lengths("q") == QueueLengths()
+
+    def test_reserve_refuses_a_bad_lease_or_wait_before_acking_or_taking(
+        self, broker: Any
+    ) -> None:
+        """A lease that is not a finite number of seconds > 0, or a wait that is
+        not one >= 0, raises ValueError before the call acks or takes anything
+        (a deadline no clock reaches, or one half applied, strands tasks)."""
+        broker.push("q", [b"a", b"b"])
+        held = broker.reserve("q", owner="w1", lease=60)
+        bad_calls = [("lease", bad) for bad in (*BAD_SECONDS, 0)]
+        bad_calls += [("wait", bad) for bad in BAD_SECONDS]
+        for name, bad in bad_calls:
+            try:
+                broker.reserve("q", owner="w2", ack=held, **{name: bad})
+            except ValueError:
+                continue
+            raise AssertionError(f"reserve accepted {name}={bad!r}")
+
+        assert broker.lengths("q") == QueueLengths(ready=1, in_flight=1)
+
+    def test_release_and_extend_refuse_bad_seconds_and_keep_the_lease(
+        self, broker: Any
+    ) -> None:
+        """release with a delay, or extend with a lease, that is not a finite
+        number of seconds (>= 0, > 0) raises ValueError; the lease stands."""
+        broker.push("q", [b"a"])
+        got = broker.reserve("q", owner="w1", lease=60)
+        for bad in BAD_SECONDS:
+            try:
+                broker.release("q", got, delay=bad)
+            except ValueError:
+                continue
+            raise AssertionError(f"release accepted delay {bad!r}")
+        for bad in (*BAD_SECONDS, 0):
+            try:
+                broker.extend("q", got, lease=bad)
+            except ValueError:
+                continue
+            raise AssertionError(f"extend accepted lease {bad!r}")
+
+        assert broker.lengths("q") == QueueLengths(in_flight=1)
+        assert broker.reserve("q", owner="w2") == []
 
     def test_extend_keeps_a_lease_alive_past_its_deadline(self, broker: Any) -> None:
         """An extended lease holds the task past its original deadline."""

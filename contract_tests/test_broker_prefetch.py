@@ -112,3 +112,20 @@ class TestPrefetchContract:
 
         assert released == 2
         assert broker.lengths("q") == QueueLengths(ready=2)
+
+    def test_a_bad_lease_is_refused_before_acking_or_taking(
+        self, prefetching_broker: Any
+    ) -> None:
+        """begin_reserve with a lease that is not a finite number of seconds > 0
+        raises ValueError at once; nothing is acked or taken."""
+        broker = prefetching_broker
+        broker.push("q", [b"a", b"b"])
+        held = broker.reserve("q", owner="w1", lease=60)
+        for bad in (float("nan"), float("inf"), -1.0, 0, "5", True):
+            try:
+                broker.begin_reserve("q", owner="w2", lease=bad, ack=held)
+            except ValueError:
+                continue
+            raise AssertionError(f"begin_reserve accepted lease {bad!r}")
+
+        assert broker.lengths("q") == QueueLengths(ready=1, in_flight=1)

@@ -91,3 +91,18 @@ class TestKeysContract:
         time.sleep(0.6)
 
         assert keys_broker.get_key("k") == b"new"
+
+    def test_a_ttl_that_is_no_duration_is_refused_and_stores_nothing(
+        self, keys_broker: Any
+    ) -> None:
+        """A ttl that is not a finite number of seconds > 0 raises ValueError (as
+        a lock's does) and stores nothing: NaN or inf would make the key live
+        for ever on one broker and fail deep in the driver on another."""
+        for bad in (0, -1.0, float("nan"), float("inf"), "5", True):
+            try:
+                keys_broker.set_key("k", b"v", ttl=bad)
+            except ValueError:
+                continue
+            raise AssertionError(f"set_key accepted ttl {bad!r}")
+
+        assert keys_broker.get_key("k") is None

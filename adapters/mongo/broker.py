@@ -23,7 +23,8 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from sergeant.clock import Clock
 from sergeant.errors import BrokerError, ConfigError
 from sergeant.protocols import DeadLetter, Delivery, QueueLengths
-from sergeant.protocols.broker import check_limit
+from sergeant.protocols.broker import check_eta, check_limit, check_seconds
+from sergeant.protocols.lock import check_ttl
 from sergeant.task import Priority
 
 from . import _queries as q
@@ -146,6 +147,7 @@ class MongoBroker:
         eta: float | None = None,
     ) -> None:
         """Insert the tasks in one ``insert_many``; delayed until ``eta`` if future."""
+        check_eta(eta)
         level = int(Priority(priority))  # ValueError for anything else
         tasks = self._ready()
         if not payloads:
@@ -183,6 +185,8 @@ class MongoBroker:
         While nothing is ready it polls every 5 ms, growing to 100 ms, for up to
         ``wait`` seconds.
         """
+        check_seconds("lease", lease)
+        check_seconds("wait", wait, zero=True)
         self._ready()
         if ack:
             self.ack(queue, ack)
@@ -248,6 +252,7 @@ class MongoBroker:
         again (``_queries.reorder``): one ``update_one`` per task, since a
         ``bulk_write`` is what mongomock cannot run (docs/mongo.md).
         """
+        check_seconds("delay", delay, zero=True)
         now = self._clock()
 
         def give_back(tasks: Any, held: q.Doc) -> None:
@@ -265,6 +270,7 @@ class MongoBroker:
         self, queue: str, deliveries: Sequence[Delivery], *, lease: float
     ) -> None:
         """Move the deadline of the leases still held to ``lease`` s from now."""
+        check_seconds("lease", lease)
         update = q.extend_update(self._clock() + lease)
         self._on_held(
             "extend", queue, deliveries, lambda t, h: t.update_many(h, update)
@@ -376,6 +382,7 @@ class MongoBroker:
 
     def set_key(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         """Store ``value`` under ``key`` (an upsert); it lapses after ``ttl`` s."""
+        check_ttl(ttl)
         self._ready()
         self._keystore.set(key, value, ttl)
 

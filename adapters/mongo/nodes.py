@@ -22,7 +22,8 @@ from typing import TypeVar
 
 from sergeant.errors import BrokerError, ConfigError
 from sergeant.protocols import DeadLetter, Delivery, QueueLengths
-from sergeant.protocols.broker import check_limit
+from sergeant.protocols.broker import check_eta, check_limit, check_seconds
+from sergeant.protocols.lock import check_ttl
 from sergeant.task import Priority
 
 from .broker import MongoBroker
@@ -85,6 +86,7 @@ class MongoNodesBroker:
         eta: float | None = None,
     ) -> None:
         """Store the whole batch on one node: the queue's home node for HIGH."""
+        check_eta(eta)
         priority = Priority(priority)  # ValueError for anything else
         if not payloads:
             return
@@ -103,6 +105,8 @@ class MongoNodesBroker:
         ack: Sequence[Delivery] = (),
     ) -> list[Delivery]:
         """Ack, then take up to ``count`` tasks, HIGH first, from a rotating start."""
+        check_seconds("lease", lease)
+        check_seconds("wait", wait, zero=True)
         if ack:
             self.ack(queue, ack)
         give_up = time.monotonic() + wait
@@ -151,6 +155,7 @@ class MongoNodesBroker:
         self, queue: str, deliveries: Sequence[Delivery], *, delay: float = 0.0
     ) -> None:
         """Release on each delivery's node."""
+        check_seconds("delay", delay, zero=True)
         for index, mine in self._split(deliveries).items():
             self._nodes[index].release(queue, mine, delay=delay)
 
@@ -158,6 +163,7 @@ class MongoNodesBroker:
         self, queue: str, deliveries: Sequence[Delivery], *, lease: float
     ) -> None:
         """Extend on each delivery's node."""
+        check_seconds("lease", lease)
         for index, mine in self._split(deliveries).items():
             self._nodes[index].extend(queue, mine, lease=lease)
 
@@ -235,6 +241,7 @@ class MongoNodesBroker:
 
     def set_key(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         """Store ``value`` on the node ``key`` hashes to."""
+        check_ttl(ttl)
         self._by_name(key).set_key(key, value, ttl=ttl)
 
     def delete_key(self, key: str) -> bool:

@@ -41,8 +41,11 @@ from sergeant.protocols.broker import (
     Delivery,
     PendingReserve,
     QueueLengths,
+    check_eta,
     check_limit,
+    check_seconds,
 )
+from sergeant.protocols.lock import check_ttl
 from sergeant.task import Priority
 
 from . import keys
@@ -232,6 +235,7 @@ class RedisBroker:
         (see ``_visits``); during its outage they go elsewhere, and are taken
         before the NORMAL tasks of the node that holds them only.
         """
+        check_eta(eta)
         priority = Priority(priority)  # ValueError for anything else
         if not payloads:
             return
@@ -314,6 +318,8 @@ class RedisBroker:
         worker so woken passes the wake-up on if its batch leaves more ready (see
         ``_reserve_once``), so that each idle worker wakes in turn.
         """
+        check_seconds("lease", lease)
+        check_seconds("wait", wait, zero=True)
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
         acks = self._groups(ack, acks=True) if ack else {}
@@ -362,6 +368,7 @@ class RedisBroker:
         runs the current one. Over several nodes or a cluster (a reserve may visit
         several endpoints) this reserves at once and hands the batch over later.
         """
+        check_seconds("lease", lease)
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
         node = self._nodes[0]
@@ -730,6 +737,7 @@ class RedisBroker:
         self, queue: str, deliveries: Sequence[Delivery], *, delay: float = 0.0
     ) -> None:
         """Give leased tasks back unchanged: to the head of the queue, or delayed."""
+        check_seconds("delay", delay, zero=True)
         at = "" if delay <= 0 else repr(self._clock() + delay)
 
         def release_on(index: int, groups: list[str], brief: bool) -> None:
@@ -749,6 +757,7 @@ class RedisBroker:
         A lease covers a reserved batch, so renewing one of its tasks renews the
         batch; the worker renews everything it holds anyway.
         """
+        check_seconds("lease", lease)
         deadline = repr(self._clock() + lease)
 
         def extend_on(index: int, held: list[str], brief: bool) -> None:
@@ -903,6 +912,7 @@ class RedisBroker:
 
     def set_key(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         """Store ``value`` under ``key``, replacing any; it lapses after ``ttl`` s."""
+        check_ttl(ttl)
         keys.set_key(self._nodes[self._home(key)], key, value, ttl)
 
     def delete_key(self, key: str) -> bool:

@@ -17,7 +17,15 @@ from collections.abc import Iterator, Sequence
 
 from sergeant.clock import Clock
 from sergeant.errors import ConfigError
-from sergeant.protocols.broker import DeadLetter, Delivery, QueueLengths, check_limit
+from sergeant.protocols.broker import (
+    DeadLetter,
+    Delivery,
+    QueueLengths,
+    check_eta,
+    check_limit,
+    check_seconds,
+)
+from sergeant.protocols.lock import check_ttl
 from sergeant.task import Priority
 
 from .database import Database
@@ -181,6 +189,7 @@ class SqliteBroker:
         within a priority is (due time, row id) order, which is push order as
         long as the wall clock does not step backwards between pushes.
         """
+        check_eta(eta)
         level = int(Priority(priority))  # ValueError for anything else
         if not payloads:
             return
@@ -212,6 +221,8 @@ class SqliteBroker:
         transaction only once something is due. A push is thus seen within
         about 100 ms.
         """
+        check_seconds("lease", lease)
+        check_seconds("wait", wait, zero=True)
         acks = _leased(ack)
         got = self._db.write(
             lambda c: self._reserve_in(
@@ -302,6 +313,7 @@ class SqliteBroker:
         """Unlease the tasks: at the head of their line, or due after ``delay``;
         the delivery is un-counted (``leases``, the receipt token, is not, so the
         next holder's receipt differs from this one)."""
+        check_seconds("delay", delay, zero=True)
         held = _leased_in_order(deliveries)
 
         def unlease(connection: sqlite3.Connection) -> None:
@@ -331,6 +343,7 @@ class SqliteBroker:
         self, queue: str, deliveries: Sequence[Delivery], *, lease: float
     ) -> None:
         """Move the lease ends of tasks still leased to ``lease`` s from now."""
+        check_seconds("lease", lease)
         held = _leased(deliveries)
 
         def renew(connection: sqlite3.Connection) -> None:
@@ -460,6 +473,7 @@ class SqliteBroker:
 
     def set_key(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         """Store ``value`` under ``key``, replacing any; it lapses after ``ttl`` s."""
+        check_ttl(ttl)
         self._keys.set(key, value, ttl=ttl)
 
     def delete_key(self, key: str) -> bool:

@@ -11,7 +11,9 @@ from .broker import (
     QueueLengths,
     SupportsInspection,
     SupportsPrefetch,
+    check_eta,
     check_limit,
+    check_seconds,
 )
 from .codec import Codec, SupportsBatchCoding, decode_all, encode_all
 from .executor import Executor, Job
@@ -35,7 +37,9 @@ __all__ = [
     "SupportsLocks",
     "SupportsPrefetch",
     "Watchdog",
+    "check_eta",
     "check_limit",
+    "check_seconds",
     "check_ttl",
     "decode_all",
     "encode_all",

@@ -15,6 +15,7 @@ other backend failures raise ``BrokerError``; driver exceptions never escape.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -254,3 +255,32 @@ def check_limit(limit: int | None) -> None:
         return
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise ValueError(f"limit must be an int >= 0 or None, got {limit!r}")
+
+
+def check_seconds(name: str, value: float | None, *, zero: bool = False) -> None:
+    """Raise ValueError unless ``value`` is None or a finite number of seconds
+    above 0 (or at 0 with ``zero``).
+
+    For adapters, before anything is sent or changed: a lease or delay that is
+    NaN, infinite or negative makes a deadline no clock reaches or every clock
+    has passed, and a backend may refuse it only halfway through (a Redis
+    script stops at its first refused command, the ones before it applied), so
+    tasks would be stranded where nothing hands them out again.
+    """
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        bound = ">= 0" if zero else "> 0"
+        raise ValueError(f"{name} must be {bound} seconds (finite), got {value!r}")
+
+
+def check_eta(eta: float | None) -> None:
+    """Raise ValueError unless ``eta`` is None or a finite wall-clock time."""
+    if eta is None:
+        return
+    if isinstance(eta, bool) or not isinstance(eta, int | float):
+        raise ValueError(f"eta must be a wall-clock time in seconds, got {eta!r}")
+    if not math.isfinite(eta):
+        raise ValueError(f"eta must be a finite time, got {eta!r}")
