@@ -60,3 +60,9 @@ class LeaseKeeper:
                 # The next renewal tries again; if the broker stays away the lease
                 # lapses and another worker runs the task: at-least-once holds.
                 self._logger.warning("could not renew %d leases: %s", len(held), error)
+            except Exception:
+                # An adapter's bug (it should raise BrokerError) must not end the
+                # thread silently: every later renewal would be lost with it.
+                self._logger.exception(
+                    "renewing %d leases raised; renewals go on", len(held)
+                )
