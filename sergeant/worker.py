@@ -493,10 +493,15 @@ class Worker(Producer):
         # and a lease lapsing meanwhile would hand its task to a second worker.
         # So are those of finished tasks whose acks ride on a prefetch request
         # not collected yet: if that request is lost (its connection had died),
-        # they are acked only once it is collected, after this batch.
+        # they are acked only once it is collected, after this batch. And those
+        # whose ack could not be sent (see step): they wait for the next one.
         prefetcher = self._prefetcher
         unconfirmed = prefetcher.acks_in_flight if prefetcher is not None else ()
-        self._settlement.hold([*held, *unconfirmed] if unconfirmed else held)
+        unsent = self._pending_acks
+        if unconfirmed or unsent:
+            self._settlement.hold([*held, *unconfirmed, *unsent])
+        else:
+            self._settlement.hold(held)
         try:
             self._run_then_settle(held, tasks)
         finally:

@@ -201,6 +201,47 @@ def test_acks_no_request_carried_are_sent_before_the_next_batch_runs(
     assert seen == [QueueLengths(in_flight=1)]
 
 
+class _RecordingKeeper:
+    """Stands in for the LeaseKeeper: what each batch asked to be renewed."""
+
+    def __init__(self) -> None:
+        self.held: list[list[str]] = []
+
+    def hold(self, deliveries: Any) -> None:
+        self.held.append(sorted(d.receipt for d in deliveries))
+
+    def drop(self) -> None:
+        pass
+
+
+def test_acks_that_could_not_be_sent_are_renewed_while_the_next_batch_runs(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """Finished tasks whose ack failed wait for the next one unacked: their leases
+    are renewed meanwhile, or they would lapse behind a long batch and run again."""
+    real_ack = broker.ack
+    failures = [BrokerUnavailable("unreachable")]
+
+    def ack(queue: str, deliveries: Any) -> None:
+        if failures:
+            raise failures.pop()
+        real_ack(queue, deliveries)
+
+    broker.ack = ack  # type: ignore[method-assign]
+    worker = _worker(make_worker, lambda w, t: None, tasks_per_transaction=2)
+    keeper = _RecordingKeeper()
+    worker._settlement.keeper = keeper  # type: ignore[assignment]
+    worker.push_tasks([{"n": i} for i in range(3)])
+
+    worker.step()  # runs 0 and 1; task 2 is prefetched, a short batch
+    first = keeper.held[0]
+    worker.step()  # acking 0 and 1 fails before task 2 runs
+
+    assert failures == []
+    assert set(first) <= set(keeper.held[1])
+    assert len(keeper.held[1]) == 3
+
+
 @pytest.mark.parametrize(("batch", "depth", "budget"), [(3, 3, 10), (5, 2, 6)])
 def test_a_deep_prefetch_asks_for_no_more_than_the_task_budget(
     make_worker: WorkerFactory,
