@@ -7,7 +7,8 @@ SUCCEEDED and DROPPED are acked (the acks are returned, to ride on the next rese
 RETRYING and REQUEUED are pushed again *before* the old copy is acked, DEAD goes to the
 dead-letter store, and a task the worker did not start goes back unchanged.
 Any broker action that fails leaves the task unacked: it comes back when its lease
-lapses, so a broker hiccup costs a duplicate, never a lost task.
+lapses, so a broker hiccup costs a duplicate, never a lost task (at least once; a
+task popped at most once is gone, and the log says so).
 """
 
 from __future__ import annotations
@@ -277,8 +278,9 @@ class Settlement:
             )
         except (BrokerError, EncodeError) as error:
             worker.logger.warning(
-                "could not push task %s again (it stays leased and comes back): %s",
+                "could not push task %s again (%s): %s",
                 again.id,
+                self._what_becomes_of_it(),
                 error,
             )
             return False
@@ -307,10 +309,16 @@ class Settlement:
             self.worker.broker.dead_letter(queue, delivery, reason)
         except BrokerError as error:
             self.worker.logger.warning(
-                "could not dead-letter a task (it comes back when its lease "
-                "lapses): %s",
+                "could not dead-letter a task (%s): %s",
+                self._what_becomes_of_it(),
                 error,
             )
+
+    def _what_becomes_of_it(self) -> str:
+        """What a failed re-push or dead letter leaves of a task, for the log."""
+        if self.worker.config.delivery is DeliveryMode.AT_LEAST_ONCE:
+            return "it stays leased and comes back when its lease lapses"
+        return "it was popped at most once: it is lost"
 
     def _release(self, queue: str, releases: list[tuple[Delivery, Task]]) -> None:
         worker = self.worker

@@ -329,6 +329,43 @@ def test_poison_payloads_are_dead_lettered_and_the_loop_continues(
     assert "garbage" not in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("delivery", "fate"),
+    [
+        ("at_least_once", "it stays leased and comes back when its lease lapses"),
+        ("at_most_once", "it was popped at most once: it is lost"),
+    ],
+)
+def test_a_retry_that_cannot_be_pushed_is_logged_with_what_becomes_of_the_task(
+    make_worker: WorkerFactory,
+    broker: MemoryBroker,
+    caplog: pytest.LogCaptureFixture,
+    delivery: str,
+    fate: str,
+) -> None:
+    """The warning says what happens to the task: at least once it comes back
+    with its lease, at most once it was popped and is gone."""
+    worker = _worker(
+        make_worker,
+        lambda w, t: w.retry(t),
+        max_retries=3,
+        max_tasks_per_run=1,
+        delivery=delivery,
+    )
+    worker.push_task({"n": 1})
+
+    def unreachable(*args: Any, **kwargs: Any) -> None:
+        raise BrokerUnavailable("unreachable")
+
+    broker.push = unreachable  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING):
+        worker.run()
+
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith("could not push task ")
+    assert f"({fate}): unreachable" in warning
+
+
 def test_a_task_that_keeps_killing_its_worker_is_dead_lettered(
     make_worker: WorkerFactory, broker: MemoryBroker, clock: FakeClock
 ) -> None:
