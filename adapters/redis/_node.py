@@ -685,7 +685,12 @@ class Node:
                 return entries, ""  # popped: never drop them; the error recurs
             raise done
         said = done.decode()
-        return entries, said if not entries or said == MORE else ""
+        if said == MORE:
+            # More were ready than asked for, but another client's pop may have
+            # come between the script and ours: with nothing popped, nothing is
+            # said (MORE is no due time).
+            return entries, MORE if entries else ""
+        return entries, "" if entries else said
 
     def _evalsha(self, script: Script, keys: list[str], args: Sequence[Any]) -> Any:
         # EVALSHA on the node's dedicated connection (the hot path), else through

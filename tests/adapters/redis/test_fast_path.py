@@ -209,6 +209,22 @@ def test_a_busy_pop_skips_maintenance_but_a_short_one_promotes_due_tasks(
     assert broker.lengths("q") == QueueLengths()
 
 
+def test_a_pop_that_another_client_emptied_after_the_upkeep_says_nothing_due(
+    clocked: tuple[RedisBroker, redis.Redis, _Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upkeep said more were ready than asked for (a woken caller over several
+    nodes), then another client's pop came between it and this one's, which found
+    none: no due time comes back, not the upkeep's '+' (read as a time, it raised
+    ValueError out of reserve)."""
+    broker, _, _ = clocked
+    node = broker._nodes[0]
+    monkeypatch.setattr(node, "_call", lambda commands: [b"+", None])
+
+    got = node._pop(node.keys("q"), ("1.0", 1, "2", "m"), 1, "2")
+
+    assert got == ([], "")
+
+
 def test_maintenance_keeps_its_pace_when_the_wall_clock_steps_back(
     clocked: tuple[RedisBroker, redis.Redis, _Clock],
 ) -> None:
