@@ -809,7 +809,10 @@ class RedisBroker:
         # its retries) keeps a retried call from recording it twice.
         held = batch_groups(receipts) or [fresh_prefix()]
         node.run(node.dead_letter_script, queue, [record, *held])
-        node.register(queue)
+        # Recorded all the same if this fails (as in push): raising would have
+        # the caller dead-letter the task again, a second record of a popped one.
+        with contextlib.suppress(BrokerUnavailable):
+            node.register(queue)
 
     def lengths(self, queue: str) -> QueueLengths:
         """Count the queue's tasks per place, summed over nodes."""

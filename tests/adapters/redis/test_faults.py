@@ -694,6 +694,25 @@ def test_lease_renewal_goes_on_over_the_memory_limit(
     assert other == []
 
 
+def test_a_dead_letter_stored_is_not_failed_by_recording_the_queue_name(
+    single: tuple[RedisBroker, redis.Redis, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record is stored, then the queue's name (for queues()) cannot be: the
+    call returns, as a push does. Raising would have the caller dead-letter the
+    task again: a second record of a popped task."""
+    broker, _, _ = single
+    broker.push("q", [b"poison"])
+    [popped] = broker.reserve("q", owner="w", lease=None)
+
+    def unreachable(queue: str) -> None:
+        raise BrokerUnavailable("gone after the record was stored")
+
+    monkeypatch.setattr(broker._nodes[0], "register", unreachable)
+    broker.dead_letter("q", popped, "undecodable")
+
+    assert [d.payload for d in broker.dead_letters("q")] == [b"poison"]
+
+
 def test_a_wake_up_that_cannot_be_left_does_not_fail_a_stored_push(
     redis_server_factory: Callable[..., RedisServer],
 ) -> None:
