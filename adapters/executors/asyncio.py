@@ -24,12 +24,12 @@ around ``pre_work`` and ``work``: at the deadline the coroutine is cancelled at 
 current ``await``, and the task is ``Expired`` (``on_timeout`` runs). A
 ``TimeoutError`` the work raises by itself is an ordinary failure. A coroutine that
 swallows the ``CancelledError`` is cancelled once more ``grace_period`` seconds
-later (logged at ERROR); if it swallows that too it runs on, and is reported
-``Expired`` whenever it ends. The worker's watchdog is not used for async work: one
-thread runs many tasks, so there is no thread to interrupt or process to kill for
-one task. Cancellation only lands at an ``await``: a coroutine that computes
-without awaiting blocks the whole loop, and no deadline can stop it; run CPU-bound
-work on the process executor instead.
+after the deadline's turn of the loop (logged at ERROR); if it swallows that too
+it runs on, and is reported ``Expired`` whenever it ends. The worker's watchdog
+is not used for async work: one thread runs many tasks, so there is no thread to
+interrupt or process to kill for one task. Cancellation only lands at an
+``await``: a coroutine that computes without awaiting blocks the whole loop, and
+no deadline can stop it; run CPU-bound work on the process executor instead.
 
 Hooks run on the loop thread between awaits: keep them quick. To create clients
 bound to the loop (an aiohttp session) from the synchronous ``initialize()``, use
@@ -82,11 +82,21 @@ async def _guarded(worker: Worker, task: Task, timeout: float, grace: float) -> 
     current = asyncio.current_task()
     assert current is not None  # we always run inside an asyncio task
     escalated: list[bool] = []
-    escalation = None
+    escalation: asyncio.TimerHandle | None = None
     if timeout:
-        escalation = asyncio.get_running_loop().call_later(
-            timeout + grace, _escalate, current, escalated, timeout, grace
-        )
+        loop = asyncio.get_running_loop()
+
+        def deadline() -> None:
+            # The grace counts from the deadline's turn, not from the start: a
+            # coroutine that blocked the loop past timeout + grace is cancelled
+            # late, and must still get its whole grace to stop, not a second
+            # cancellation (and an ERROR) in the same turn of the loop.
+            nonlocal escalation
+            escalation = loop.call_later(
+                grace, _escalate, current, escalated, timeout, grace
+            )
+
+        escalation = loop.call_later(timeout, deadline)
     scope = asyncio.timeout(timeout or None)
     try:
         async with scope:

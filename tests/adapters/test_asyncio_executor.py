@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -199,6 +200,13 @@ class _AsyncWorker(Worker):
             raise TimeoutError("the work's own timeout")  # not the deadline
         if action == "stop":
             return self.stop()
+        if action == "block":
+            time.sleep(task.kwargs["block"])  # blocks the loop past the deadline
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                await asyncio.sleep(0.1)  # a short cleanup, well within the grace
+                raise
         if action == "swallow":
             for _ in range(task.kwargs["swallows"]):
                 # Swallows the deadline's (then the escalation's) cancellation.
@@ -316,6 +324,24 @@ class TestAsyncWork:
 
         assert 0.5 <= elapsed < 0.5 + SLACK
         assert [s for s in worker.seen if s[0] == "timeout"] == [("timeout", 4)]
+
+    def test_a_coroutine_that_blocked_the_loop_still_gets_its_grace(
+        self,
+        make_async_worker: Callable[..., _AsyncWorker],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A coroutine blocking the loop past timeout + grace is cancelled late,
+        at its next await; the grace counts from then, so its short cleanup is
+        not escalated (no ERROR, no second cancellation): it is Expired."""
+        worker = make_async_worker(timeouts=Timeouts(timeout=0.1, grace_period=0.5))
+        worker.push_task({"n": 5, "do": "block", "block": 0.8})
+
+        with caplog.at_level(logging.ERROR):
+            worker.step()
+
+        assert [s for s in worker.seen if s[0] == "timeout"] == [("timeout", 5)]
+        assert ("post_work:Expired", 5) in worker.seen
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
     def test_stop_returned_by_async_work_stops_the_worker(
         self, make_async_worker: Callable[..., _AsyncWorker]
