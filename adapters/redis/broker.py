@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -49,6 +48,7 @@ from sergeant.protocols.lock import check_ttl
 from sergeant.task import Priority
 
 from . import keys
+from ._fork_safe import ForkSafeLock
 from ._node import (
     DEAD,
     FLAGS_AT,
@@ -114,7 +114,7 @@ class RedisBroker:
         # Over several nodes: acks a reserve could not deliver while it held
         # tasks, per (queue, node), sent with that queue's next reserve.
         self._late_acks: dict[tuple[str, int], list[str]] = {}
-        self._late_lock = threading.Lock()
+        self._late_lock = ForkSafeLock()
         self._reserve_turn = itertools.count()
 
     @classmethod

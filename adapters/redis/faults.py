@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
@@ -40,6 +39,8 @@ import attrs
 import redis.exceptions as rex
 
 from sergeant.errors import BrokerError, BrokerUnavailable
+
+from ._fork_safe import ForkSafeLock
 
 _log = logging.getLogger("sergeant.adapters.redis")
 
@@ -173,7 +174,7 @@ class ConnectionGuard:
         self._on_readonly = on_readonly
         self._sleep = sleep
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()  # see _fork_safe
         self._down_since: float | None = None
         # During an outage: when a caller that could go elsewhere last tried
         # this endpoint anyway (see ``probe_due``).

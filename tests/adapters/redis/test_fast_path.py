@@ -128,6 +128,49 @@ def test_threads_sharing_a_broker_get_their_own_replies(
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_a_thread_holds_the_brokers_locks_can_use_them(
+    single: tuple[RedisBroker, redis.Redis, str],
+) -> None:
+    """A lock another thread holds at the fork (the lease keeper inside the
+    broker, say) would stay held for ever in the child: the broker's locks are
+    made new there, so the child's calls that take them do not hang."""
+    broker, _, _ = single
+    held = [broker._nodes[0].guard._lock, broker._late_lock]
+    entered = threading.Event()
+    leave = threading.Event()
+
+    def hold() -> None:
+        with held[0], held[1]:
+            entered.set()
+            leave.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    entered.wait(5)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            broker._defer_acks("q", 0, ["m", "*"])  # both take _late_lock
+            taken = broker._take_late_acks("q")
+            if broker._nodes[0].guard.probe_due() and taken == {0: ["m", "*"]}:
+                code = 0
+        finally:
+            os._exit(code)
+    leave.set()
+    holder.join(5)
+    give_up = time.monotonic() + 10
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > give_up:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise AssertionError("the child hung on a lock held at the fork")
+        time.sleep(0.01)
+
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_does_not_use_the_parents_connection(
     single: tuple[RedisBroker, redis.Redis, str],
 ) -> None:
