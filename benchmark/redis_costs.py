@@ -315,13 +315,17 @@ def packing(server: RedisServer, rounds: int) -> list[tuple[str, float]]:
 # what one more ``redis.call`` in a hot script costs.
 IN_LUA_CALLS = 100_000
 IN_LUA: dict[str, str] = {
-    "EXISTS, a key that does not exist": "redis.call('EXISTS', KEYS[1])",
-    "ZRANGE 0 0 WITHSCORES, no set (lean due check, none delayed)": (
-        "redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')"
+    "EXISTS, no such key (lean due check, nothing delayed)": (
+        "redis.call('EXISTS', KEYS[1])"
     ),
-    "ZRANGE 0 0 WITHSCORES + tonumber, 100 delayed (lean due check)": (
+    "EXISTS + ZRANGE 0 0 WITHSCORES, 100 delayed (lean due check)": (
+        "if redis.call('EXISTS', KEYS[2]) == 1 then\n"
         "local h = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')\n"
-        "local due = h[2] and tonumber(h[2]) <= 1"
+        "local due = tonumber(h[2]) <= 1\n"
+        "end"
+    ),
+    "ZRANGE 0 0 WITHSCORES, no such set": (
+        "redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')"
     ),
     "LMOVE from an empty list": (
         "redis.call('LMOVE', KEYS[1], KEYS[3], 'LEFT', 'RIGHT')"

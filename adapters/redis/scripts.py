@@ -449,10 +449,15 @@ if string.find(ARGV[6], 'r', 1, true) and redis.call('EXISTS', key) == 1 then
   return {held, '', redelivered(held)}
 end
 -- A delayed task due by now goes through the upkeep below first, so that a
--- HIGH one comes before the NORMAL tasks already ready (one ZRANGE of the head).
-local head = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+-- HIGH one comes before the NORMAL tasks already ready. Most queues have no
+-- delayed task: an EXISTS costs the server a third of the ZRANGE of the head.
+local fallen_due = redis.call('EXISTS', KEYS[3]) == 1
+if fallen_due then
+  local head = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  fallen_due = tonumber(head[2]) <= tonumber(now)
+end
 local got = {}
-if not head[2] or tonumber(head[2]) > tonumber(now) then
+if not fallen_due then
   if count == 1 then
     -- One task, moved by the server from list to list (HIGH first): the entry
     -- is not copied into a Lua table and out again.
