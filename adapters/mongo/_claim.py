@@ -32,7 +32,7 @@ from sergeant.clock import Clock
 from sergeant.protocols import Delivery
 
 from . import _queries as q
-from ._guard import Guard
+from ._guard import Guard, log
 
 __all__ = ["Claimer"]
 
@@ -82,6 +82,7 @@ class Claimer:
             return self._take_one(queue, owner, lease, priority)
         token = os.urandom(8).hex()
         hold = _UNLEASED_HOLD if lease is None else lease
+        claimed_at = self._clock()
         docs: list[q.Doc] = []
         for _ in range(_CLAIM_ROUNDS):
             want = count - len(docs)
@@ -95,7 +96,19 @@ class Claimer:
             return [q.receipt(doc, token) for doc in docs]
         if docs:
             gone = q.token_filter(queue, [doc["_id"] for doc in docs], token)
-            self._guard.run("reserve", lambda: self._tasks.delete_many(gone))
+            result = self._guard.run("reserve", lambda: self._tasks.delete_many(gone))
+            if self._clock() >= claimed_at + hold and result.deleted_count < len(docs):
+                # The hold lapsed before the delete (a stall of a minute), and
+                # another reserve may have taken some of these: the count cannot
+                # say which, and at most once must not hand any out twice.
+                log.warning(
+                    "dropping %d tasks popped at most once from queue %s: their "
+                    "hold lapsed before they were deleted (%d deleted)",
+                    len(docs),
+                    queue,
+                    result.deleted_count,
+                )
+                return []
         return [q.receipt(doc, None) for doc in docs]
 
     def _claim(

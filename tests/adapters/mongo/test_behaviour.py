@@ -590,3 +590,30 @@ def test_nodes_hand_out_tasks_in_hand_when_a_later_node_fails(
         broker.reserve(queue, owner="w", count=2, lease=lease)
 
     assert [d.payload for d in got] == [b"on-node-0"]
+
+
+def test_a_pop_whose_hold_lapsed_before_its_delete_hands_out_nothing(
+    mb: MongoBroker, wall: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At most once, a batch is claimed under a one-minute hold, then deleted.
+    Stalled past the hold, another reserve may take some of it first: the
+    delete's count falls short, and the batch is dropped (logged), not handed
+    out a second time."""
+    mb.push("q", [b"a", b"b", b"c"])
+    claimer = mb._claimer
+    real_claim = claimer._claim
+    stolen: list[bytes] = []
+
+    def claim_then_stall(*args: Any, **kwargs: Any) -> Any:
+        won = real_claim(*args, **kwargs)
+        wall.advance(61.0)  # the hold lapses; another worker reclaims one task
+        stolen.extend(d.payload for d in mb.reserve("q", owner="other", lease=60))
+        return won
+
+    claimer._claim = claim_then_stall  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="sergeant.adapters.mongo"):
+        got = mb.reserve("q", owner="w", count=3, lease=None)
+
+    assert stolen == [b"a"]
+    assert got == []
+    assert "dropping 3 tasks popped at most once" in caplog.text
