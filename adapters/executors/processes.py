@@ -210,10 +210,10 @@ class ProcessExecutor:
                 self._children[position] = self._replace(child)
         while len(self._children) < self._size:
             self._children.append(self._spawn())
-        for child in self._children:
-            self._hand_out(child, batch)
         busy = batch.busy
         try:
+            for child in self._children:
+                self._hand_out(child, batch)
             while busy:
                 sentinels = {c.process.sentinel: c for c in busy.values()}
                 ready = wait([*busy, *sentinels])
@@ -226,15 +226,17 @@ class ProcessExecutor:
             # Abandoned mid-batch (a Ctrl-C, a failed fork): start no more of it,
             # and wait for the jobs already running, as ThreadExecutor does. Their
             # answers are read and dropped: left in the pipes, a later run() would
-            # take them for its own tasks' outcomes. The batch is not settled; its
-            # tasks come back through the broker.
+            # take them for its own tasks' outcomes. Which children still owe an
+            # answer is read off the children (``index``), not off ``busy``: the
+            # interrupt may have come between the two bookkeepings. The batch is
+            # not settled; its tasks come back through the broker.
             batch.pending.clear()
             try:
-                self._drain(busy)
+                self._drain(batch)
             except BaseException:
-                # A second interrupt goes on at once; the children still busy
-                # go too (a later run() forks fresh ones).
-                self._retire(list(busy.values()))
+                # A second interrupt goes on at once; the children that still
+                # owe an answer go too (a later run() forks fresh ones).
+                self._retire([c for c in self._children if c.index != -1])
             raise
 
     def _hand_out(self, child: _Child, batch: _Batch) -> None:
@@ -249,23 +251,25 @@ class ProcessExecutor:
             except Exception as error:
                 batch.results[index] = Raised(error)
                 continue
+            child.index = index  # before the send: it may owe an answer from then
             try:
                 child.conn.send_bytes(message)
             except OSError:  # it died while idle: the task has not started
+                child.index = -1
                 batch.pending.appendleft(index)
                 child = self._replace(child)
                 continue
-            child.index = index
             batch.busy[child.conn] = child
             return
 
     def _collect(self, child: _Child, batch: _Batch) -> _Child:
         """Store the outcome ``child`` sent (or its death); return the child to use."""
-        index, child.index = child.index, -1
+        index = child.index
         try:
             data = child.conn.recv_bytes() if child.conn.poll() else None
         except (EOFError, OSError):
             data = None
+        child.index = -1  # only once read: until then it owes an answer
         if data is None:
             child.process.join(timeout=5.0)
             pid, code = child.process.pid or 0, child.process.exitcode
@@ -319,23 +323,27 @@ class ProcessExecutor:
         self._children[position] = fresh
         return fresh
 
-    def _drain(self, busy: dict[Connection, _Child]) -> None:
-        """Wait for every busy child's answer and drop it; a child that died
-        instead leaves the pool."""
-        while busy:
-            sentinels = {c.process.sentinel: c for c in busy.values()}
-            ready = wait([*busy, *sentinels])
-            done = {busy[r] for r in ready if isinstance(r, Connection)}
+    def _drain(self, batch: _Batch) -> None:
+        """Wait for the answer of every child that owes one, and drop it. A child
+        that died instead, or whose copy of the worker is stopping (it would
+        answer NotStarted from now on), leaves the pool; such a stop is passed on
+        to the worker, as ``_collect`` does."""
+        while owing := {c.conn: c for c in self._children if c.index != -1}:
+            sentinels = {c.process.sentinel: c for c in owing.values()}
+            ready = wait([*owing, *sentinels])
+            done = {owing[r] for r in ready if isinstance(r, Connection)}
             done |= {sentinels[r] for r in ready if isinstance(r, int)}
             for child in done:
-                del busy[child.conn]
-                child.index = -1
                 try:
-                    answered = child.conn.poll() and bool(child.conn.recv_bytes())
+                    data = child.conn.recv_bytes() if child.conn.poll() else None
                 except (EOFError, OSError):
-                    answered = False
-                if not answered:
+                    data = None
+                outcome = None if data is None else _load(data)
+                if isinstance(outcome, _STOPS) and batch.worker is not None:
+                    relay_stop(batch.worker, outcome)
+                if outcome is None or isinstance(outcome, _STOPS):
                     self._retire([child])
+                child.index = -1
 
     def _retire(self, children: list[_Child]) -> None:
         """Kill ``children`` (mid-job) and drop them from the pool."""

@@ -119,8 +119,9 @@ class TestCrashes:
         assert outcomes == [Returned(n) for n in range(6)]
 
 
-class _Interrupted(Exception):
-    """Raised in the parent by a signal handler, as Ctrl-C raises KeyboardInterrupt."""
+class _Interrupted(BaseException):
+    """Raised in the parent by a signal handler, as Ctrl-C raises KeyboardInterrupt
+    (a BaseException too: no except Exception on the way catches it)."""
 
 
 def _interrupted_after(delays: list[float]) -> Callable[[], None]:
@@ -191,6 +192,78 @@ class TestInterrupted:
         assert waited < 5.0
         assert outcomes == [Returned(n) for n in range(6)]
         assert not set(first) & set(pool.pids())
+
+
+class _SlowToPickle:
+    """A kwarg that takes 0.6 s to pickle (a big payload, say)."""
+
+    def __reduce__(self) -> Any:
+        time.sleep(0.6)
+        return (_SlowToPickle, ())
+
+
+class _StopsOnAsk(Worker):
+    """Returns stop() for a task that asks, after its sleep; else its pid."""
+
+    def work(self, task: Task) -> Any:
+        time.sleep(task.kwargs.get("sleep", 0))
+        if task.kwargs.get("do") == "stop":
+            return self.stop()
+        return os.getpid()
+
+
+class TestInterruptedWhileHandingOut:
+    def test_an_interrupt_while_tasks_are_handed_out_leaves_no_answer_behind(
+        self, pool: ProcessExecutor
+    ) -> None:
+        """An interrupt while the batch is still being handed out (here, while a
+        task pickles): the job already started is waited for and its answer
+        dropped, so the next run() gets its own tasks' outcomes."""
+        pool.run(_sleep_then_echo, _tasks(1, sleep=0.0))  # the pool is forked
+        batch = [
+            Task(kwargs={"n": 100, "sleep": 0.3}),
+            Task(kwargs={"n": 101, "sleep": 0.0, "x": _SlowToPickle()}),
+        ]
+        undo = _interrupted_after([0.2])
+        try:
+            with pytest.raises(_Interrupted):
+                pool.run(_sleep_then_echo, batch)
+        finally:
+            undo()
+
+        outcomes = pool.run(_sleep_then_echo, _tasks(4, sleep=0.0))
+
+        assert outcomes == [Returned(n) for n in range(4)]
+
+    def test_a_stop_answered_while_draining_is_passed_on_and_its_child_goes(
+        self,
+    ) -> None:
+        """A job that returned stop() while the interrupted batch is drained: the
+        stop reaches the worker, and that child (whose copy of the worker stops,
+        answering NotStarted from then on) leaves the pool."""
+        executor = ProcessExecutor(processes=2)
+        worker = _StopsOnAsk(
+            broker=MemoryBroker(),
+            codec=PickleCodec(),
+            executor=executor,
+            watchdog=NullWatchdog(),
+            config=WorkerConfig(name="q", wait=0.0),
+        )
+        batch = [
+            Task(kwargs={"do": "stop", "sleep": 1.0}),
+            Task(kwargs={"sleep": 1.0}),
+        ]
+        undo = _interrupted_after([0.3])
+        try:
+            with pytest.raises(_Interrupted):
+                executor.run(worker.run_one, batch)
+            kept = executor.pids()
+        finally:
+            undo()
+            executor.shutdown()
+
+        assert worker.stopping
+        assert len(kept) == 1
 
 
 class TestWhatCrossesThePipe:
