@@ -40,7 +40,7 @@ def _at_least(minimum: float, maximum: float | None = None) -> Any:
                 f"{type(instance).__name__}.{attribute.name} must be a number, "
                 f"got {value!r}"
             )
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(
                 f"{type(instance).__name__}.{attribute.name} must be a finite number, "
                 f"got {value!r}"

@@ -8,12 +8,12 @@ expect. It composes a broker and a codec, nothing else.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from sergeant import clock as _clock
 from sergeant._gc_pause import FREEZE_AT, GcPause
+from sergeant._numbers import finite_number
 from sergeant.errors import (
     BrokerError,
     ConfigError,
@@ -229,13 +229,7 @@ def _refuse_oversized(tasks: list[Task], payloads: list[bytes], limit: int) -> N
             )
 
 
-def _finite(value: object) -> bool:
-    """Whether ``value`` is an int or float other than NaN and infinities."""
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
+_finite = finite_number
 
 
 def oversized(delivery: Delivery, limit: int) -> DecodeError:

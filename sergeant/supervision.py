@@ -23,6 +23,7 @@ from typing import Any
 
 import attrs
 
+from sergeant._numbers import finite_number
 from sergeant.config import MAX_SECONDS
 from sergeant.errors import ConfigError
 
@@ -142,11 +143,7 @@ class SupervisionPolicy:
         for field in ("stop_grace", "crash_backoff_base", "crash_backoff_max",
                       "crash_window"):  # fmt: skip
             value = getattr(self, field)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-            ):
+            if not finite_number(value):
                 raise ConfigError(
                     f"SupervisionPolicy.{field} must be a finite number, got {value!r}"
                 )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import random
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
@@ -26,6 +25,7 @@ from typing import Any, ClassVar, TypeVar
 from sergeant import clock as _clock
 from sergeant._gc_pause import FREEZE_AT, GcPause
 from sergeant._lease_keeper import LeaseKeeper
+from sergeant._numbers import finite_number
 from sergeant._prefetch import Prefetcher
 from sergeant._settlement import Settlement
 from sergeant.config import DeliveryMode, WorkerConfig
@@ -237,12 +237,7 @@ class Worker(Producer):
             ConfigError: ``delay`` is not a finite number >= 0 (raised here, in
                 the task's code, rather than later where the batch is settled).
         """
-        if delay is not None and (
-            isinstance(delay, bool)
-            or not isinstance(delay, int | float)
-            or not math.isfinite(delay)
-            or delay < 0
-        ):
+        if delay is not None and (not finite_number(delay) or delay < 0):
             raise ConfigError(
                 f"retry delay must be a finite number >= 0 seconds, got {delay!r}"
             )
@@ -353,7 +348,13 @@ class Worker(Producer):
         return self._stop_reason or StopReason.STOPPED
 
     def step(self) -> int:
-        """Reserve one batch, run it and settle it; return how many tasks it held."""
+        """Reserve one batch, run it and settle it; return how many tasks it held.
+
+        The loop's building block, for tests and embedding. Lease renewal (the
+        lease keeper's thread) and the release of prefetched batches at a stop
+        belong to ``run()``: a task driven by ``step()`` alone that runs longer
+        than ``config.lease`` may be handed to another worker meanwhile.
+        """
         queue = self.config.name
         try:
             deliveries = self._reserve(queue)

@@ -15,12 +15,12 @@ other backend failures raise ``BrokerError``; driver exceptions never escape.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import attrs
 
+from sergeant._numbers import finite_number
 from sergeant.task import Priority
 
 
@@ -271,7 +271,7 @@ def check_seconds(name: str, value: float | None, *, zero: bool = False) -> None
         return
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{name} must be a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+    if not finite_number(value) or value < 0 or (value == 0 and not zero):
         bound = ">= 0" if zero else "> 0"
         raise ValueError(f"{name} must be {bound} seconds (finite), got {value!r}")
 
@@ -282,5 +282,5 @@ def check_eta(eta: float | None) -> None:
         return
     if isinstance(eta, bool) or not isinstance(eta, int | float):
         raise ValueError(f"eta must be a wall-clock time in seconds, got {eta!r}")
-    if not math.isfinite(eta):
+    if not finite_number(eta):
         raise ValueError(f"eta must be a finite time, got {eta!r}")

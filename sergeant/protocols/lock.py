@@ -9,8 +9,9 @@ Every implementation passes ``contract_tests/test_lock.py`` and ``test_keys.py``
 
 from __future__ import annotations
 
-import math
 from typing import Protocol, runtime_checkable
+
+from sergeant._numbers import finite_number
 
 
 @runtime_checkable
@@ -90,5 +91,5 @@ def check_ttl(ttl: float | None) -> None:
         return
     if isinstance(ttl, bool) or not isinstance(ttl, int | float):
         raise ValueError(f"ttl must be a number of seconds or None, got {ttl!r}")
-    if not (math.isfinite(ttl) and ttl > 0):
+    if not (finite_number(ttl) and ttl > 0):
         raise ValueError(f"ttl must be > 0 seconds (finite) or None, got {ttl!r}")

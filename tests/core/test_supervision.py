@@ -163,6 +163,7 @@ def test_policy_accepts_size_strings_and_converts_them_to_bytes() -> None:
         ({"crash_window": -1}, "crash_window must be >= 0"),
         ({"stop_grace": float("nan")}, "stop_grace must be a finite number"),
         ({"crash_window": "5"}, "crash_window must be a finite number"),
+        ({"stop_grace": 10**400}, "stop_grace must be a finite number"),
         ({"soft_memory": "2MiB", "hard_memory": "1MiB"}, "must be below hard_memory"),
         ({"soft_memory": "1MiB", "hard_memory": "1MiB"}, "must be below hard_memory"),
         ({"hard_memory": "lots"}, "not a size: 'lots'"),

@@ -425,7 +425,12 @@ def test_a_failing_initialize_leaves_no_lease_keeper_behind(
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("timeout", float("nan")), ("eta", float("nan")), ("delay", float("inf"))],
+    [
+        ("timeout", float("nan")),
+        ("eta", float("nan")),
+        ("delay", float("inf")),
+        ("eta", 10**400),  # an int past a float: math.isfinite would overflow
+    ],
 )
 def test_a_push_with_a_time_that_is_not_finite_is_refused(
     make_worker: WorkerFactory, broker: MemoryBroker, option: str, value: float
