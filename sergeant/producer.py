@@ -166,7 +166,7 @@ class Producer:
         now = self.clock()
         if timeout is not None or eta is not None or delay is not None:
             for name, value in (("timeout", timeout), ("eta", eta), ("delay", delay)):
-                if value is not None and not _finite(value):
+                if value is not None and not finite_number(value):
                     # A task pushed with it would only be dead-lettered by the worker.
                     raise ConfigError(f"{name} must be a finite number, got {value!r}")
             if timeout is not None:
@@ -227,9 +227,6 @@ def _refuse_oversized(tasks: list[Task], payloads: list[bytes], limit: int) -> N
                 f"task {task.id} encodes to {len(payload)} bytes, over "
                 f"max_payload_bytes ({limit}); nothing was pushed"
             )
-
-
-_finite = finite_number
 
 
 def oversized(delivery: Delivery, limit: int) -> DecodeError:
