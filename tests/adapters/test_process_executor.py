@@ -124,9 +124,12 @@ class _Interrupted(BaseException):
     (a BaseException too: no except Exception on the way catches it)."""
 
 
-def _interrupted_after(delays: list[float]) -> Callable[[], None]:
-    """Raise _Interrupted in the main thread after each of ``delays`` seconds
-    (SIGUSR1 from timers: pytest-timeout may own SIGALRM); returns the undo."""
+def _run_interrupted(
+    executor: ProcessExecutor, job: Any, tasks: list[Task], delays: list[float]
+) -> float:
+    """``executor.run(job, tasks)`` with _Interrupted raised in the main thread
+    after each of ``delays`` seconds (SIGUSR1 from timers: pytest-timeout may own
+    SIGALRM); the seconds until the interrupt went on out of ``run``."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise _Interrupted
@@ -135,15 +138,17 @@ def _interrupted_after(delays: list[float]) -> Callable[[], None]:
     timers = [
         threading.Timer(d, os.kill, (os.getpid(), signal.SIGUSR1)) for d in delays
     ]
-    for timer in timers:
-        timer.start()
-
-    def undo() -> None:
+    started = time.monotonic()
+    try:
+        for timer in timers:
+            timer.start()
+        with pytest.raises(_Interrupted):
+            executor.run(job, tasks)
+        return time.monotonic() - started
+    finally:
         for timer in timers:
             timer.cancel()
         signal.signal(signal.SIGUSR1, previous)
-
-    return undo
 
 
 class TestInterrupted:
@@ -154,14 +159,7 @@ class TestInterrupted:
         jobs already running have ended, and the next run() gets its own tasks'
         outcomes: left unread, the running jobs' answers were taken for them."""
         slow = [Task(kwargs={"n": 100 + n, "sleep": 1.0}) for n in range(5)]
-        undo = _interrupted_after([0.3])
-        started = time.monotonic()
-        try:
-            with pytest.raises(_Interrupted):
-                pool.run(_sleep_then_echo, slow)
-            waited = time.monotonic() - started
-        finally:
-            undo()
+        waited = _run_interrupted(pool, _sleep_then_echo, slow, [0.3])
 
         outcomes = pool.run(_sleep_then_echo, _tasks(6, sleep=0.0))
 
@@ -178,14 +176,7 @@ class TestInterrupted:
         pool.run(_sleep_then_echo, _tasks(3, sleep=0.0))
         first = pool.pids()
         slow = [Task(kwargs={"n": 100 + n, "sleep": 10.0}) for n in range(3)]
-        undo = _interrupted_after([0.3, 0.6])
-        started = time.monotonic()
-        try:
-            with pytest.raises(_Interrupted):
-                pool.run(_sleep_then_echo, slow)
-            waited = time.monotonic() - started
-        finally:
-            undo()
+        waited = _run_interrupted(pool, _sleep_then_echo, slow, [0.3, 0.6])
 
         outcomes = pool.run(_sleep_then_echo, _tasks(6, sleep=0.0))
 
@@ -224,12 +215,7 @@ class TestInterruptedWhileHandingOut:
             Task(kwargs={"n": 100, "sleep": 0.3}),
             Task(kwargs={"n": 101, "sleep": 0.0, "x": _SlowToPickle()}),
         ]
-        undo = _interrupted_after([0.2])
-        try:
-            with pytest.raises(_Interrupted):
-                pool.run(_sleep_then_echo, batch)
-        finally:
-            undo()
+        _run_interrupted(pool, _sleep_then_echo, batch, [0.2])
 
         outcomes = pool.run(_sleep_then_echo, _tasks(4, sleep=0.0))
 
@@ -253,13 +239,10 @@ class TestInterruptedWhileHandingOut:
             Task(kwargs={"do": "stop", "sleep": 1.0}),
             Task(kwargs={"sleep": 1.0}),
         ]
-        undo = _interrupted_after([0.3])
         try:
-            with pytest.raises(_Interrupted):
-                executor.run(worker.run_one, batch)
+            _run_interrupted(executor, worker.run_one, batch, [0.3])
             kept = executor.pids()
         finally:
-            undo()
             executor.shutdown()
 
         assert worker.stopping
