@@ -38,7 +38,9 @@ _EXTRAS = {"redis": "redis", "rediss": "redis", "mongodb": "mongo"}
 _EXTRAS["mongodb+srv"] = "mongo"
 
 # user:password@ in any of several comma-separated URLs, and secret query values.
-_USERINFO = re.compile(r"(?P<head>(?:^|[/,@])[^/,@:?#]*):(?P<secret>[^@/,?#]*)@")
+# The secret runs to the *last* "@" before the host, as URL parsers (and the
+# drivers) read it: an unescaped "@" in a password is part of the password.
+_USERINFO = re.compile(r"(?P<head>(?:^|[/,@])[^/,@:?#]*):(?P<secret>[^/,?#]*)@")
 _QUERY_SECRET = re.compile(
     r"(?P<head>[?&](?:password|passwd|pwd|secret|token)=)(?P<secret>[^&#]*)",
     re.IGNORECASE,

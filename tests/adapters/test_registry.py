@@ -34,6 +34,12 @@ from sergeant.errors import BrokerError, ConfigError
             "mongodb://h/db?tls=true&password=***&w=1",
         ),
         ("sqlite:////var/jobs.db", "sqlite:////var/jobs.db"),
+        # An unescaped "@" in a password: drivers read up to the last one.
+        ("redis://:p@ssw0rd@host:6379/0", "redis://:***@host:6379/0"),
+        (
+            "redis://u:p@1@a:1,redis://u:p@2@b:2",
+            "redis://u:***@a:1,redis://u:***@b:2",
+        ),
     ],
 )
 def test_redact_hides_every_password(url: str, expected: str) -> None:
@@ -41,6 +47,17 @@ def test_redact_hides_every_password(url: str, expected: str) -> None:
     redacted = redact(url)
 
     assert redacted == expected
+
+
+def test_an_error_naming_a_url_with_an_at_in_its_password_shows_none_of_it() -> None:
+    """The whole password is hidden, and only it: a first-"@" reading hid "p",
+    printed "ssw0rd", and starred every "p" of the driver's message."""
+    with pytest.raises(ConfigError) as caught:
+        broker_from_url("ftp://user:p@ssw0rd@host/x")
+
+    message = str(caught.value)
+    assert "ssw0rd" not in message
+    assert "ftp://user:***@host/x" in message
 
 
 def test_sqlite_urls_build_a_sqlite_broker_on_that_path(tmp_path: Path) -> None:
