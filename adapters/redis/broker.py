@@ -879,6 +879,10 @@ class RedisBroker:
     def replay_dead(self, queue: str, *, limit: int | None = None) -> int:
         """Push dead letters back as fresh ready NORMAL tasks, oldest first."""
         check_limit(limit)
+        if limit is not None:
+            # The script reads it as a Lua number (a double), which from 1e17 on
+            # reaches LPOP as '1e+17' and is refused; no list holds that many.
+            limit = min(limit, _LIMIT_CAP)
         if limit is None or self._single:
             counts = dict.fromkeys(
                 range(len(self._nodes)), -1 if limit is None else limit
@@ -927,6 +931,10 @@ def _parse_dead(record: bytes) -> DeadLetter:
     stamp, size, rest = record.split(b"\n", 2)
     n = int(size)
     return DeadLetter(payload=rest[n:], reason=rest[:n].decode(), dead_at=float(stamp))
+
+
+# The largest limit a script is given (see ``replay_dead``).
+_LIMIT_CAP = 2**53
 
 
 def _earlier(due: float | None, nxt: Any) -> float | None:

@@ -342,6 +342,22 @@ def test_a_lean_reserve_of_one_task_takes_high_first_and_counts_redeliveries(
     assert left == QueueLengths(in_flight=3)
 
 
+def test_a_replay_limit_past_what_a_lua_number_prints_whole_still_replays(
+    single: tuple[RedisBroker, redis.Redis, str],
+) -> None:
+    """A limit of 10**17 (a Lua number prints it '1e+17', which LPOP refuses)
+    replays what there is, as SQLite and the memory broker do."""
+    broker, _, _ = single
+    broker.push("q", [b"a"])
+    (popped,) = broker.reserve("q", owner="w", lease=None)
+    broker.dead_letter("q", popped, "poison")
+
+    replayed = broker.replay_dead("q", limit=10**17)
+
+    assert replayed == 1
+    assert broker.lengths("q") == QueueLengths(ready=1)
+
+
 def test_a_retried_replay_or_popped_dead_letter_acts_once(
     redis_server: RedisServer,
 ) -> None:
