@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from sergeant.config import MAX_SECONDS
 from sergeant.errors import BrokerError, ConfigError, SergeantError
 from sergeant.protocols import Broker, SupportsInspection
 from sergeant.supervision import SupervisionPolicy, parse_size
@@ -41,6 +42,11 @@ BROKER_VARIABLE = "SERGEANT_BROKER"
 # -- argument types: a bad value exits 2 with "argument --name: <why>" ------------
 
 
+# The largest count an option takes (workers, a listing's limit): beyond it a
+# backend refuses the number itself, after the command has started.
+_MAX_COUNT = 10**9
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -48,6 +54,8 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    if value > _MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be <= {_MAX_COUNT:,}, got {value}")
     return value
 
 
@@ -59,6 +67,10 @@ def _seconds(text: str) -> float:
     if not 0 <= value < math.inf:  # also rejects nan
         raise argparse.ArgumentTypeError(
             f"must be a finite number >= 0 of seconds, got {text}"
+        )
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_SECONDS:g} seconds (ten years), got {text}"
         )
     return value
 
