@@ -29,6 +29,8 @@ BROKERS: dict[str, str] = {
     "sqlite": "sergeant.adapters.sqlite:SqliteBroker.from_url",
     "redis": "sergeant.adapters.redis:RedisBroker.from_url",
     "rediss": "sergeant.adapters.redis:RedisBroker.from_url",
+    "redis+cluster": "sergeant.adapters.redis:RedisBroker.from_cluster_url",
+    "rediss+cluster": "sergeant.adapters.redis:RedisBroker.from_cluster_url",
     "mongodb": "sergeant.adapters.mongo:from_url",
     "mongodb+srv": "sergeant.adapters.mongo:from_url",
 }
@@ -36,6 +38,7 @@ BROKERS: dict[str, str] = {
 #: The optional dependency each scheme needs, for a helpful ImportError message.
 _EXTRAS = {"redis": "redis", "rediss": "redis", "mongodb": "mongo"}
 _EXTRAS["mongodb+srv"] = "mongo"
+_EXTRAS["redis+cluster"] = _EXTRAS["rediss+cluster"] = "redis"
 
 # user:password@ in any of several comma-separated URLs, and secret query values.
 # The secret runs to the *last* "@" before the host, as URL parsers (and the
@@ -91,6 +94,7 @@ def broker_from_url(url: str) -> Broker:
 
     ``sqlite:///relative.db`` and ``sqlite:////absolute.db``; ``redis://``,
     ``rediss://`` (comma-separated for several independent nodes);
+    ``redis+cluster://``, ``rediss+cluster://`` (any node of a Redis Cluster);
     ``mongodb://``, ``mongodb+srv://``; ``memory://`` (this process only).
 
     Raises:

@@ -152,6 +152,18 @@ class RedisBroker:
             return cls(made[0], namespace=namespace, retry=retry)
         return cls(clients=made, namespace=namespace, retry=retry)
 
+    @classmethod
+    def from_cluster_url(cls, url: str, **options: Any) -> RedisBroker:
+        """A broker on a Redis Cluster from ``redis+cluster://host:port`` (or
+        ``rediss+cluster://``, TLS): any node, from which the client discovers
+        the others. The scheme lets a URL alone (``$SERGEANT_BROKER``, the
+        command line) say "cluster"; ``options`` as for ``from_url``.
+        """
+        scheme, cluster, rest = url.partition("+cluster://")
+        if not cluster or scheme not in ("redis", "rediss"):
+            raise ConfigError("not a redis+cluster:// or rediss+cluster:// URL")
+        return cls.from_url(f"{scheme}://{rest}", cluster=True, **options)
+
     # -- routing -------------------------------------------------------------------
 
     def _home(self, name: str) -> int:

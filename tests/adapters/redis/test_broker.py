@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -22,6 +24,7 @@ from redis.crc import key_slot
 from redis.retry import Retry
 from sergeant.adapters.redis import RedisBroker
 from sergeant.adapters.redis._node import LISTED_FROM, new_batch_id
+from sergeant.adapters.registry import broker_from_url
 
 from sergeant.errors import BrokerError, BrokerUnavailable, ConfigError
 from sergeant.protocols import QueueLengths
@@ -879,6 +882,34 @@ def test_from_url_builds_single_nodes_and_cluster_brokers(
         broker.close()
 
     assert [payloads(g) for g in got] == [[b"a"]] * 3
+
+
+def test_a_redis_cluster_url_reaches_the_cluster_from_a_url_alone(
+    redis_cluster: LocalCluster,
+) -> None:
+    """redis+cluster://host:port names any node of a cluster, so a URL alone
+    ($SERGEANT_BROKER, the command line) reaches all of it; a plain redis:// URL
+    to one node got MOVED replies for the queues hashed elsewhere."""
+    port = redis_cluster.servers[0].port
+    url = f"redis+cluster://127.0.0.1:{port}"
+    queues = [f"cli-{new_namespace()}" for _ in range(6)]  # spread over the slots
+    broker = broker_from_url(url)
+    try:
+        for queue in queues:
+            broker.push(queue, [b"a", b"b"])
+        shown = subprocess.run(
+            [sys.executable, "-m", "sergeant.adapters.cli", "queues", *queues,
+             "--broker", url],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        for queue in queues:
+            broker.purge(queue)
+        broker.close()
+
+    assert shown.returncode == 0, shown.stderr
+    rows = [line.split() for line in shown.stdout.splitlines()[1:]]
+    assert rows == [[queue, "2", "0", "0", "0"] for queue in queues]
 
 
 def test_a_name_the_client_cannot_send_is_a_broker_error_on_several_nodes(
