@@ -193,17 +193,23 @@ def _dead(args: argparse.Namespace) -> int:
         store = _inspection(broker, args.broker)
         if args.replay:
             count = store.replay_dead(args.queue, limit=args.limit)
-            print(f"replayed {count:,} dead letters into {args.queue!r}")
+            print(f"replayed {_dead_letters(count)} into {args.queue!r}")
             return 0
         letters = store.dead_letters(args.queue, limit=args.limit or 100)
+        total = broker.lengths(args.queue).dead
     finally:
         broker.close()
-    print(f"{len(letters)} dead letters in {args.queue!r} (oldest first)")
+    shown = "oldest first" if total <= len(letters) else f"the oldest {len(letters):,}"
+    print(f"{_dead_letters(total)} in {args.queue!r} ({shown})")
     for letter in letters:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(letter.dead_at))
         reason = " ".join(letter.reason.splitlines())
         print(f"{when}  {reason}  [{len(letter.payload)} bytes]")
     return 0
+
+
+def _dead_letters(count: int) -> str:
+    return f"{count:,} dead letter{'' if count == 1 else 's'}"
 
 
 def _demo(args: argparse.Namespace) -> int:

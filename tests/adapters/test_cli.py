@@ -168,12 +168,16 @@ def test_dead_lists_reasons_and_times_then_replay_pushes_them_back(db: str) -> N
 
 
 def test_dead_limit_bounds_the_listing_and_the_replay(db: str) -> None:
-    """--limit 1 lists one dead letter and replays one."""
+    """--limit 1 lists one dead letter of the two (the header counts both) and
+    replays one."""
     listing = sergeant("dead", "reports", "--broker", db, "--limit", "1")
     replay = sergeant("dead", "reports", "--broker", db, "--replay", "--limit", "1")
 
-    assert listing.stdout.splitlines()[0].startswith("1 dead letters")
-    assert replay.stdout.strip() == "replayed 1 dead letters into 'reports'"
+    assert (
+        listing.stdout.splitlines()[0] == "2 dead letters in 'reports' (the oldest 1)"
+    )
+    assert len(listing.stdout.splitlines()) == 2
+    assert replay.stdout.strip() == "replayed 1 dead letter into 'reports'"
 
 
 def test_purge_drops_pending_tasks_and_with_dead_the_dead_letters(db: str) -> None:
