@@ -8,12 +8,12 @@ Times are finite numbers of seconds, at most ten years (``MAX_SECONDS``).
 from __future__ import annotations
 
 import enum
-import math
 import random
 from typing import Any
 
 import attrs
 
+from sergeant._numbers import finite_number
 from sergeant.errors import ConfigError
 
 
@@ -40,7 +40,7 @@ def _at_least(minimum: float, maximum: float | None = None) -> Any:
                 f"{type(instance).__name__}.{attribute.name} must be a number, "
                 f"got {value!r}"
             )
-        if isinstance(value, float) and not math.isfinite(value):
+        if not finite_number(value):
             raise ConfigError(
                 f"{type(instance).__name__}.{attribute.name} must be a finite number, "
                 f"got {value!r}"

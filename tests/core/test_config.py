@@ -52,6 +52,8 @@ from sergeant.errors import ConfigError
         # as an OverflowError in the loop or in the lease keeper's thread.
         ({"name": "q", "wait": 1e10}, "WorkerConfig.wait"),
         ({"name": "q", "lease": 1e11}, "WorkerConfig.lease"),
+        # An int past a float's range (math.isfinite would raise OverflowError).
+        ({"name": "q", "max_tasks_per_run": 10**400}, "WorkerConfig.max_tasks_per_run"),
     ],
 )
 def test_bad_worker_config_names_the_field(kwargs: dict, field: str) -> None:
