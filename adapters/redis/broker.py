@@ -27,6 +27,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
+from urllib.parse import unquote_plus
 
 import redis
 from redis.backoff import NoBackoff
@@ -81,7 +82,8 @@ class RedisBroker:
         client: a ``redis.Redis`` (one server) or ``redis.cluster.RedisCluster``.
         clients: instead of ``client``, several independent servers to spread
             queues over.
-        namespace: prefix of every key, so several applications share a server.
+        namespace: prefix of every key, so several applications share a server;
+            printable, without ``:``, ``{`` or ``}`` (see ``check_namespace``).
         retry: how long a call retries while Redis is unreachable before it raises
             ``BrokerUnavailable``.
         clock: wall clock for etas and lease deadlines (tests pass a fake one).
@@ -105,7 +107,7 @@ class RedisBroker:
         if not chosen:
             raise ConfigError("RedisBroker.clients is empty")
         policy = retry if retry is not None else RetryPolicy()
-        self.namespace = namespace
+        self.namespace = check_namespace(namespace)
         self._nodes = [Node(c, namespace=namespace, policy=policy) for c in chosen]
         self._single = len(self._nodes) == 1
         self._tags = [""] if self._single else [f"@{i}" for i in range(len(chosen))]
@@ -122,7 +124,7 @@ class RedisBroker:
         cls,
         url: str,
         *,
-        namespace: str = "sergeant",
+        namespace: str | None = None,
         cluster: bool = False,
         retry: RetryPolicy | None = None,
         **client_options: Any,
@@ -133,10 +135,23 @@ class RedisBroker:
         ``cluster=True`` the (first) URL names any node of a Redis Cluster, which
         the client discovers from there. Clients are made without redis-py's own
         retries (the broker's ``retry`` governs) and connect lazily, on first use.
+        The namespace is ``namespace``, else the URLs' ``?namespace=`` option (so
+        that a URL alone, as the command line takes, can name one), else
+        ``"sergeant"``.
+
+        Raises:
+            ConfigError: no URL, URLs naming different namespaces, or a namespace
+                argument that the URLs contradict.
         """
-        urls = [u.strip() for u in url.split(",") if u.strip()]
-        if not urls:
-            raise ConfigError(f"no Redis URL in {url!r}")
+        urls, named = _split_namespace(url)
+        if namespace is None:
+            namespace = named if named is not None else "sergeant"
+        elif named is not None and named != namespace:
+            raise ConfigError(
+                f"RedisBroker.from_url: namespace={namespace!r} but the URL says "
+                f"namespace={named!r}"
+            )
+        check_namespace(namespace)  # before a cluster client connects
         options: dict[str, Any] = {"retry": Retry(NoBackoff(), 0)}
         options.update(client_options)
         if cluster:
@@ -962,3 +977,64 @@ def _lease_on(index: int, leased: set[int], args: list[Any], owner: str) -> None
     if index in leased:
         args[3] = f"{new_batch_id()}:{owner}"
     leased.add(index)
+
+
+#: What a namespace may not hold: ":" ends it inside a queue's hash tag
+#: ``{ns:q}`` (namespace "a" with queue "b:c" and namespace "a:b" with queue "c"
+#: would share every key), and braces would move or end the hash tag.
+_NOT_IN_NAMESPACE = frozenset(":{}")
+
+
+def check_namespace(namespace: object) -> str:
+    """``namespace`` if it can prefix keys unambiguously.
+
+    Raises:
+        ConfigError: not a non-empty printable string, or it holds ``:``, ``{``
+            or ``}``; the message names ``RedisBroker.namespace``.
+    """
+    if (
+        not isinstance(namespace, str)
+        or not namespace
+        or not namespace.isprintable()
+        or not _NOT_IN_NAMESPACE.isdisjoint(namespace)
+    ):
+        raise ConfigError(
+            "RedisBroker.namespace must be a non-empty printable string without "
+            f"':', '{{' or '}}', got {namespace!r}"
+        )
+    return namespace
+
+
+def _split_namespace(url: str) -> tuple[list[str], str | None]:
+    """The comma-separated URLs without their ``namespace`` query option, and the
+    namespace they name (None: none does).
+
+    The option is cut from the query text as written, so every other option
+    reaches redis-py exactly as given (percent-escapes included).
+
+    Raises:
+        ConfigError: no URL, or two URLs (or options) naming different namespaces.
+    """
+    urls: list[str] = []
+    named: set[str] = set()
+    for part in (u.strip() for u in url.split(",")):
+        if not part:
+            continue
+        head, mark, query = part.partition("?")
+        query, hash_mark, fragment = query.partition("#")
+        kept = []
+        for item in query.split("&") if mark else ():
+            key, _, value = item.partition("=")
+            if unquote_plus(key) == "namespace":
+                named.add(unquote_plus(value))
+            elif item:
+                kept.append(item)
+        rest = "&".join(kept)
+        urls.append(head + ("?" + rest if rest else "") + hash_mark + fragment)
+    if not urls:
+        raise ConfigError(f"no Redis URL in {url!r}")
+    if len(named) > 1:
+        raise ConfigError(
+            f"the Redis URLs name different namespaces: {', '.join(sorted(named))}"
+        )
+    return urls, (named.pop() if named else None)

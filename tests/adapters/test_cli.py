@@ -100,6 +100,7 @@ def test_a_target_whose_factory_fails_is_a_runtime_error_of_one_line() -> None:
         ("redis://:hunter2@[::1", "malformed broker URL"),
         ("sqlite:///jobs.db?busy_timeout=nan", "busy_timeout must be a finite"),
         ("redis://:hunter2@127.0.0.1:1/0?bogus=1", "unexpected keyword argument"),
+        ("redis://:hunter2@127.0.0.1:1/0?namespace=a:b", "RedisBroker.namespace must"),
     ],
 )
 def test_an_invalid_broker_is_one_line_and_exit_1(url: str, message: str) -> None:

@@ -912,6 +912,87 @@ def test_a_redis_cluster_url_reaches_the_cluster_from_a_url_alone(
     assert rows == [[queue, "2", "0", "0", "0"] for queue in queues]
 
 
+@pytest.mark.parametrize("namespace", ["a:b", "{a}", "a}", "", "a\nb", 7])
+def test_a_namespace_that_would_blur_key_names_is_refused_at_construction(
+    redis_server: RedisServer, namespace: Any
+) -> None:
+    """Keys are ``{ns:q}:...``: namespace "a" with queue "b:c" and namespace "a:b"
+    with queue "c" would share every key, and braces would move the hash tag.
+    Such a namespace fails at construction, naming the field, from code and URL."""
+    client = redis_server.client()
+    try:
+        with pytest.raises(ConfigError, match=r"RedisBroker\.namespace"):
+            RedisBroker(client, namespace=namespace)
+    finally:
+        client.close()
+    if isinstance(namespace, str) and namespace.isprintable() and namespace:
+        with pytest.raises(ConfigError, match=r"RedisBroker\.namespace"):
+            broker_from_url(f"{redis_server.url}?namespace={namespace}")
+
+
+def test_a_url_names_its_namespace(redis_server: RedisServer) -> None:
+    """``?namespace=`` in a URL (the command line's only way to name one) sets the
+    namespace; the other query options still reach redis-py as written."""
+    namespace = new_namespace()
+    url = f"{redis_server.url}?socket_timeout=5&namespace={namespace}"
+    by_url = broker_from_url(url)
+    by_code = RedisBroker(redis_server.client(), namespace=namespace)
+    default = broker_from_url(redis_server.url)
+    try:
+        by_url.push("q", [b"a"])
+        seen = by_code.lengths("q").ready, default.lengths("q").ready
+        timeout = by_url._nodes[0].client.connection_pool.connection_kwargs[
+            "socket_timeout"
+        ]
+    finally:
+        by_code.purge("q")
+        for broker in (by_url, by_code, default):
+            broker.close()
+
+    assert by_url.namespace == namespace
+    assert seen == (1, 0)
+    assert timeout == 5.0
+
+
+def test_the_command_line_inspects_the_namespace_its_url_names(
+    redis_server: RedisServer,
+) -> None:
+    """``sergeant queues --broker redis://...?namespace=NS`` lists NS's queues,
+    not the default namespace's."""
+    namespace = new_namespace()
+    ours = RedisBroker(redis_server.client(), namespace=namespace)
+    ours.push("mail", [b"a", b"b"])
+    try:
+        shown = subprocess.run(
+            [sys.executable, "-m", "sergeant.adapters.cli", "queues",
+             "--broker", f"{redis_server.url}?namespace={namespace}"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        ours.purge("mail")
+        ours.close()
+
+    assert shown.returncode == 0, shown.stderr
+    assert [line.split() for line in shown.stdout.splitlines()[1:]] == [
+        ["mail", "2", "0", "0", "0"]
+    ]
+
+
+def test_urls_and_arguments_naming_different_namespaces_are_refused(
+    redis_node_servers: list[RedisServer],
+) -> None:
+    """Two nodes of one broker must share a namespace, and an explicit argument
+    may not contradict the URL: either would put keys where nobody looks."""
+    one, two = (s.url for s in redis_node_servers[:2])
+    with pytest.raises(ConfigError, match="different namespaces: a, b"):
+        RedisBroker.from_url(f"{one}?namespace=a,{two}?namespace=b")
+    with pytest.raises(ConfigError, match="namespace='c' but the URL says"):
+        RedisBroker.from_url(f"{one}?namespace=a", namespace="c")
+    same = RedisBroker.from_url(f"{one}?namespace=a,{two}", namespace="a")
+    same.close()
+    assert same.namespace == "a"
+
+
 def test_a_name_the_client_cannot_send_is_a_broker_error_on_several_nodes(
     nodes: tuple[RedisBroker, list[redis.Redis], str],
 ) -> None:
