@@ -20,6 +20,7 @@ import collections
 import contextlib
 import logging
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -92,6 +93,57 @@ class _Slot:
     rapid_crashes: int = 0
 
 
+class _ReleaseLine:
+    """Releases dead children's leases one after another, in a thread of its own.
+
+    A release can take up to ``RELEASE_TIMEOUT`` (60 s) while the broker rides out
+    an outage. Made inline, it held up the supervisor's loop for that long per
+    exit: no reaping, no respawning, no memory checks, so a child could grow past
+    the hard limit unchecked. Here the loop hands the release over and goes on;
+    each ``then(released)`` runs once its release is done (0 when it failed: the
+    tasks come back when their leases lapse).
+    """
+
+    def __init__(self, releaser: Releaser) -> None:
+        self._releaser = releaser
+        self._jobs: queue.SimpleQueue[tuple[str, Callable[[int], None]] | None]
+        self._jobs = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._run, name="sergeant-releases", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, owner: str, then: Callable[[int], None]) -> None:
+        self._jobs.put((owner, then))
+
+    def finish(self) -> None:
+        """Carry out every release submitted, then end the thread."""
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            owner, then = job
+            try:
+                released = self._releaser.release(owner)
+            except BrokerError as error:
+                logger.warning(
+                    "could not release the tasks of %s (they come back when their "
+                    "leases lapse): %s", owner, error,
+                )  # fmt: skip
+                released = 0
+            except Exception:  # a bug here must not strand every later release
+                logger.exception("releasing the tasks of %s failed", owner)
+                released = 0
+            try:
+                then(released)
+            except Exception:  # likewise
+                logger.exception("recording the exit of %s failed", owner)
+
+
 def _mib(size: int) -> str:
     return f"{size / 2**20:.1f} MiB"
 
@@ -154,6 +206,7 @@ class Supervisor:
             env=self.env,
         )
         self.queue = self._releaser.queue
+        self._releases = _ReleaseLine(self._releaser)
         #: The most recent exits, oldest first (bounded: a long run recycles often).
         self.exits: collections.deque[ChildExit] = collections.deque(maxlen=1000)
         self._slots = [_Slot(index) for index in range(policy.workers)]
@@ -172,15 +225,19 @@ class Supervisor:
         children asked to stop themselves. Closes the broker: run once.
         """
         previous = self._install_signals()
+        self._releases.start()
         try:
             self._loop()
         finally:
             try:
                 self._shutdown()
             finally:
-                for signum, handler in previous.items():
-                    signal.signal(signum, handler)
-                self._releaser.close()
+                try:
+                    self._releases.finish()  # every exit's release, then recorded
+                finally:
+                    for signum, handler in previous.items():
+                        signal.signal(signum, handler)
+                    self._releaser.close()
 
     def request_stop(self) -> None:
         """Ask ``run()`` to stop every child and return (thread-safe)."""
@@ -253,39 +310,37 @@ class Supervisor:
                     self._on_exit(slot, child, code)
 
     def _on_exit(self, slot: _Slot, child: _Child, code: int) -> None:
+        """Decide the slot's future now; release the child's tasks off the loop.
+
+        The exit is logged and recorded in ``exits`` once its release is done
+        (``_ReleaseLine``), with how many tasks came back.
+        """
         slot.child = None
         now = self.clock()
         lifetime = now - child.started
-        released = self._release(child)
         reason = self._describe(child, code)
-        self.exits.append(ChildExit(
-            slot=slot.index, pid=child.process.pid, owner=child.owner, exit_code=code,
-            reason=reason, released=released, lifetime=lifetime,
-        ))  # fmt: skip
         crash = self.policy.is_crash(code)
         level = logging.WARNING if crash and not self._stopping else logging.INFO
-        what = f"worker {slot.index} (pid {child.process.pid}) exited: {reason}"
-        what += f"; released {released} tasks"
         if self.policy.on_exit(code, stopping=self._stopping) is ExitVerdict.RETIRE:
             slot.respawn_at = None
-            logger.log(level, "%s; retired", what)
-            return
-        backs_off = self.policy.backs_off(code, lifetime=lifetime)
-        slot.rapid_crashes = slot.rapid_crashes + 1 if backs_off else 0
-        delay = self.policy.respawn_delay(rapid_crashes=slot.rapid_crashes)
-        slot.respawn_at = now + delay
-        logger.log(level, "%s; respawning in %.1f s", what, delay)
+            then = "retired"
+        else:
+            backs_off = self.policy.backs_off(code, lifetime=lifetime)
+            slot.rapid_crashes = slot.rapid_crashes + 1 if backs_off else 0
+            delay = self.policy.respawn_delay(rapid_crashes=slot.rapid_crashes)
+            slot.respawn_at = now + delay
+            then = f"respawning in {delay:.1f} s"
+        pid = child.process.pid
 
-    def _release(self, child: _Child) -> int:
-        """Make the child's leased tasks ready now (the lease is the fallback)."""
-        try:
-            return self._releaser.release(child.owner)
-        except BrokerError as error:
-            logger.warning(
-                "could not release the tasks of %s (they come back when their "
-                "leases lapse): %s", child.owner, error,
-            )  # fmt: skip
-            return 0
+        def record(released: int) -> None:
+            self.exits.append(ChildExit(
+                slot=slot.index, pid=pid, owner=child.owner, exit_code=code,
+                reason=reason, released=released, lifetime=lifetime,
+            ))  # fmt: skip
+            logger.log(level, "worker %d (pid %d) exited: %s; released %d tasks; %s",
+                       slot.index, pid, reason, released, then)  # fmt: skip
+
+        self._releases.submit(child.owner, record)
 
     @staticmethod
     def _describe(child: _Child, code: int) -> str:

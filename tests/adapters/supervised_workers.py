@@ -11,7 +11,9 @@ from environment variables the test passes to the supervisor:
   with ``os.write`` survives a SIGKILL.
 - ``SUP_BATCH`` (tasks per reserve), ``SUP_STARVE`` (seconds without tasks after
   which a worker stops itself, so ``Supervisor.run`` returns once the queue is
-  drained), ``SUP_MAX_DELIVERIES``.
+  drained), ``SUP_MAX_DELIVERIES``; ``SUP_SLOW_RELEASE`` (seconds each
+  ``release_owner`` sleeps first, as over a broker riding out an outage: only the
+  supervisor's releaser calls it).
 
 A task's kwargs drive it: ``n`` (its number in the ledger), ``sleep`` (seconds),
 ``hog_mb`` (allocate that many MiB), ``hold`` (seconds to sit on them), ``keep``
@@ -61,6 +63,11 @@ class _RedeliveryRecorder:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+    def release_owner(self, queue: str, owner: str) -> int:
+        time.sleep(float(os.environ.get("SUP_SLOW_RELEASE", "0")))
+        released: int = self._inner.release_owner(queue, owner)
+        return released
 
     def reserve(self, queue: str, **kwargs: Any) -> list[Delivery]:
         got: Sequence[Delivery] = self._inner.reserve(queue, **kwargs)

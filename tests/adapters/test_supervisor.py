@@ -289,6 +289,35 @@ def test_a_crashing_worker_is_respawned_and_its_task_capped(harness: Harness) ->
     assert set(harness.ledger_counts()) == set(range(1, 51))
 
 
+def test_a_slow_release_does_not_hold_up_the_respawn(harness: Harness) -> None:
+    """A release taking 10 s (a broker riding out an outage) runs beside the loop:
+    the crashed worker's slot is respawned at once, and its exit is recorded with
+    the count once the release is done. Made inline, the release held the loop
+    (no reaping, respawning or memory checks) for its whole length."""
+    harness.producer.push_task({"n": 0, "exit": 1}, priority=Priority.HIGH)
+    harness.producer.push_tasks([{"n": n, "sleep": 0.05} for n in range(1, 61)])
+    supervisor = harness.supervisor(
+        SupervisionPolicy(workers=1, crash_backoff_base=0.1),
+        SUP_SLOW_RELEASE="10",
+        SUP_BATCH="1",
+        SUP_MAX_DELIVERIES="1",
+    )
+    thread = harness.start(supervisor)
+    wait_until(lambda: 0 in supervisor.pids(), 30)
+    first = supervisor.pids()[0]
+
+    wait_until(lambda: supervisor.pids().get(0, first) != first, 5)
+    recorded_meanwhile = list(supervisor.exits)
+    harness.join(thread, 120)
+
+    assert recorded_meanwhile == []  # the release was still under way
+    crashed = supervisor.exits[0]
+    assert (crashed.pid, crashed.reason, crashed.released) == (
+        first, "crashed (exit 1)", 1
+    )
+    assert set(harness.ledger_counts()) == set(range(1, 61))
+
+
 def test_children_of_a_sigkilled_supervisor_stop_by_themselves(
     harness: Harness,
 ) -> None:
