@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import redis
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.retry import Retry
 
 _T = TypeVar("_T")
 
@@ -163,6 +166,68 @@ class RedisServer:
         if not log.exists():
             return "(no log)"
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+class LocalCluster:
+    """A Redis Cluster of ``size`` masters (no replicas), made with redis-cli.
+
+    Each node is a ``server_class`` in ``directory / node<i>`` (a throwaway
+    folder of its own when ``directory`` is None).
+    """
+
+    server_class: type[RedisServer] = RedisServer
+
+    def __init__(self, directory: Path | None = None, size: int = 3) -> None:
+        self.servers = [
+            self.server_class(
+                None if directory is None else directory / f"node{i}",
+                extra=self._options(),
+            )
+            for i in range(size)
+        ]
+
+    @staticmethod
+    def _options() -> list[str]:
+        # The bus port is set explicitly: the default (port + 10000) may be taken.
+        return [
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-port", str(free_port()),
+            "--cluster-node-timeout", "5000",
+        ]  # fmt: skip
+
+    def start(self) -> None:
+        """Start every node, assign the slots and wait for ``cluster_state:ok``."""
+        for server in self.servers:
+            server.start()
+        addresses = [f"{HOST}:{s.port}" for s in self.servers]
+        create = [require("redis-cli"), "--cluster", "create", *addresses]
+        create += ["--cluster-replicas", "0", "--cluster-yes"]
+        subprocess.run(create, check=True, capture_output=True, timeout=120)
+        give_up = time.monotonic() + 60
+        for server in self.servers:
+            probe = server.client()
+            try:
+                while probe.cluster("INFO")["cluster_state"] != "ok":
+                    if time.monotonic() > give_up:
+                        raise RuntimeError("the cluster never reached state ok")
+                    time.sleep(0.05)
+            finally:
+                probe.close()
+
+    def stop(self) -> None:
+        """Stop every node."""
+        for server in self.servers:
+            server.stop()
+
+    def client(self) -> RedisCluster:
+        """A cluster client seeded with the first node, without its own retries."""
+        return RedisCluster(
+            host=HOST,
+            port=self.servers[0].port,
+            socket_timeout=10,
+            retry=Retry(NoBackoff(), 0),
+        )
 
 
 def server_cpu_seconds(client: redis.Redis) -> float:

@@ -2,19 +2,22 @@
 
 Run from the repository root::
 
-    python -m benchmark.broker [--brokers memory,sqlite,redis] [--tasks 100000]
-        [--single 10000] [--bulk 1000] [--batch 1000]
+    python -m benchmark.broker [--brokers memory,sqlite,redis,redis-cluster]
+        [--tasks 100000] [--single 10000] [--bulk 1000] [--batch 1000]
 
 For each broker it prints tasks per second for: pushing one task per call, pushing
 in bulks, draining in batches at least once (reserve under a lease, the ack riding
 on the next reserve) and at most once (``lease=None``), and the same one task at a
 time. Payloads are real pickled tasks and every drained payload is decoded, so the
-rows include the codec but none of the worker's settlement. The Redis rows run on a
-redis-server this script starts on a free loopback port, and also print the
-server's own CPU time per 1,000 tasks (``INFO cpu``, user + system): the figure
-that bounds how many workers one Redis can feed, and one that a noisy client
-machine barely moves. Compare runs made on the same machine; the side-by-side with
-other libraries is ``python -m benchmark``.
+rows include the codec but none of the worker's settlement. The ``redis`` rows run
+on a redis-server this script starts on a free loopback port, the
+``redis-cluster`` rows on a 3-master Redis Cluster it builds with ``redis-cli``
+(through redis-py's cluster client). Both also print the servers' own CPU time
+per 1,000 tasks (``INFO cpu``, user + system, summed over the cluster's masters,
+whose cluster bus costs a little even when idle): the figure that bounds how many
+workers one Redis can feed, and one that a noisy client machine barely moves.
+Compare runs made on the same machine; the side-by-side with other libraries is
+``python -m benchmark``.
 """
 
 from __future__ import annotations
@@ -107,8 +110,27 @@ def _broker(name: str) -> Iterator[tuple[Any, CpuReader]]:
         finally:
             probe.close()
             server.stop()
+    elif name == "redis-cluster":
+        from sergeant.adapters.redis import RedisBroker
+
+        from ._redis_server import LocalCluster, server_cpu_seconds
+
+        cluster = LocalCluster()
+        try:
+            cluster.start()
+            # The queues' keys sit on one master each: its CPU is what they cost.
+            probes = [server.client() for server in cluster.servers]
+            broker = RedisBroker(cluster.client())
+            yield broker, lambda: sum(server_cpu_seconds(p) for p in probes)
+            broker.close()
+            for probe in probes:
+                probe.close()
+        finally:
+            cluster.stop()
     else:
-        raise SystemExit(f"unknown broker {name!r} (memory, sqlite, redis)")
+        raise SystemExit(
+            f"unknown broker {name!r} (memory, sqlite, redis, redis-cluster)"
+        )
 
 
 def measure(

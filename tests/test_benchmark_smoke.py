@@ -96,6 +96,32 @@ def test_one_at_a_time_prints_a_positive_wall_time_for_every_layer() -> None:
         assert float(wall.replace(",", "")) > 0, row
 
 
+@pytest.mark.slow
+@pytest.mark.redis
+def test_broker_benchmark_runs_on_one_node_and_on_a_cluster() -> None:
+    """``python -m benchmark.broker`` builds its own server and cluster, and each
+    prints its eight rows with a rate and the servers' CPU per 1,000 tasks."""
+    argv = [sys.executable, "-m", "benchmark.broker", "--brokers",
+            "redis,redis-cluster", "--tasks", "200", "--single", "50",
+            "--bulk", "50", "--batch", "50"]  # fmt: skip
+
+    done = subprocess.run(
+        argv, cwd=ROOT, capture_output=True, text=True, timeout=180, check=False
+    )
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    tables = done.stdout.strip().split("\n\n")
+    assert [table.splitlines()[0] for table in tables] == ["redis", "redis-cluster"]
+    for table in tables:
+        rows = table.splitlines()[2:]
+        assert len(rows) == 8, table
+        for row in rows:
+            *_, rate, cpu, unit = row.split()
+            assert float(rate.replace(",", "")) > 0, row
+            assert float(cpu.replace(",", "")) >= 0, row
+            assert unit == "µs/1k", row
+
+
 def test_codecs_benchmark_prints_every_codec_and_the_task_build_rows() -> None:
     """``python -m benchmark.codecs`` runs, with a rate for every row it prints."""
     argv = [sys.executable, "-m", "benchmark.codecs", "--tasks", "200", "--repeat", "1"]
