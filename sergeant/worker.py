@@ -284,13 +284,22 @@ class Worker(Producer):
 
     # -- the loop --------------------------------------------------------------------
 
-    def request_stop(self, reason: StopReason = StopReason.STOPPED) -> None:
+    def request_stop(
+        self,
+        reason: StopReason = StopReason.STOPPED,
+        *,
+        error: WatchdogError | None = None,
+    ) -> None:
         """Ask the loop to stop after the running tasks (thread- and signal-safe).
 
         Tasks of the current batch that have not started are released, not run.
         ``reason`` is what ``run()`` returns (the supervisor asks for ``RECYCLE``
-        when the worker is over its soft memory limit).
+        when the worker is over its soft memory limit). ``error``: the watchdog
+        cannot watch tasks, and ``run()`` raises it once stopped (see
+        ``_cannot_arm``); the first one given counts.
         """
+        if error is not None and self._fatal is None:
+            self._fatal = error
         if self._stop_reason is None:
             self._stop_reason = reason
         self._stop_requested = True
@@ -299,6 +308,16 @@ class Worker(Producer):
     def stopping(self) -> bool:
         """Whether the loop will stop after the current step."""
         return self._stop_requested
+
+    @property
+    def stop_request(self) -> tuple[StopReason, WatchdogError | None] | None:
+        """The stop asked for so far, and the watchdog error behind it (None: no
+        stop asked). The process executor's children run ``run_one`` on a copy of
+        the worker: what the copy was asked (a ``request_stop()`` in ``work``, a
+        watchdog that cannot arm there) is passed on to the worker with this."""
+        if not self._stop_requested:
+            return None
+        return self._stop_reason or StopReason.STOPPED, self._fatal
 
     def run(self) -> StopReason:
         """Consume the queue until stopped; return why the loop ended."""
@@ -569,6 +588,7 @@ class Worker(Producer):
     def _guarded(self, timeout: float, call: Callable[[], _T]) -> _T | Outcome:
         """``call()`` under the watchdog; a timeout or an exception is an outcome."""
         handle = None
+        in_time = True
         try:
             try:
                 if timeout:
@@ -581,9 +601,14 @@ class Worker(Producer):
                 result = call()
             finally:
                 in_time = handle is None or self.watchdog.disarm(handle)
+            if in_time:
+                return result
             # The deadline fired, and the task swallowed its TaskTimedOut: it ran
             # over all the same (the asyncio executor reports that case so too).
-            return result if in_time else Expired()
+            # A stop or respawn it returned is about the worker: still honoured.
+            if isinstance(result, StopRequested | RespawnRequested):
+                self._honour_stop(result)
+            return Expired()
         except TaskTimedOut:
             if handle is not None:
                 # The timeout may have surfaced inside disarm, before it took
@@ -591,7 +616,9 @@ class Worker(Producer):
                 self.watchdog.disarm(handle)
             return Expired()
         except Exception as error:
-            return Raised(error)
+            # Raised after the deadline fired (the task's cleanup failed while it
+            # was being stopped): the watchdog stopped it, so it timed out.
+            return Raised(error) if in_time else Expired()
 
     def _cannot_arm(self, error: WatchdogError) -> Outcome:
         """The watchdog cannot watch a task (say, its killer process cannot start).
@@ -602,12 +629,11 @@ class Worker(Producer):
         crashed and is respawned after a back-off).
         """
         if self._fatal is None:
-            self._fatal = error
             self.logger.error(
                 "the watchdog cannot watch tasks (%s): releasing them and stopping",
                 error,
             )
-        self.request_stop(StopReason.STOPPED)
+        self.request_stop(StopReason.STOPPED, error=error)
         return NotStarted()
 
     def _run_batch(self, tasks: list[Task]) -> list[Outcome]:

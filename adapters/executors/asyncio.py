@@ -110,11 +110,14 @@ async def _guarded(worker: Worker, task: Task, timeout: float, grace: float) -> 
         current.uncancel()
         return Expired()
     except Exception as error:
-        return Raised(error)
+        # Raised once the deadline passed (its cleanup failed while it was being
+        # cancelled): stopped at its deadline all the same.
+        return Expired() if scope.expired() else Raised(error)
     finally:
         if escalation is not None:
             escalation.cancel()
     if scope.expired():  # it swallowed the cancellation and returned anyway
+        relay_stop(worker, value)  # a stop or respawn it returned still counts
         return Expired()
     return value if isinstance(value, CONTROL) else Returned(value)
 

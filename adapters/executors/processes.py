@@ -26,9 +26,12 @@ its repr; a returned value that cannot be pickled comes back as its repr (the ta
 still succeeded). Exceptions carry their child-side traceback as a note.
 
 What the fork implies. Hooks and ``work`` run in the child on a *copy* of the worker:
-what they change in it (counters, caches) stays in that child. A ``stop()`` or
-``respawn()`` returned by ``work`` is passed on to the real worker, and once it is
-stopping the tasks not yet handed out come back ``NotStarted``. Children ignore
+what they change in it (counters, caches) stays in that child. A stop asked of
+the copy (``stop()``/``respawn()`` returned, ``request_stop()`` called, a watchdog
+that cannot arm: ``Worker.stop_request``) travels back with the outcome and is
+asked of the real worker, and that child is replaced (its copy would answer
+``NotStarted`` for ever); once the worker is stopping, the tasks not yet handed
+out come back ``NotStarted``. Children ignore
 SIGINT (a Ctrl-C on the terminal is for the worker, which then stops after the
 batch) and die on SIGTERM. They are daemonic: a job cannot start
 ``multiprocessing`` children of its own, and the pool dies with the worker
@@ -52,23 +55,23 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from sergeant.errors import ConfigError, SergeantError
+from sergeant.errors import ConfigError, SergeantError, WatchdogError
 from sergeant.outcome import (
     NotStarted,
     Outcome,
     Raised,
-    RespawnRequested,
     Returned,
-    StopRequested,
 )
 from sergeant.protocols.executor import Job
+from sergeant.supervision import StopReason
 from sergeant.task import Task
 from sergeant.worker import Worker
 
-from ._worker_job import relay_stop, worker_of
+from ._worker_job import worker_of
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
-_STOPS = (StopRequested, RespawnRequested)
+#: What a child's copy of the worker was asked to stop for (``Worker.stop_request``).
+_Stop = tuple[StopReason, WatchdogError | None]
 
 
 class ProcessDiedError(SergeantError):
@@ -275,15 +278,15 @@ class ProcessExecutor:
             pid, code = child.process.pid or 0, child.process.exitcode
             batch.results[index] = Raised(ProcessDiedError(pid, code))
             return self._replace(child)
-        outcome = _load(data)
+        outcome, stop = _load(data)
         batch.results[index] = outcome
         if isinstance(outcome, Raised) and isinstance(
             outcome.exception, SystemExit | KeyboardInterrupt
         ):
             batch.fatal.append(outcome.exception)
-        if batch.worker is not None and isinstance(outcome, _STOPS):
-            relay_stop(batch.worker, outcome)
-            # The child's copy of the worker is stopping too, and would answer
+        if stop is not None:
+            _pass_on(batch.worker, stop)
+            # The child's copy of the worker is stopping, and would answer
             # NotStarted from now on: a fresh fork takes its place.
             return self._replace(child)
         return child
@@ -338,10 +341,10 @@ class ProcessExecutor:
                     data = child.conn.recv_bytes() if child.conn.poll() else None
                 except (EOFError, OSError):
                     data = None
-                outcome = None if data is None else _load(data)
-                if isinstance(outcome, _STOPS) and batch.worker is not None:
-                    relay_stop(batch.worker, outcome)
-                if outcome is None or isinstance(outcome, _STOPS):
+                stop = None if data is None else _load(data)[1]
+                if stop is not None:
+                    _pass_on(batch.worker, stop)
+                if data is None or stop is not None:
                     self._retire([child])
                 child.index = -1
 
@@ -417,6 +420,7 @@ def _serve(
     for other in inherited:
         other.close()
     receive, send = conn.recv_bytes, conn.send_bytes
+    worker = worker_of(job)  # this process's copy of the worker, if it is one
     while True:
         try:
             message = receive()
@@ -428,23 +432,45 @@ def _serve(
             outcome: Any = job(pickle.loads(message))
         except BaseException as exc:  # every escape, even SystemExit, is an outcome
             outcome = Raised(exc)
+        stop = worker.stop_request if worker is not None else None
         try:
-            send(_dump(outcome))
+            send(_dump(outcome, stop))
         except OSError:
             return
 
 
-def _dump(outcome: Any) -> bytes:
-    """Pickle ``outcome``; what cannot make the trip is replaced by its repr."""
+def _dump(outcome: Any, stop: _Stop | None = None) -> bytes:
+    """Pickle ``outcome`` and the stop the child's copy of the worker was asked
+    for; what cannot make the trip is replaced by its repr."""
     if isinstance(outcome, Raised):
         _note_traceback(outcome.exception)
     try:
-        data = pickle.dumps(outcome, _PROTOCOL)
-        if isinstance(outcome, Raised):
+        data = pickle.dumps((outcome, stop), _PROTOCOL)
+        if isinstance(outcome, Raised) or stop is not None:
             pickle.loads(data)  # exceptions may pickle and still fail to unpickle
         return data
     except Exception as error:
-        return pickle.dumps(_portable(outcome, error), _PROTOCOL)
+        if not _round_trips(outcome):
+            outcome = _portable(outcome, error)
+        if stop is not None and not _round_trips(stop):
+            reason, fault = stop
+            stop = reason, WatchdogError(_repr(fault))
+        return pickle.dumps((outcome, stop), _PROTOCOL)
+
+
+def _round_trips(value: object) -> bool:
+    try:
+        pickle.loads(pickle.dumps(value, _PROTOCOL))
+    except Exception:
+        return False
+    return True
+
+
+def _pass_on(worker: Worker | None, stop: _Stop) -> None:
+    """A stop asked of a child's copy of the worker, asked of the worker itself."""
+    if worker is not None:
+        reason, error = stop
+        worker.request_stop(reason, error=error)
 
 
 def _portable(outcome: Any, error: Exception) -> Outcome:
@@ -473,9 +499,10 @@ def _note_traceback(exception: BaseException) -> None:
         )
 
 
-def _load(data: bytes) -> Outcome:
+def _load(data: bytes) -> tuple[Outcome, _Stop | None]:
     try:
-        outcome: Outcome = pickle.loads(data)
+        outcome, stop = pickle.loads(data)
     except Exception as error:
-        return Raised(RuntimeError(f"cannot unpickle a child's outcome: {error!r}"))
-    return outcome
+        what = RuntimeError(f"cannot unpickle a child's outcome: {error!r}")
+        return Raised(what), None
+    return outcome, stop

@@ -207,6 +207,15 @@ class _AsyncWorker(Worker):
             except asyncio.CancelledError:
                 await asyncio.sleep(0.1)  # a short cleanup, well within the grace
                 raise
+        if action == "cleanup_fails":
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                raise RuntimeError("rollback failed during cleanup") from None
+        if action == "swallow_then_stop":
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(30)
+            return self.respawn()
         if action == "swallow":
             for _ in range(task.kwargs["swallows"]):
                 # Swallows the deadline's (then the escalation's) cancellation.
@@ -309,6 +318,32 @@ class TestAsyncWork:
 
         assert ("failure:TimeoutError", 3) in worker.seen
         assert not [s for s in worker.seen if s[0] == "timeout"]
+
+    def test_a_coroutine_whose_cleanup_fails_when_cancelled_timed_out(
+        self, make_async_worker: Callable[..., _AsyncWorker]
+    ) -> None:
+        """Cancelled at its deadline, it raised another error from its cleanup:
+        stopped at its deadline all the same, so on_timeout, not on_failure."""
+        worker = make_async_worker(timeouts=Timeouts(timeout=0.1, grace_period=1.0))
+        worker.push_task({"n": 6, "do": "cleanup_fails"})
+
+        worker.step()
+
+        assert ("timeout", 6) in worker.seen
+        assert not [s for s in worker.seen if s[0].startswith("failure")]
+
+    def test_a_respawn_returned_after_the_deadline_still_stops_the_worker(
+        self, make_async_worker: Callable[..., _AsyncWorker]
+    ) -> None:
+        """It swallowed the cancellation and returned respawn(): timed out, and
+        the worker stops to be respawned, as it asked."""
+        worker = make_async_worker(timeouts=Timeouts(timeout=0.1, grace_period=1.0))
+        worker.push_task({"n": 7, "do": "swallow_then_stop"})
+
+        worker.step()
+
+        assert ("timeout", 7) in worker.seen
+        assert worker.stopping
 
     @pytest.mark.parametrize("swallows", [1, 2])
     def test_a_coroutine_swallowing_the_cancellation_is_cancelled_after_the_grace(

@@ -29,7 +29,7 @@ from sergeant.adapters.watchdogs.processes import ProcessWatchdog
 from sergeant.adapters.watchdogs.threads import ThreadWatchdog
 
 from sergeant.config import Timeouts, WorkerConfig
-from sergeant.errors import ConfigError, TaskTimedOut
+from sergeant.errors import ConfigError, TaskTimedOut, WatchdogError
 from sergeant.outcome import NotStarted, Outcome, Raised, Returned
 from sergeant.supervision import StopReason
 from sergeant.task import Task
@@ -419,6 +419,8 @@ class _Recording(Worker):
             os._exit(1)
         if action == "stop":
             return self.stop()
+        if action == "request_stop":
+            self.request_stop()
         if action == "spin":
             end = time.monotonic() + 30.0
             while time.monotonic() < end:
@@ -496,6 +498,63 @@ class TestWithAWorker:
         assert [s[:2] for s in worker.seen] == [("success", 0), ("success", 1)]
         assert worker.broker.lengths("jobs").ready == 1
         assert len(before & set(worker.executor.pids())) == 1  # the stopped copy went
+
+    def test_a_request_stop_called_in_a_child_stops_the_worker(
+        self, make_recording: Callable[..., _Recording]
+    ) -> None:
+        """request_stop() in work() stops the copy in the child; the worker stops
+        too (once, not spinning through the queue on NotStarted answers)."""
+        worker = make_recording(tasks_per_transaction=1)
+        worker.push_tasks([{"n": 0, "do": "request_stop"}, {"n": 1}, {"n": 2}])
+        events: list[str] = []
+        worker.subscribe(lambda event: events.append(type(event).__name__))
+        stopper = threading.Timer(10.0, worker.request_stop)  # a hang's way out
+        stopper.start()
+
+        try:
+            reason = worker.run()
+        finally:
+            stopper.cancel()
+
+        assert reason is StopReason.STOPPED
+        assert [s[:2] for s in worker.seen] == [("success", 0)]
+        assert worker.broker.lengths("jobs").ready == 2
+        assert events.count("Delivered") == 1  # task 0's only
+
+    def test_a_watchdog_that_cannot_arm_in_a_child_ends_the_run(
+        self, make_recording: Callable[..., _Recording]
+    ) -> None:
+        """A watchdog failing to arm in a child (its killer cannot start there)
+        releases the task and stops the worker, whose run() raises the error, as
+        under the serial executor; it does not release and re-reserve for ever."""
+        parent = os.getpid()
+
+        class ArmsInTheParentOnly(NullWatchdog):
+            def arm(self, timeout: float, *, grace: float) -> object:
+                if os.getpid() != parent:
+                    raise WatchdogError("the killer process cannot start")
+                return super().arm(timeout, grace=grace)
+
+        worker = make_recording(
+            watchdog=ArmsInTheParentOnly(),
+            tasks_per_transaction=1,
+            timeouts=Timeouts(timeout=5.0),
+        )
+        worker.push_tasks([{"n": 0}, {"n": 1}])
+        events: list[str] = []
+        worker.subscribe(lambda event: events.append(type(event).__name__))
+        stopper = threading.Timer(10.0, worker.request_stop)
+        stopper.start()
+
+        try:
+            with pytest.raises(WatchdogError, match="cannot start"):
+                worker.run()
+        finally:
+            stopper.cancel()
+
+        assert worker.seen == []
+        assert worker.broker.lengths("jobs").ready == 2
+        assert events == ["Delivered", "Released"]  # once, not over and over
 
     def test_tasks_not_handed_out_once_stopping_are_not_started(
         self, make_recording: Callable[..., _Recording]

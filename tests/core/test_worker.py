@@ -699,6 +699,65 @@ def test_the_watchdog_is_armed_with_the_task_or_worker_timeout(
     assert watchdog.disarmed == 2
 
 
+class _FiredWatchdog(_RecordingWatchdog):
+    """A watchdog double whose every deadline fired before the task ended."""
+
+    def disarm(self, handle: object) -> bool:
+        super().disarm(handle)
+        return False
+
+
+def test_a_task_whose_cleanup_fails_while_stopped_for_its_timeout_timed_out(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """The deadline fired and the task raised another error on its way out (its
+    cleanup failed while being stopped): it timed out, as one that swallowed
+    the timeout and returned did, so on_timeout decides (not on_failure)."""
+    from sergeant.config import Timeouts
+
+    def cleanup_fails(w: Any, t: Any) -> None:
+        raise RuntimeError("rollback failed during cleanup")
+
+    worker = _worker(
+        make_worker, cleanup_fails, timeouts=Timeouts(timeout=5.0),
+        max_tasks_per_run=1,
+    )  # fmt: skip
+    worker.watchdog = _FiredWatchdog()
+    worker.push_task({"n": 1})
+
+    worker.run()
+
+    assert "on_timeout" in worker.names()
+    assert "on_failure" not in worker.names()
+    assert [type(e).__name__ for e in worker.events][1:3] == ["Started", "TimedOut"]
+
+
+@pytest.mark.parametrize(
+    ("control", "reason"),
+    [("respawn", StopReason.RESPAWN), ("stop", StopReason.STOPPED)],
+)
+def test_a_stop_returned_by_a_task_that_ran_over_still_stops_the_worker(
+    make_worker: WorkerFactory, control: str, reason: StopReason
+) -> None:
+    """A task that swallowed its timeout and returned respawn() or stop() timed
+    out, and the worker still stops as it asked (a respawn is how a task says
+    the process is unwell: dropping it would keep a sick worker running)."""
+    from sergeant.config import Timeouts
+
+    worker = _worker(
+        make_worker, lambda w, t: getattr(w, control)(),
+        timeouts=Timeouts(timeout=5.0), max_tasks_per_run=3,
+    )  # fmt: skip
+    worker.watchdog = _FiredWatchdog()
+    worker.push_tasks([{"n": 1}, {"n": 2}, {"n": 3}])
+
+    returned = worker.run()
+
+    assert returned is reason
+    assert [c for c in worker.calls if c[0] == "work"] == [("work", {"n": 1})]
+    assert "on_timeout" in worker.names()
+
+
 def test_no_timeout_means_the_watchdog_is_not_armed(
     make_worker: WorkerFactory,
 ) -> None:
