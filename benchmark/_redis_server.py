@@ -172,15 +172,18 @@ class LocalCluster:
     """A Redis Cluster of ``size`` masters (no replicas), made with redis-cli.
 
     Each node is a ``server_class`` in ``directory / node<i>`` (a throwaway
-    folder of its own when ``directory`` is None).
+    folder of its own when ``directory`` is None); ``appendonly`` as for one.
     """
 
     server_class: type[RedisServer] = RedisServer
 
-    def __init__(self, directory: Path | None = None, size: int = 3) -> None:
+    def __init__(
+        self, directory: Path | None = None, size: int = 3, *, appendonly: bool = False
+    ) -> None:
         self.servers = [
             self.server_class(
                 None if directory is None else directory / f"node{i}",
+                appendonly=appendonly,
                 extra=self._options(),
             )
             for i in range(size)

@@ -62,7 +62,7 @@ from ._node import (
     reserve_args,
 )
 from ._receipts import batch_groups, by_node, deliveries, members
-from .faults import RetryPolicy
+from .faults import ConnectionGuard, RetryPolicy
 from .lock import RedisLock
 
 # Below this, a wait is not worth another round trip (Redis blocks in whole ms).
@@ -134,7 +134,9 @@ class RedisBroker:
         A comma-separated list makes a broker over independent nodes; with
         ``cluster=True`` the (first) URL names any node of a Redis Cluster, which
         the client discovers from there. Clients are made without redis-py's own
-        retries (the broker's ``retry`` governs) and connect lazily, on first use.
+        retries (the broker's ``retry`` governs) and connect lazily, on first use,
+        except a cluster client, which reads the slot map as it is made (retried
+        like any call while the cluster cannot be reached).
         The namespace is ``namespace``, else the URLs' ``?namespace=`` option (so
         that a URL alone, as the command line takes, can name one), else
         ``"sergeant"``.
@@ -142,6 +144,9 @@ class RedisBroker:
         Raises:
             ConfigError: no URL, URLs naming different namespaces, or a namespace
                 argument that the URLs contradict.
+            BrokerUnavailable: ``cluster=True`` and no node of the cluster could
+                be reached within the retry budget.
+            BrokerError: ``cluster=True`` and the node is not in cluster mode.
         """
         urls, named = _split_namespace(url)
         if namespace is None:
@@ -155,7 +160,12 @@ class RedisBroker:
         options: dict[str, Any] = {"retry": Retry(NoBackoff(), 0)}
         options.update(client_options)
         if cluster:
-            seed = RedisCluster.from_url(urls[0], **options)
+            # A cluster client connects as it is made (it reads the slot map):
+            # a cluster briefly down is ridden out as any call's outage is.
+            guard = ConnectionGuard(
+                retry if retry is not None else RetryPolicy(), name=f"cluster {urls[0]}"
+            )
+            seed = guard.call(RedisCluster.from_url, urls[0], **options)
             return cls(seed, namespace=namespace, retry=retry)
         made = [redis.Redis.from_url(u, **options) for u in urls]
         for client in made:

@@ -52,12 +52,19 @@ T = TypeVar("T")
 # or electing. While a queue's slot migrates, its multi-key scripts get TRYAGAIN
 # (they did not run) until redis-py's cluster client gives up with a bare
 # ClusterError ("TTL exhausted"): that one passes too once the slot has moved.
-# Wrong credentials are ConnectionErrors too, but retrying cannot help.
+# Wrong credentials are ConnectionErrors too, but retrying cannot help. The
+# cluster client's own failures are not RedisErrors: RedisClusterUnreachableError
+# (no node of the cluster answers, as while it restarts) and SlotNotCoveredError
+# (no node serves the slot, as before a failover ends, or with
+# cluster-require-full-coverage off) pass; any other RedisClusterException (a
+# node not in cluster mode) is a BrokerError.
 _TRANSIENT: tuple[type[Exception], ...] = (
     rex.ConnectionError,
     rex.TimeoutError,
     rex.ClusterError,
     rex.TryAgainError,
+    rex.RedisClusterUnreachableError,
+    rex.SlotNotCoveredError,
 )
 _PERMANENT: tuple[type[Exception], ...] = (
     rex.AuthenticationError,
@@ -80,6 +87,12 @@ _PERMANENT: tuple[type[Exception], ...] = (
 # nothing was popped, and the wait is simply resumed (on a replica it then meets
 # READONLY, above). MASTERDOWN is a ClusterDownError, a ClusterError above.
 _BUSY_REPLIES = ("BUSY ", "NOREPLICAS ", "UNBLOCKED ")
+# A script touching a key its slot no longer holds here: every key a script
+# builds (a batch's ``leases:<bid>``, the no-op ``DEL`` of ``scripts._MAY_GO_ON``)
+# carries the queue's hash tag, so this happens only while the slot migrates and
+# that key is missing on the source (declared keys get TRYAGAIN instead). What the
+# script did before it is idempotent (acks); it is retried until the slot moved.
+_MIGRATING = "Script attempted to access a non local key in a cluster node"
 
 
 # The same refusals, met by EXEC when the state began after the block's commands
@@ -96,7 +109,10 @@ def _not_now(error: rex.RedisError) -> bool:
         return True
     if isinstance(error, rex.ExecAbortError):
         return _exec_cause(error).startswith(_EXEC_REFUSALS)
-    return isinstance(error, rex.ResponseError) and str(error).startswith(_BUSY_REPLIES)
+    if not isinstance(error, rex.ResponseError):
+        return False
+    text = str(error)
+    return text.startswith(_BUSY_REPLIES) or text.startswith(_MIGRATING)
 
 
 def _exec_cause(error: rex.ExecAbortError) -> str:
@@ -118,7 +134,11 @@ _CLIENT_SIDE: tuple[type[Exception], ...] = (UnicodeError,)
 
 
 # What an attempt's ``except`` takes in; ``ConnectionGuard._fatal`` sorts it.
-_CAUGHT: tuple[type[Exception], ...] = (rex.RedisError, *_CLIENT_SIDE)
+_CAUGHT: tuple[type[Exception], ...] = (
+    rex.RedisError,
+    rex.RedisClusterException,
+    *_CLIENT_SIDE,
+)
 
 
 def _client_side(error: Exception) -> BrokerError:
@@ -321,6 +341,8 @@ class ConnectionGuard:
             return None
         if isinstance(error, rex.RedisError):
             return None if _not_now(error) else self._failure(error)
+        if isinstance(error, rex.RedisClusterException):
+            return BrokerError(f"redis {self.name}: {error}")
         return _client_side(error)
 
     def _failure(self, error: rex.RedisError) -> BrokerError:

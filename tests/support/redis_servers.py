@@ -57,5 +57,7 @@ class LocalCluster(BenchmarkCluster):
 
     server_class = RedisServer
 
-    def __init__(self, directory: Path, size: int = 3) -> None:
-        super().__init__(directory, size)
+    def __init__(
+        self, directory: Path, size: int = 3, *, appendonly: bool = False
+    ) -> None:
+        super().__init__(directory, size, appendonly=appendonly)

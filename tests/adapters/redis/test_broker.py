@@ -993,6 +993,27 @@ def test_urls_and_arguments_naming_different_namespaces_are_refused(
     assert same.namespace == "a"
 
 
+def test_a_cluster_url_to_a_node_not_in_cluster_mode_is_one_line(
+    redis_server: RedisServer,
+) -> None:
+    """A cluster client connects as it is made: its refusal (a node not in
+    cluster mode) is a BrokerError, so the command prints one line and exits 1,
+    not the cluster client's traceback."""
+    url = f"redis+cluster://127.0.0.1:{redis_server.port}"
+    with pytest.raises(BrokerError, match="Cluster mode is not enabled"):
+        broker_from_url(url)
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "sergeant.adapters.cli", "queues", "--broker", url],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+    assert shown.returncode == 1
+    assert "Traceback" not in shown.stderr
+    assert shown.stderr.count("\n") == 1
+    assert "Cluster mode is not enabled" in shown.stderr
+
+
 def test_a_name_the_client_cannot_send_is_a_broker_error_on_several_nodes(
     nodes: tuple[RedisBroker, list[redis.Redis], str],
 ) -> None:

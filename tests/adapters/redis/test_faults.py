@@ -34,7 +34,7 @@ from sergeant.protocols import Delivery, QueueLengths
 from sergeant.task import Priority, Task
 from sergeant.worker import Worker
 from tests.support.redis_backend import FAST_FAIL, TEST_RETRY, payloads
-from tests.support.redis_servers import RedisServer
+from tests.support.redis_servers import LocalCluster, RedisServer
 
 pytestmark = pytest.mark.redis
 
@@ -359,8 +359,27 @@ def test_a_server_without_lmpop_gets_an_error_naming_the_version_needed(
             "TRYAGAIN Multiple keys request during rehashing"
         ),
         redis.exceptions.ClusterDownError("CLUSTERDOWN The cluster is down"),
+        redis.exceptions.RedisClusterUnreachableError(
+            "Redis Cluster cannot be connected. Please provide at least one "
+            "reachable node: Error 111 connecting to 127.0.0.1:1. Connection refused."
+        ),
+        redis.exceptions.SlotNotCoveredError(
+            "Node with slot 7365 is not covered by the cluster. Check if "
+            '"require_full_coverage=True"'
+        ),
+        redis.ResponseError(
+            "Script attempted to access a non local key in a cluster node script: "
+            "51d8a51e, on @user_script:123."
+        ),
     ],
-    ids=["ttl-exhausted", "tryagain", "clusterdown"],
+    ids=[
+        "ttl-exhausted",
+        "tryagain",
+        "clusterdown",
+        "unreachable",
+        "uncovered",
+        "migrating",
+    ],
 )
 def test_a_cluster_reconfiguring_is_retried_not_raised(error: Exception) -> None:
     """A slot migrating (the cluster client's retries run out with "TTL
@@ -369,6 +388,55 @@ def test_a_cluster_reconfiguring_is_retried_not_raised(error: Exception) -> None
     call = _fails_then_done(error, error)
 
     assert guard.call(call) == "done"
+
+
+def test_a_node_not_in_cluster_mode_is_a_broker_error_at_once() -> None:
+    """The cluster client's own failures are not RedisErrors; those that waiting
+    cannot fix are a BrokerError, never a raw driver exception."""
+    guard = ConnectionGuard(FAST_FAIL, name="cluster")
+    calls = []
+
+    def call() -> None:
+        calls.append(1)
+        raise redis.exceptions.RedisClusterException(
+            "Cluster mode is not enabled on this node"
+        )
+
+    with pytest.raises(BrokerError, match="Cluster mode is not enabled") as caught:
+        guard.call(call)
+
+    assert not isinstance(caught.value, BrokerUnavailable)
+    assert calls == [1]
+
+
+@pytest.mark.slow
+def test_a_cluster_down_for_a_moment_is_ridden_out(tmp_path: Path) -> None:
+    """Every master of a cluster stopped, then started again within the budget:
+    the calls made meanwhile wait and succeed (the cluster client's "cannot be
+    connected" is not a RedisError, and escaped the guard raw)."""
+    cluster = LocalCluster(tmp_path, appendonly=True)
+    cluster.start()
+    broker = RedisBroker(
+        cluster.client(), namespace="down", retry=RetryPolicy(budget=30.0, cap=0.2)
+    )
+    try:
+        broker.push("jobs", [b"a", b"b"])
+        for server in cluster.servers:
+            server.stop()
+        back = threading.Timer(1.5, lambda: [s.start() for s in cluster.servers])
+        back.start()
+        try:
+            seen = broker.lengths("jobs")
+            got = broker.reserve("jobs", owner="w", count=2, lease=30.0)
+        finally:
+            back.join()
+        broker.ack("jobs", got)
+    finally:
+        broker.close()
+        cluster.stop()
+
+    assert seen == QueueLengths(ready=2)
+    assert payloads(got) == [b"a", b"b"]
 
 
 def test_other_error_replies_pass_through_unchanged() -> None:
