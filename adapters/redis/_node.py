@@ -17,6 +17,7 @@ Beside the queues: ``{ns}:queues`` (set of queue names ever pushed to),
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -33,7 +34,7 @@ try:  # hiredis comes with sergeant[redis]; redis-py works without it, slower
 except ImportError:  # pragma: no cover - the test environment has hiredis
     _pack_command = None  # type: ignore[assignment]
 
-from sergeant.errors import BrokerError, ConfigError
+from sergeant.errors import BrokerError, BrokerUnavailable, ConfigError
 
 from . import scripts
 from .faults import ConnectionGuard, RetryPolicy
@@ -784,12 +785,16 @@ class Node:
         names = self.guard.call(self.client.smembers, self.queues_key)
         return {n.decode() for n in names}
 
-    def block(self, queue: str, seconds: float) -> bool:
+    def block(self, queue: str, seconds: float, *, elsewhere: bool = False) -> bool:
         """Wait up to ``seconds`` (server resolution: 1/hz) for a wake-up token;
         whether one was taken.
 
         A wait retried by the guard (the server restarted under it) waits only
         for what is left of ``seconds``, so the caller's ``wait`` still holds.
+        ``elsewhere``: tasks may come on other nodes (several nodes), so this
+        node being down must not hold the caller past ``seconds`` (the guard's
+        budget): it is tried briefly (during an outage, only when a probe is
+        due), and the rest of ``seconds`` is slept instead; no token then.
         """
         key = self.keys(queue)[NOTIFY]
         until = time.monotonic() + min(seconds, self.block_cap)
@@ -798,7 +803,15 @@ class Node:
             left = round(until - time.monotonic(), 3)
             return self.client.blpop([key], max(0.001, left))  # 0 waits forever
 
-        return self.guard.call(wait) is not None
+        if not elsewhere:
+            return self.guard.call(wait) is not None
+        token = None
+        if not self.guard.in_outage or self.guard.probe_due():
+            with contextlib.suppress(BrokerUnavailable):
+                token = self.guard.briefly(wait)
+        if token is None:
+            time.sleep(max(0.0, until - time.monotonic()))
+        return token is not None
 
     def close(self) -> None:
         """Drop the client's connections, the dedicated one included."""

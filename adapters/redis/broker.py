@@ -377,7 +377,8 @@ class RedisBroker:
                     continue
                 if to_due < left:
                     left, until_due = to_due, True
-            token = self._nodes[self._home(queue)].block(queue, left)
+            home = self._nodes[self._home(queue)]
+            token = home.block(queue, left, elsewhere=not self._single)
             if not (token or until_due) and give_up - time.monotonic() < _MIN_BLOCK:
                 # The wait ran out and nobody left a token: nothing was pushed
                 # to the empty queue, released or (over several nodes) made

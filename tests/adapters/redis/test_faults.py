@@ -1347,6 +1347,50 @@ def test_a_node_down_costs_reserves_a_brief_try_not_the_retry_budget(
     assert left == QueueLengths()
 
 
+def test_an_idle_reserve_whose_home_node_dies_waits_only_its_wait(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """Over several nodes an idle worker waits on its queue's home node. That
+    node killed under the wait, a task pushed meanwhile lands on a node up: the
+    reserve returns when its ``wait`` is out (not after the retry budget), and
+    the next one finds the task."""
+    servers = [redis_server_factory() for _ in range(3)]
+    broker = RedisBroker(
+        clients=[server.client(socket_connect_timeout=1) for server in servers],
+        namespace="idle",
+        retry=RetryPolicy(budget=8.0, base=0.02, cap=0.1),
+    )
+    producer = RedisBroker(
+        clients=[server.client(socket_connect_timeout=1) for server in servers],
+        namespace="idle",
+        retry=RetryPolicy(budget=8.0, base=0.02, cap=0.1),
+    )
+    home = broker._home("q")
+    outcome: dict[str, Any] = {}
+
+    def idle() -> None:
+        started = time.monotonic()
+        outcome["got"] = broker.reserve("q", owner="w", wait=1.5, lease=30.0)
+        outcome["took"] = time.monotonic() - started
+
+    try:
+        waiting = threading.Thread(target=idle)
+        waiting.start()
+        time.sleep(0.3)  # blocked on the home node by now
+        servers[home].kill()
+        producer.push("q", [b"task"])  # to a node up
+        waiting.join(30)
+        later = broker.reserve("q", owner="w", wait=1.5, lease=30.0)
+        broker.ack("q", later)
+    finally:
+        broker.close()
+        producer.close()
+
+    assert outcome["got"] == []
+    assert outcome["took"] < 1.5 + 1.0  # not the 8 s budget
+    assert payloads(later) == [b"task"]
+
+
 def test_a_node_down_costs_renewals_acks_and_releases_a_brief_try(
     redis_server_factory: Callable[..., RedisServer],
 ) -> None:
