@@ -97,6 +97,28 @@ class TestInspectionContract:
         assert [d.reason for d in letters] == ["reason-0", "reason-1"]
         assert [d.payload for d in everything] == [b"0", b"1", b"2"]
 
+    def test_dead_lettering_a_receipt_twice_keeps_the_first_letter(
+        self, inspecting_broker: Any
+    ) -> None:
+        """A second dead_letter with the same receipt (a repeated verdict, a retry
+        after a lost reply) records nothing: the first letter keeps its reason,
+        its time and its place among the dead letters, oldest first."""
+        broker = inspecting_broker
+        broker.push("q", [b"a", b"b"])
+        (first,) = broker.reserve("q", owner="w1", lease=60)
+        broker.dead_letter("q", first, "first reason")
+        (second,) = broker.reserve("q", owner="w1", lease=60)
+        broker.dead_letter("q", second, "b's reason")
+
+        broker.dead_letter("q", first, "second reason")
+
+        letters = broker.dead_letters("q")
+        assert [(d.payload, d.reason) for d in letters] == [
+            (b"a", "first reason"),
+            (b"b", "b's reason"),
+        ]
+        assert broker.lengths("q") == QueueLengths(dead=2)
+
     def test_dead_letters_of_unknown_queue_are_empty(
         self, inspecting_broker: Any
     ) -> None:

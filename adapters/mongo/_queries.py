@@ -263,17 +263,18 @@ def owner_release_update(now: float) -> Doc:
 
 
 def holder_filter(queue: str, delivery: Delivery) -> Doc | None:
-    """The task of ``queue`` under this receipt's lease, leased or already
-    dead-lettered by it.
+    """The task of ``queue`` still leased under this receipt (its lease may have
+    lapsed: until a reserve retakes it, the holder may still settle it).
 
-    No ``state`` condition: ``lease_id`` stays on a dead letter, so a
-    dead-lettering retried after a lost reply finds its own work again instead of
-    recording the task twice.
+    Leased, not dead: ``lease_id`` stays on a dead letter, and a second
+    dead-lettering with the same receipt (or one retried after a lost reply)
+    would rewrite its reason, time and place among the dead letters. It matches
+    nothing instead: the first one stands.
     """
     parsed = parse_receipt(delivery.receipt)
     if parsed is None or parsed[1] is None:
         return None
-    return {"lease_id": parsed[1], "_id": parsed[0], "queue": queue}
+    return {"lease_id": parsed[1], "_id": parsed[0], "queue": queue, "state": LEASED}
 
 
 def storable(text: str) -> str:

@@ -405,6 +405,7 @@ def test_dead_letter_is_one_update_in_place(mb: MongoBroker, rec: Recorder) -> N
         "lease_id": _token(held),
         "_id": _ids(held)[0],
         "queue": "q",
+        "state": "leased",
     }
     assert update.args[1]["$unset"] == {"visible_at": "", "lease_owner": ""}
     assert insert.method == "insert_one"
