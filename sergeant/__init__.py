@@ -23,9 +23,11 @@ from sergeant.errors import (
     ForeignPayloadError,
     IllegalTransition,
     LockError,
+    PayloadTooLarge,
     SergeantError,
     SignatureError,
     TaskTimedOut,
+    WatchdogError,
 )
 from sergeant.producer import Producer
 from sergeant.protocols import QueueLengths
@@ -44,6 +46,7 @@ __all__ = [
     "ForeignPayloadError",
     "IllegalTransition",
     "LockError",
+    "PayloadTooLarge",
     "Priority",
     "Producer",
     "QueueLengths",
@@ -55,6 +58,7 @@ __all__ = [
     "Task",
     "TaskTimedOut",
     "Timeouts",
+    "WatchdogError",
     "Worker",
     "WorkerConfig",
 ]
