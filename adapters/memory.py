@@ -19,7 +19,12 @@ from collections.abc import Sequence
 from sergeant.clock import Clock
 from sergeant.errors import BrokerError
 from sergeant.protocols import DeadLetter, Delivery, PendingReserve, QueueLengths
-from sergeant.protocols.broker import check_eta, check_limit, check_seconds
+from sergeant.protocols.broker import (
+    check_eta,
+    check_limit,
+    check_reserve,
+    check_seconds,
+)
 from sergeant.task import Priority
 
 from ._memory_lock import LocksAndKeys, MemoryLock
@@ -117,8 +122,7 @@ class MemoryBroker(LocksAndKeys):
         Blocks up to ``wait`` real seconds while nothing is ready, waking on a push
         or when the next eta or lease deadline is due.
         """
-        check_seconds("lease", lease)
-        check_seconds("wait", wait, zero=True)
+        check_reserve(count, lease, wait)
         give_up = time.monotonic() + wait
         with self._cond:
             q = self._queue(queue)
@@ -177,7 +181,9 @@ class MemoryBroker(LocksAndKeys):
         with self._cond:
             q = self._queue(queue)
             eta = self._clock() + delay
-            for delivery in reversed(deliveries):  # appendleft keeps their order
+            # Ready now: appendleft in reverse keeps the order given. Delayed: the
+            # heap orders ties by sequence number, handed out in the order given.
+            for delivery in deliveries if delay > 0 else reversed(deliveries):
                 lease = q.leases.pop(delivery.receipt, None)
                 if lease is None:
                     continue

@@ -227,6 +227,54 @@ class TestBrokerContract:
         assert got == []
         assert broker.lengths("q") == QueueLengths()
 
+    def test_a_pop_acks_first_so_a_lapsed_lease_it_settles_is_not_retaken(
+        self, broker: Any
+    ) -> None:
+        """reserve(lease=None, ack=...) acks first, as any reserve does: tasks
+        whose lease lapsed, settled by these acks, are gone, not handed out."""
+        broker.push("q", [b"a", b"b"])
+        held = broker.reserve("q", owner="w1", count=2, lease=SHORT_LEASE)
+        time.sleep(PAST_SHORT)
+
+        got = broker.reserve("q", owner="w1", count=10, lease=None, ack=held)
+
+        assert got == []
+        assert broker.lengths("q") == QueueLengths()
+
+    def test_a_reserve_takes_normal_tasks_after_the_high_ones(
+        self, broker: Any
+    ) -> None:
+        """A reserve for more than the ready HIGH tasks takes NORMAL ones after
+        them, at least once and at most once, on a queue's first reserve too."""
+        for lease in (60.0, None):
+            queue = f"q{lease}"
+            broker.push(queue, [b"n1", b"n2", b"n3"])
+            broker.push(queue, [b"h1"], priority=Priority.HIGH)
+
+            got = broker.reserve(queue, owner="w1", count=4, lease=lease)
+
+            assert _payloads(got) == [b"h1", b"n1", b"n2", b"n3"], lease
+
+    def test_reserve_refuses_a_bad_count_or_no_wait_before_acking(
+        self, broker: Any
+    ) -> None:
+        """A count that is not an int >= 1, or a wait of None, raises ValueError
+        before the call acks or takes anything."""
+        broker.push("q", [b"a", b"b"])
+        held = broker.reserve("q", owner="w1", lease=60)
+        refuses_each(
+            lambda bad: broker.reserve("q", owner="w2", ack=held, count=bad),
+            (0, -1, 1.5, True, "2", 2**63),
+            "count",
+        )
+        refuses_each(
+            lambda bad: broker.reserve("q", owner="w2", ack=held, wait=bad),
+            (None,),
+            "wait",
+        )
+
+        assert broker.lengths("q") == QueueLengths(ready=1, in_flight=1)
+
     def test_reserve_without_lease_removes_at_once(self, broker: Any) -> None:
         """With lease=None a reserved task is removed at once: nothing is in flight."""
         broker.push("q", [b"a", b"b"])
@@ -265,6 +313,21 @@ class TestBrokerContract:
         assert early == []
         assert lengths == QueueLengths(delayed=1)
         assert _payloads(late) == [b"a"]
+
+    def test_tasks_released_together_with_a_delay_come_back_in_order(
+        self, broker: Any
+    ) -> None:
+        """Released together, in the order taken, with one delay: due together,
+        they come back in that order. (HIGH: a broker over several nodes keeps a
+        queue's HIGH tasks on one node.)"""
+        broker.push("q", [b"a", b"b", b"c"], priority=Priority.HIGH)
+        got = broker.reserve("q", owner="w1", count=3, lease=60)
+
+        broker.release("q", got, delay=SHORT_LEASE)
+        time.sleep(PAST_SHORT)
+        again = broker.reserve("q", owner="w2", count=3, lease=None)
+
+        assert _payloads(again) == [b"a", b"b", b"c"]
 
     def test_release_of_unknown_receipt_is_ignored(self, broker: Any) -> None:
         """Releasing a receipt the broker never issued changes nothing."""

@@ -23,7 +23,12 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from sergeant.clock import Clock
 from sergeant.errors import BrokerError, ConfigError
 from sergeant.protocols import DeadLetter, Delivery, QueueLengths
-from sergeant.protocols.broker import check_eta, check_limit, check_seconds
+from sergeant.protocols.broker import (
+    check_eta,
+    check_limit,
+    check_reserve,
+    check_seconds,
+)
 from sergeant.protocols.lock import check_ttl
 from sergeant.task import Priority
 
@@ -185,8 +190,7 @@ class MongoBroker:
         While nothing is ready it polls every 5 ms, growing to 100 ms, for up to
         ``wait`` seconds.
         """
-        check_seconds("lease", lease)
-        check_seconds("wait", wait, zero=True)
+        check_reserve(count, lease, wait)
         self._ready()
         if ack:
             self.ack(queue, ack)

@@ -22,7 +22,12 @@ from typing import TypeVar
 
 from sergeant.errors import BrokerError, ConfigError
 from sergeant.protocols import DeadLetter, Delivery, QueueLengths
-from sergeant.protocols.broker import check_eta, check_limit, check_seconds
+from sergeant.protocols.broker import (
+    check_eta,
+    check_limit,
+    check_reserve,
+    check_seconds,
+)
 from sergeant.protocols.lock import check_ttl
 from sergeant.task import Priority
 
@@ -105,8 +110,7 @@ class MongoNodesBroker:
         ack: Sequence[Delivery] = (),
     ) -> list[Delivery]:
         """Ack, then take up to ``count`` tasks, HIGH first, from a rotating start."""
-        check_seconds("lease", lease)
-        check_seconds("wait", wait, zero=True)
+        check_reserve(count, lease, wait)
         if ack:
             self.ack(queue, ack)
         give_up = time.monotonic() + wait

@@ -631,19 +631,30 @@ class Node:
         ticks = self.monotonic()
         last = self._maintained.get(queue)
         if not chain and last is not None and ticks - last < MAINTAIN_EVERY:
-            entries, _ = guarded(brief, self._pop, keys, None, count, levels)
+            entries, _, _ = guarded(brief, self._pop, keys, None, count, levels)
             if len(entries) == count:
                 return entries, ""
         maintain = (repr(now), count - len(entries), levels, chain or "-")
         try:
             want = count - len(entries)
-            more, nxt = guarded(brief, self._pop, keys, maintain, want, levels)
+            more, nxt, high = guarded(brief, self._pop, keys, maintain, want, levels)
         except BrokerError:
             if entries:  # popped already: they exist nowhere else, hand them out
                 return entries, ""
             raise
         self._maintained[queue] = ticks
-        return entries + more, nxt
+        entries += more
+        if high and len(more) < want and levels == "2":
+            # LMPOP takes from one list: it emptied HIGH's, and NORMAL's may
+            # hold the rest. Topped up, as the pop before the upkeep is.
+            try:
+                rest, _, _ = guarded(
+                    brief, self._pop, keys, None, count - len(entries), "2"
+                )
+            except BrokerError:
+                return entries, ""  # popped already: hand them out
+            entries += rest
+        return entries, nxt
 
     def _pop(
         self,
@@ -651,14 +662,18 @@ class Node:
         maintain: tuple[Any, ...] | None,
         count: int,
         levels: str,
-    ) -> tuple[list[bytes], str]:
+    ) -> tuple[list[bytes], str, bool]:
+        """LMPOP (after the maintenance script when ``maintain``): the entries,
+        what the script said ('' without it), and whether they came from HIGH's
+        list (LMPOP takes from one list only: NORMAL's may hold more)."""
         lists = keys[:1] if levels == "1" else keys[:2]
+        high = keys[0].encode()
         pop = ("LMPOP", len(lists), *lists, "LEFT", "COUNT", count)
         if maintain is None:
             (popped,) = self._call((pop,))
             if isinstance(popped, ResponseError):
                 raise popped
-            return (popped[1] if popped else []), ""
+            return (popped[1], "", popped[0] == high) if popped else ([], "", False)
         script = ("EVALSHA", self.maintain_script.sha, len(keys), *keys, *maintain)
         done, popped = self._call((script, pop))
         if isinstance(popped, ResponseError):
@@ -674,24 +689,25 @@ class Node:
                     self.client.script_load(scripts.MAINTAIN)
                     (done,) = self._call((script,))
                 except Exception:  # popped: never drop them; a failure recurs
-                    return entries, ""
+                    return entries, "", popped[0] == high
             else:
                 self.client.script_load(scripts.MAINTAIN)
                 done, popped = self._call((script, pop))
                 if isinstance(popped, ResponseError):
                     raise popped
                 entries = popped[1] if popped else []
+        from_high = bool(popped) and popped[0] == high
         if isinstance(done, ResponseError):
             if entries:
-                return entries, ""  # popped: never drop them; the error recurs
+                return entries, "", from_high  # popped: never drop them
             raise done
         said = done.decode()
         if said == MORE:
             # More were ready than asked for, but another client's pop may have
             # come between the script and ours: with nothing popped, nothing is
             # said (MORE is no due time).
-            return entries, MORE if entries else ""
-        return entries, "" if entries else said
+            return entries, MORE if entries else "", from_high
+        return entries, "" if entries else said, from_high
 
     def _evalsha(self, script: Script, keys: list[str], args: Sequence[Any]) -> Any:
         # EVALSHA on the node's dedicated connection (the hot path), else through

@@ -43,6 +43,7 @@ from sergeant.protocols.broker import (
     QueueLengths,
     check_eta,
     check_limit,
+    check_reserve,
     check_seconds,
 )
 from sergeant.protocols.lock import check_ttl
@@ -355,10 +356,7 @@ class RedisBroker:
         worker so woken passes the wake-up on if its batch leaves more ready (see
         ``_reserve_once``), so that each idle worker wakes in turn.
         """
-        check_seconds("lease", lease)
-        check_seconds("wait", wait, zero=True)
-        if count < 1:
-            raise ValueError(f"count must be >= 1, got {count}")
+        check_reserve(count, lease, wait)
         acks = self._groups(ack, acks=True) if ack else {}
         member = "" if lease is None else f"{new_batch_id()}:{owner}"
         give_up = time.monotonic() + wait
@@ -406,9 +404,7 @@ class RedisBroker:
         runs the current one. Over several nodes or a cluster (a reserve may visit
         several endpoints) this reserves at once and hands the batch over later.
         """
-        check_seconds("lease", lease)
-        if count < 1:
-            raise ValueError(f"count must be >= 1, got {count}")
+        check_reserve(count, lease, 0.0)
         node = self._nodes[0]
         if not (self._single and node.direct):
             got = self.reserve(queue, owner=owner, count=count, lease=lease, ack=ack)
@@ -504,11 +500,10 @@ class RedisBroker:
                 visits = self._visits(queue)
                 for step, (index, levels) in enumerate(visits):
                     node = self._nodes[index]
-                    popping = lease is None and node.direct
                     if lease is not None:
                         _lease_on(index, leased, args, owner)
                     args[1], args[4] = count - len(out), levels
-                    pending = [] if popping else acks.pop(index, [])
+                    pending = acks.pop(index, [])
                     # Brief while another node is up: a node passed over loses
                     # nothing (its acks are kept, see _ack_unvisited).
                     quick = bool(up - {index})
@@ -625,11 +620,8 @@ class RedisBroker:
         node = self._nodes[0]
         now = self._clock()
         args = reserve_args(now, count, lease, member, woken=woken)
-        popping = lease is None and node.direct  # acks then go on their own
-        pending = [] if popping else acks.get(0, [])
+        pending = acks.get(0, [])
         entries, nxt, again = self._visit(node, queue, now, args, pending, brief=False)
-        if popping:
-            self._ack_unvisited(queue, acks, holding=bool(entries), brief=set())
         if entries:
             return self._hand_out(0, entries, again, member), None
         return [], _earlier(None, nxt)
@@ -648,6 +640,12 @@ class RedisBroker:
         ``_reserve_once``; the entries, the next due time and the positions of
         entries delivered before (None: read them from the entries)."""
         if args[2] == "" and node.direct:  # no lease deadline: a plain pop
+            if acks:
+                # A pop is no script to carry acks: they go first, on their
+                # own, as the pop's upkeep would take back a lapsed lease they
+                # settle (and hand its tasks out again). A failure raises with
+                # nothing popped.
+                node.run(node.ack_script, queue, acks, brief=brief)
             chain = args[FLAGS_AT].strip("-")
             entries, nxt = node.pop(queue, now, args[1], args[4], chain, brief=brief)
             return entries, nxt, None

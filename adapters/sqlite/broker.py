@@ -23,6 +23,7 @@ from sergeant.protocols.broker import (
     QueueLengths,
     check_eta,
     check_limit,
+    check_reserve,
     check_seconds,
 )
 from sergeant.protocols.lock import check_ttl
@@ -221,8 +222,7 @@ class SqliteBroker:
         transaction only once something is due. A push is thus seen within
         about 100 ms.
         """
-        check_seconds("lease", lease)
-        check_seconds("wait", wait, zero=True)
+        check_reserve(count, lease, wait)
         acks = _leased(ack)
         got = self._db.write(
             lambda c: self._reserve_in(

@@ -13,6 +13,7 @@ from .broker import (
     SupportsPrefetch,
     check_eta,
     check_limit,
+    check_reserve,
     check_seconds,
 )
 from .codec import Codec, SupportsBatchCoding, decode_all, encode_all
@@ -39,6 +40,7 @@ __all__ = [
     "Watchdog",
     "check_eta",
     "check_limit",
+    "check_reserve",
     "check_seconds",
     "check_ttl",
     "decode_all",

@@ -276,6 +276,30 @@ def check_seconds(name: str, value: float | None, *, zero: bool = False) -> None
         raise ValueError(f"{name} must be {bound} seconds (finite), got {value!r}")
 
 
+#: The most tasks one reserve may ask for: fits every backend's integers.
+MAX_COUNT = 2**31 - 1
+
+
+def check_reserve(count: int, lease: float | None, wait: float) -> None:
+    """Raise ValueError unless a reserve's ``count`` is an int from 1 to
+    ``MAX_COUNT``, ``lease`` None or a finite number of seconds above 0, and
+    ``wait`` one of 0 or more.
+
+    For adapters, first thing in ``reserve``: a reserve acks before it takes,
+    and a bad value found only by the backend (a count of 1.5 that a Redis
+    script refuses, a wait of None that a driver trips on) would fail it with
+    the acks applied and nothing handed out, on some brokers and not others.
+    """
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise ValueError(f"count must be an int, got {count!r}")
+    if not 1 <= count <= MAX_COUNT:
+        raise ValueError(f"count must be from 1 to {MAX_COUNT}, got {count!r}")
+    check_seconds("lease", lease)
+    if wait is None:
+        raise ValueError("wait must be a number of seconds, got None")
+    check_seconds("wait", wait, zero=True)
+
+
 def check_eta(eta: float | None) -> None:
     """Raise ValueError unless ``eta`` is None or a finite wall-clock time."""
     if eta is None:

@@ -265,7 +265,7 @@ def test_a_pop_that_another_client_emptied_after_the_upkeep_says_nothing_due(
 
     got = node._pop(node.keys("q"), ("1.0", 1, "2", "m"), 1, "2")
 
-    assert got == ([], "")
+    assert got == ([], "", False)
 
 
 def test_maintenance_keeps_its_pace_when_the_wall_clock_steps_back(
@@ -287,7 +287,7 @@ def test_maintenance_keeps_its_pace_when_the_wall_clock_steps_back(
 
     got = broker.reserve("q", owner="w", count=5, lease=None)
 
-    assert payloads(got) == [b"urgent"]
+    assert payloads(got) == [b"urgent", b"n5", b"n6", b"n7", b"n8"]
 
 
 def test_an_at_most_once_pop_reports_a_lapsed_tasks_delivery_count(
