@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 
@@ -201,7 +202,11 @@ class Node:
         self.client = client
         self.namespace = namespace
         self.guard = ConnectionGuard(
-            policy, name=describe(client), on_readonly=self._reconnect
+            policy,
+            name=describe(client),
+            on_readonly=self._reconnect,
+            # A cluster is one endpoint of several masters: see ``settle``.
+            settle=policy.cap if isinstance(client, RedisCluster) else 0.0,
         )
         self.queues_key = f"{{{namespace}}}:queues"
         self._keys: dict[str, list[str]] = {}

@@ -178,6 +178,12 @@ class ConnectionGuard:
     One guard per Redis endpoint: it holds the outage state that makes the log
     say "unreachable" once and "reachable again" once. Safe to share between
     threads.
+
+    ``settle``: a success ends an outage only once that many seconds passed
+    since its last failure. For a Redis Cluster, one endpoint of several
+    masters: while one is down, calls to the others succeed between calls that
+    fail, and each success would end the outage and each failure start a new
+    one (a WARNING pair per flip).
     """
 
     def __init__(
@@ -188,14 +194,17 @@ class ConnectionGuard:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         on_readonly: Callable[[], None] | None = None,
+        settle: float = 0.0,
     ) -> None:
         self.policy = policy
         self.name = name
         self._on_readonly = on_readonly
         self._sleep = sleep
         self._clock = clock
+        self._settle = settle
         self._lock = ForkSafeLock()  # see _fork_safe
         self._down_since: float | None = None
+        self._failed_at = 0.0  # the last failure seen during an outage
         # During an outage: when a caller that could go elsewhere last tried
         # this endpoint anyway (see ``probe_due``).
         self._probed_at = 0.0
@@ -365,9 +374,10 @@ class ConnectionGuard:
 
     def _outage(self, error: Exception) -> None:
         with self._lock:
+            now = self._failed_at = self._clock()
             if self._down_since is not None:
                 return
-            self._down_since = self._probed_at = self._clock()
+            self._down_since = self._probed_at = now
         _log.warning(
             "redis %s unreachable (%s: %s); retrying with backoff",
             self.name,
@@ -386,6 +396,8 @@ class ConnectionGuard:
             since = self._down_since
             if since is None:
                 return
+            if self._settle and self._clock() - self._failed_at < self._settle:
+                return  # another part of the endpoint failed just now
             self._down_since = None
         end = self._clock() if began is None else max(began, since)
         _log.warning("redis %s reachable again after %.2fs", self.name, end - since)

@@ -439,6 +439,47 @@ def test_a_cluster_down_for_a_moment_is_ridden_out(tmp_path: Path) -> None:
     assert payloads(got) == [b"a", b"b"]
 
 
+@pytest.mark.parametrize(("settle", "warnings"), [(1.0, 2), (0.0, 4)])
+def test_a_cluster_guard_logs_one_outage_while_one_master_stays_down(
+    caplog: pytest.LogCaptureFixture, settle: float, warnings: int
+) -> None:
+    """One guard stands for a whole cluster: while one master is down, calls to
+    the others succeed between calls that fail. With ``settle`` (a cluster's
+    guard), a success ends the outage only once failures stopped that long: one
+    "unreachable" and one "reachable again", not a pair per flip."""
+    now = [0.0]
+
+    def later(seconds: float) -> None:
+        now[0] += seconds
+
+    guard = ConnectionGuard(
+        RetryPolicy(budget=5.0, base=0.01, cap=0.5),
+        name="cluster",
+        sleep=later,
+        clock=lambda: now[0],
+        settle=settle,
+    )
+
+    def dead_master() -> None:
+        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:1.")
+
+    with caplog.at_level(logging.WARNING, logger="sergeant.adapters.redis"):
+        for _ in range(2):  # the dead master's queue, then another's, in turn
+            with pytest.raises(BrokerUnavailable):
+                guard.briefly(dead_master)
+            later(0.2)
+            assert guard.call(lambda: "ok") == "ok"
+            later(0.2)
+        later(2.0)
+        guard.call(lambda: "ok")  # the master is back: no failure for a while
+
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == warnings
+    assert "unreachable" in said[0]
+    assert "reachable again" in said[-1]
+    assert not guard.in_outage
+
+
 def test_other_error_replies_pass_through_unchanged() -> None:
     """Only the missing command gets the version hint; other replies are as sent."""
     guard = ConnectionGuard(FAST_FAIL, name="127.0.0.1:1")
