@@ -15,6 +15,7 @@ import attrs
 
 from sergeant._numbers import finite_number
 from sergeant.errors import ConfigError
+from sergeant.protocols.broker import MAX_COUNT
 
 
 class DeliveryMode(enum.Enum):
@@ -51,8 +52,9 @@ def _at_least(minimum: float, maximum: float | None = None) -> Any:
                 f"got {value!r}"
             )
         if maximum is not None and value > maximum:
+            bound = f"{maximum}" if isinstance(maximum, int) else f"{maximum:g}"
             raise ConfigError(
-                f"{type(instance).__name__}.{attribute.name} must be <= {maximum:g}"
+                f"{type(instance).__name__}.{attribute.name} must be <= {bound}"
                 f"{' s (ten years)' if maximum == MAX_SECONDS else ''}, got {value!r}"
             )
 
@@ -170,7 +172,10 @@ class WorkerConfig:
     """
 
     name: str = attrs.field(validator=_name)
-    tasks_per_transaction: int = attrs.field(default=1, validator=_at_least(1))
+    tasks_per_transaction: int = attrs.field(
+        default=1,
+        validator=_at_least(1, MAX_COUNT),  # what a reserve may ask
+    )
     max_tasks_per_run: int = attrs.field(default=0, validator=_at_least(0))
     max_retries: int = attrs.field(default=0, validator=_at_least(0))
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)

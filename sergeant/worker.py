@@ -605,9 +605,11 @@ class Worker(Producer):
                 return result
             # The deadline fired, and the task swallowed its TaskTimedOut: it ran
             # over all the same (the asyncio executor reports that case so too).
-            # A stop or respawn it returned is about the worker: still honoured.
-            if isinstance(result, StopRequested | RespawnRequested):
-                self._honour_stop(result)
+            # A stop or respawn it returned is about the worker: still honoured
+            # (``work`` returns one; ``work_batch`` a list with one per task).
+            for returned in result if isinstance(result, list) else (result,):
+                if isinstance(returned, StopRequested | RespawnRequested):
+                    self._honour_stop(returned)
             return Expired()
         except TaskTimedOut:
             if handle is not None:

@@ -27,7 +27,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -163,8 +163,10 @@ class RedisBroker:
         if cluster:
             # A cluster client connects as it is made (it reads the slot map):
             # a cluster briefly down is ridden out as any call's outage is.
+            seed_node = urlsplit(urls[0])  # no password in logs or errors
             guard = ConnectionGuard(
-                retry if retry is not None else RetryPolicy(), name=f"cluster {urls[0]}"
+                retry if retry is not None else RetryPolicy(),
+                name=f"cluster {seed_node.hostname}:{seed_node.port or 6379}",
             )
             seed = guard.call(RedisCluster.from_url, urls[0], **options)
             return cls(seed, namespace=namespace, retry=retry)

@@ -29,6 +29,10 @@ from sergeant.errors import ConfigError
             {"name": "q", "tasks_per_transaction": 1.5},
             "WorkerConfig.tasks_per_transaction",
         ),
+        (  # more than a broker's reserve may ask for (check_reserve)
+            {"name": "q", "tasks_per_transaction": 2**31},
+            "WorkerConfig.tasks_per_transaction",
+        ),
         ({"name": "q", "max_tasks_per_run": -1}, "WorkerConfig.max_tasks_per_run"),
         ({"name": "q", "max_retries": -2}, "WorkerConfig.max_retries"),
         ({"name": "q", "lease": 0}, "WorkerConfig.lease"),

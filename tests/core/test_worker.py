@@ -758,6 +758,32 @@ def test_a_stop_returned_by_a_task_that_ran_over_still_stops_the_worker(
     assert "on_timeout" in worker.names()
 
 
+def test_a_stop_in_a_batch_that_ran_over_still_stops_the_worker(
+    make_worker: WorkerFactory,
+) -> None:
+    """work_batch ran over its deadline (it swallowed the timeout) and returned a
+    respawn() for one task: the batch timed out, and the worker still stops."""
+    from sergeant.config import Timeouts
+
+    class Batcher(Recorder):
+        def work_batch(self, tasks: Any) -> list[Any]:
+            self.calls.append(("work_batch", len(tasks)))
+            return [self.respawn() if t.kwargs["n"] == 1 else None for t in tasks]
+
+    worker = make_worker(
+        Batcher, tasks_per_transaction=2, max_tasks_per_run=4,
+        timeouts=Timeouts(timeout=5.0),
+    )  # fmt: skip
+    assert isinstance(worker, Recorder)
+    worker.watchdog = _FiredWatchdog()
+    worker.push_tasks([{"n": 0}, {"n": 1}, {"n": 2}, {"n": 3}])
+
+    returned = worker.run()
+
+    assert returned is StopReason.RESPAWN
+    assert [c for c in worker.calls if c[0] == "work_batch"] == [("work_batch", 2)]
+
+
 def test_no_timeout_means_the_watchdog_is_not_armed(
     make_worker: WorkerFactory,
 ) -> None:

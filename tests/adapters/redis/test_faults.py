@@ -34,7 +34,7 @@ from sergeant.protocols import Delivery, QueueLengths
 from sergeant.task import Priority, Task
 from sergeant.worker import Worker
 from tests.support.redis_backend import FAST_FAIL, TEST_RETRY, payloads
-from tests.support.redis_servers import LocalCluster, RedisServer
+from tests.support.redis_servers import LocalCluster, RedisServer, free_port
 
 pytestmark = pytest.mark.redis
 
@@ -478,6 +478,26 @@ def test_a_cluster_guard_logs_one_outage_while_one_master_stays_down(
     assert "unreachable" in said[0]
     assert "reachable again" in said[-1]
     assert not guard.in_outage
+
+
+def test_a_cluster_url_unreachable_logs_and_raises_no_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The cluster client is built under a guard: its outage line and its error
+    name the seed node by host and port, never the URL with its password."""
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+
+    policy = RetryPolicy(budget=0.3, base=0.01, cap=0.05)
+    with (
+        caplog.at_level(logging.WARNING, logger="sergeant.adapters.redis"),
+        pytest.raises(BrokerUnavailable) as caught,
+    ):
+        RedisBroker.from_url(url, cluster=True, retry=policy)
+
+    assert "hunter2" not in str(caught.value)
+    assert caplog.records
+    assert not [r for r in caplog.records if "hunter2" in r.getMessage()]
+    assert "127.0.0.1:" in str(caught.value)
 
 
 def test_other_error_replies_pass_through_unchanged() -> None:
