@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -71,6 +72,9 @@ Listener = Callable[[Event], None]
 REPUSH_SLACK = 64
 
 _T = TypeVar("_T")
+
+#: How long ``run()`` pauses after finding nothing when ``WorkerConfig.wait`` is 0.
+IDLE_PAUSE = 0.01
 
 
 class Worker(Producer):
@@ -344,7 +348,10 @@ class Worker(Producer):
             # (``initialize`` may take long).
             self._last_task_at = self.monotonic()
             while not self._stop_requested:
-                self.step()
+                if not self.step() and not self.config.wait:
+                    # wait=0: a reserve never blocks, so an idle loop would spin
+                    # (a core, and on SQLite a write transaction per pass).
+                    time.sleep(IDLE_PAUSE)
                 if self._budget_spent():
                     self._stop_reason = self._stop_reason or StopReason.MAX_TASKS
                     break

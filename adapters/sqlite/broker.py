@@ -32,7 +32,7 @@ from sergeant.task import Priority
 from .database import Database
 from .locks_keys import KeyStore, SqliteLock
 from .schema import LENGTHS, QUEUES
-from .url import parse_url
+from .url import MAX_BUSY_TIMEOUT, parse_url
 
 _PRIORITIES = tuple(sorted(int(p) for p in Priority))  # HIGH (0) first
 _CHUNK = 500  # ids per IN (...) list: far below SQLite's variable limit
@@ -146,12 +146,13 @@ class SqliteBroker:
             )
         if not (
             isinstance(busy_timeout, int | float)
+            and not isinstance(busy_timeout, bool)
             and math.isfinite(busy_timeout)
-            and busy_timeout >= 0
+            and 0 <= busy_timeout <= MAX_BUSY_TIMEOUT
         ):
             raise ConfigError(
-                f"SqliteBroker.busy_timeout must be a finite number >= 0 (seconds), "
-                f"got {busy_timeout!r}"
+                f"SqliteBroker.busy_timeout must be a number of seconds from 0 to "
+                f"{MAX_BUSY_TIMEOUT:,}, got {busy_timeout!r}"
             )
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ConfigError(

@@ -128,6 +128,11 @@ def configure(connection: sqlite3.Connection, *, busy_timeout: float) -> None:
         # running with a rollback journal that serialises readers and writers.
         raise sqlite3.OperationalError(f"cannot enable WAL (journal_mode={mode})")
     connection.execute("PRAGMA synchronous = NORMAL")
+    if connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+        # Up to date: a read, no write lock. Opening (a count, a listing, the
+        # `sergeant queues` command) must not wait behind a writer, nor fail on a
+        # file it may only read. Only a new or older file takes the lock below.
+        return
     connection.execute("BEGIN IMMEDIATE")
     try:
         version = connection.execute("PRAGMA user_version").fetchone()[0]

@@ -7,6 +7,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from sergeant.errors import ConfigError
 
+#: The longest ``busy_timeout``, in seconds: SQLite keeps it in milliseconds in a
+#: 32-bit int, and a longer one wrapped to 0 (no waiting at all).
+MAX_BUSY_TIMEOUT = 2_000_000
+
 
 def parse_url(url: str) -> tuple[str, dict[str, float]]:
     """Split a ``sqlite://`` URL into a file path and broker options.
@@ -23,6 +27,11 @@ def parse_url(url: str) -> tuple[str, dict[str, float]]:
     parts = urlsplit(url)
     if parts.scheme != "sqlite":
         raise ConfigError(f"not a sqlite URL: {url!r}")
+    if parts.fragment or url.endswith("#"):
+        # Dropped, it would open (and create) another file: "jobs#2.db" is "jobs".
+        raise ConfigError(
+            f"sqlite URLs take no '#' (percent-escape it as %23 in a path): {url!r}"
+        )
     if parts.netloc:
         raise ConfigError(f"sqlite URLs take no host ({parts.netloc!r}): {url!r}")
     path = unquote(parts.path[1:])
@@ -36,7 +45,10 @@ def parse_url(url: str) -> tuple[str, dict[str, float]]:
             seconds = float(value)
         except ValueError:
             raise ConfigError(f"busy_timeout must be a number: {url!r}") from None
-        if not (math.isfinite(seconds) and seconds >= 0):
-            raise ConfigError(f"busy_timeout must be a finite number >= 0: {url!r}")
+        if not (math.isfinite(seconds) and 0 <= seconds <= MAX_BUSY_TIMEOUT):
+            raise ConfigError(
+                f"busy_timeout must be a number of seconds from 0 to "
+                f"{MAX_BUSY_TIMEOUT:,}: {url!r}"
+            )
         options[name] = seconds
     return path, options

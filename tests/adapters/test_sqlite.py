@@ -232,6 +232,40 @@ def test_locked_file_raises_broker_unavailable(tmp_path: Path) -> None:
     broker.close()
 
 
+@pytest.mark.parametrize("busy_timeout", [3e6, 1e10, True])
+def test_a_busy_timeout_sqlite_cannot_hold_is_refused(
+    tmp_path: Path, busy_timeout: float
+) -> None:
+    """SQLite keeps the busy timeout in milliseconds in a 32-bit int: a longer
+    one wrapped to 0 (no waiting at all). Refused, naming the field."""
+    with pytest.raises(ConfigError, match=r"SqliteBroker\.busy_timeout"):
+        SqliteBroker(str(tmp_path / "b.db"), busy_timeout=busy_timeout)
+
+
+def test_a_fresh_broker_reads_while_another_process_writes(tmp_path: Path) -> None:
+    """Opening a file already up to date takes no write lock: a new broker (the
+    `sergeant queues` command is one) counts while a writer holds the lock, and
+    does not wait for it."""
+    path = str(tmp_path / "b.db")
+    first = SqliteBroker(path)
+    first.push("q", [b"x"])
+    first.close()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    fresh = SqliteBroker(path, busy_timeout=0.05, retries=0)
+    try:
+        started = time.monotonic()
+        lengths = fresh.lengths("q")
+        elapsed = time.monotonic() - started
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        fresh.close()
+
+    assert lengths == QueueLengths(ready=1)
+    assert elapsed < 1.0
+
+
 def test_busy_file_is_retried_until_free(tmp_path: Path) -> None:
     """A write lock released during the retries lets the operation succeed."""
     path = str(tmp_path / "b.db")
@@ -469,10 +503,14 @@ def test_url_parsing(url: str, path: str, options: dict[str, float]) -> None:
         "sqlite:///:memory:",
         "sqlite:///t.db?journal=delete",
         "sqlite:///t.db?busy_timeout=soon",
+        "sqlite:///t.db?busy_timeout=3000000",  # past SQLite's 32-bit milliseconds
+        "sqlite:////tmp/jobs#2.db",  # '#' would silently open /tmp/jobs
+        "sqlite:///t.db#",
     ],
 )
 def test_bad_urls_are_config_errors(url: str) -> None:
-    """Other schemes, hosts, missing paths and unknown or bad options are refused."""
+    """Other schemes, hosts, missing paths and unknown or bad options are refused;
+    so is a '#', whose rest a URL parser drops (another file would be opened)."""
     with pytest.raises(ConfigError):
         parse_url(url)
 

@@ -798,6 +798,32 @@ def test_no_timeout_means_the_watchdog_is_not_armed(
     assert watchdog.armed == []
 
 
+def test_an_idle_worker_with_no_wait_does_not_spin(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """wait=0: a reserve never blocks, so run() pauses after each one that found
+    nothing, instead of calling the broker as fast as it can (a core, and on
+    SQLite a write transaction per pass)."""
+    import threading
+
+    reserves = []
+    real = broker.reserve
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        reserves.append(1)
+        return real(*args, **kwargs)
+
+    broker.reserve = counted  # type: ignore[method-assign]
+    worker = _worker(make_worker, lambda w, t: None, wait=0.0)
+    stopper = threading.Timer(0.5, worker.request_stop)
+    stopper.start()
+
+    worker.run()
+    stopper.join()
+
+    assert 0 < len(reserves) < 100  # about 50 at one pass per 10 ms
+
+
 @pytest.mark.slow
 def test_leases_are_renewed_while_a_slow_task_runs() -> None:
     """A task running longer than its lease is not handed to a second worker."""
