@@ -34,7 +34,7 @@ from sergeant.outcome import (
     Returned,
     StopRequested,
 )
-from sergeant.protocols import Delivery
+from sergeant.protocols import Delivery, decode_all
 from sergeant.task import Task
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -118,33 +118,38 @@ class Settlement:
         self._dead_letter(queue, delivery, reason)
 
     def reject_crash_loops(
-        self, held: list[Delivery], tasks: list[Task]
-    ) -> tuple[list[Delivery], list[Task]]:
-        """Dead-letter tasks delivered more than ``max_deliveries`` times unsettled.
+        self, queue: str, deliveries: Sequence[Delivery]
+    ) -> list[Delivery]:
+        """Dead-letter the deliveries past ``max_deliveries`` (their workers died
+        each time); return the others.
 
-        ``held[i]`` is the delivery of ``tasks[i]``; returns the same pairing for
-        the tasks kept.
+        Each is dead-lettered *before* it is decoded: decoding may be what kills
+        the worker (a payload whose unpickling exits), and then the cap would
+        never apply. Those that decode then get their ``Delivered`` and
+        ``Rejected`` events; an exit raised by decoding one is dropped, so the
+        rest of the batch runs.
         """
         limit = self.worker.config.max_deliveries
-        if all(delivery.deliveries <= limit for delivery in held):
-            return held, tasks
-        kept_held: list[Delivery] = []
-        kept_tasks: list[Task] = []
-        for delivery, task in zip(held, tasks, strict=True):
+        kept: list[Delivery] = []
+        for delivery in deliveries:
             if delivery.deliveries <= limit:
-                kept_held.append(delivery)
-                kept_tasks.append(task)
+                kept.append(delivery)
                 continue
             reason = (
                 f"delivered {delivery.deliveries} times without being settled: its "
                 "worker died each time (killed, out of memory, crashed or hard "
                 "timeout)"
             )
-            state = self._step(TaskState.QUEUED, lc.Delivered, task)
-            self._step(state, lc.Rejected, task, reason)
             # The queue it was leased from, whatever queue its record names.
             self._dead_letter(self.worker.config.name, delivery, reason)
-        return kept_held, kept_tasks
+            try:
+                (task,) = decode_all(self.worker.codec, [delivery.payload])
+            except SystemExit:  # decoding it may be what killed those workers
+                continue
+            if isinstance(task, Task):
+                state = self._step(TaskState.QUEUED, lc.Delivered, task)
+                self._step(state, lc.Rejected, task, reason)
+        return kept
 
     # -- the batch -----------------------------------------------------------------
 

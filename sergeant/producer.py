@@ -14,6 +14,7 @@ from typing import Any
 from sergeant import clock as _clock
 from sergeant._gc_pause import FREEZE_AT, GcPause
 from sergeant._numbers import finite_number
+from sergeant.config import MAX_SECONDS
 from sergeant.errors import (
     BrokerError,
     ConfigError,
@@ -65,6 +66,15 @@ class Producer:
         self.codec = codec
         self.queue = queue
         self.clock = clock
+        if max_payload_bytes is not None and (
+            isinstance(max_payload_bytes, bool)
+            or not isinstance(max_payload_bytes, int)
+            or max_payload_bytes < 1
+        ):
+            raise ConfigError(
+                f"Producer.max_payload_bytes must be an int >= 1 or None, got "
+                f"{max_payload_bytes!r}"
+            )
         self.max_payload_bytes = max_payload_bytes
         self.owner = f"{queue}:{new_task_id()}"
         # Until a push finds objects frozen by someone else (see GcPause).
@@ -170,8 +180,11 @@ class Producer:
                     # A task pushed with it would only be dead-lettered by the worker.
                     raise ConfigError(f"{name} must be a finite number, got {value!r}")
             if timeout is not None:
-                if timeout <= 0:
-                    raise ConfigError(f"timeout must be > 0 seconds, got {timeout!r}")
+                if not 0 < timeout <= MAX_SECONDS:
+                    raise ConfigError(
+                        f"timeout must be > 0 seconds and at most ten years, got "
+                        f"{timeout!r}"
+                    )
                 timeout = float(timeout)
             if delay is not None:
                 eta = now + float(delay)

@@ -163,7 +163,6 @@ class Worker(Producer):
                 f"WorkerConfig.prefetch needs a broker that can reserve ahead "
                 f"(SupportsPrefetch); {type(broker).__name__} cannot"
             )
-        self._crash_looped = False
         self._fatal: WatchdogError | None = None  # see _cannot_arm
         self._settlement = Settlement(self)
         self.tasks_done = 0
@@ -402,8 +401,6 @@ class Worker(Producer):
                 self._send_acks()
         try:
             held, tasks = self._decode_all(queue, deliveries)
-            if self._crash_looped:
-                held, tasks = self._settlement.reject_crash_loops(held, tasks)
             if tasks:
                 self._run_and_settle(held, tasks)
                 # Idle time starts when the batch is done, not when it came in.
@@ -497,21 +494,20 @@ class Worker(Producer):
                 else:
                     fitting.append(delivery)
             deliveries = fitting
+        most = self.config.max_deliveries
+        if any(delivery.deliveries > most for delivery in deliveries):
+            # The crash cap, before decoding (see reject_crash_loops).
+            deliveries = self._settlement.reject_crash_loops(queue, deliveries)
         # The whole batch in one call: the codec's per-call work is paid once.
         decoded = decode_all(self.codec, [delivery.payload for delivery in deliveries])
-        most = self.config.max_deliveries
-        looped = False
         held: list[Delivery] = []
         tasks: list[Task] = []
         for delivery, task in zip(deliveries, decoded, strict=True):
-            if delivery.deliveries > most:
-                looped = True  # the crash cap: settled before running (see step)
             if isinstance(task, Task):
                 held.append(delivery)
                 tasks.append(task)
             else:
                 self._settlement.poison(queue, delivery, task)
-        self._crash_looped = looped
         return held, tasks
 
     def _run_and_settle(self, held: list[Delivery], tasks: list[Task]) -> None:

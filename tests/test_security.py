@@ -332,6 +332,19 @@ def test_a_bad_accepted_key_is_named_by_its_position() -> None:
         HmacSigner(PickleCodec(), key=KEY, also_accepted=[NEW_KEY.hex()])  # type: ignore[list-item]
 
 
+def test_rotation_keys_given_as_a_generator_still_rotate() -> None:
+    """also_accepted is taken once, as a tuple: a generator was spent checking
+    the keys, leaving none to accept (rotation silently off)."""
+    old_payload = HmacSigner(PickleCodec(), key=KEY).encode(Task(kwargs={"n": 1}))
+    rotating = HmacSigner(
+        PickleCodec(), key=NEW_KEY, also_accepted=(key for key in [KEY])
+    )
+
+    assert rotating.decode(old_payload).kwargs == {"n": 1}
+    with pytest.raises(ConfigError, match="also_accepted must be a sequence"):
+        HmacSigner(PickleCodec(), key=NEW_KEY, also_accepted=None)  # type: ignore[arg-type]
+
+
 def test_rotation_keys_come_from_the_environment_and_from_a_file(
     monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
 ) -> None:

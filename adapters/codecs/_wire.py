@@ -8,12 +8,14 @@ untrusted input: whatever comes out must be a well-formed Task or a DecodeError.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from math import isnan as _isnan
+from math import isfinite as _isfinite
 from typing import Any
 
 import attrs
 
+from sergeant.config import MAX_SECONDS
 from sergeant.errors import DecodeError, EncodeError
 from sergeant.task import Priority, Task, assemble_task
 
@@ -113,6 +115,12 @@ def load_each(
     return records
 
 
+#: A record's times must fit a float: an infinite eta or an int past a float's
+#: range decoded fine, then failed a broker's checks when the task was pushed
+#: again (a retry), losing it.
+_FLOAT_MAX = sys.float_info.max
+
+
 def tasks_of(decoded: Iterable[object]) -> list[Task | DecodeError]:
     """A task from each decoded record, after checking its shape and types.
 
@@ -141,8 +149,8 @@ def tasks_of(decoded: Iterable[object]) -> list[Task | DecodeError]:
             and type(id_) is str
             and type(trace_id) is str
             and (
-                (type(created_at) is float and not _isnan(created_at))
-                or type(created_at) is int
+                (type(created_at) is float and _isfinite(created_at))
+                or (type(created_at) is int and -_FLOAT_MAX <= created_at <= _FLOAT_MAX)
             )
             and type(attempt) is int
             and attempt >= 0
@@ -150,12 +158,15 @@ def tasks_of(decoded: Iterable[object]) -> list[Task | DecodeError]:
             and priority in priorities
             and (
                 eta is None
-                or (type(eta) is float and not _isnan(eta))
-                or type(eta) is int
+                or (type(eta) is float and _isfinite(eta))
+                or (type(eta) is int and -_FLOAT_MAX <= eta <= _FLOAT_MAX)
             )
             and (
                 timeout is None
-                or ((type(timeout) is float or type(timeout) is int) and timeout >= 0)
+                or (
+                    (type(timeout) is float or type(timeout) is int)
+                    and 0 <= timeout <= MAX_SECONDS  # NaN fails, so do inf and 10**400
+                )
             )
         ):
             keep(_malformed(fields))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from sergeant.errors import ConfigError, DecodeError, SignatureError
@@ -61,6 +61,16 @@ class HmacSigner:
         also_accepted: Sequence[bytes] = (),
     ) -> None:
         _check_key(key, "key")
+        if isinstance(also_accepted, bytes | bytearray | str) or not isinstance(
+            also_accepted, Iterable
+        ):
+            raise ConfigError(
+                "HmacSigner.also_accepted must be a sequence of keys (bytes), got "
+                f"a {type(also_accepted).__name__}"
+            )
+        # Once, as a tuple: a generator checked below would be spent before the
+        # keys are taken from it (rotation silently off).
+        also_accepted = tuple(also_accepted)
         for index, other in enumerate(also_accepted):
             _check_key(other, f"also_accepted[{index}]")
         self.header = _frame.inner_header(inner, "HmacSigner").with_signature()

@@ -196,6 +196,15 @@ def test_non_sergeant_payloads_are_decode_errors(payload: Any, fragment: str) ->
         ({}, "q", "id", "tr", 1.0, -1, 1, None, None),
         ({}, "q", "id", "tr", 1.0, 0, 7, None, None),
         ({}, "q", "id", "tr", float("nan"), 0, 1, None, None),
+        # Times a float cannot hold, or past ten years for a timeout: they
+        # decoded, then failed a broker's checks when the task was pushed again.
+        ({}, "q", "id", "tr", float("inf"), 0, 1, None, None),
+        ({}, "q", "id", "tr", 10**400, 0, 1, None, None),
+        ({}, "q", "id", "tr", 1.0, 0, 1, float("inf"), None),
+        ({}, "q", "id", "tr", 1.0, 0, 1, -(10**400), None),
+        ({}, "q", "id", "tr", 1.0, 0, 1, None, float("inf")),
+        ({}, "q", "id", "tr", 1.0, 0, 1, None, 10**400),
+        ({}, "q", "id", "tr", 1.0, 0, 1, None, 1e300),
         ({}, "q", "id", "tr", 1.0, 0, 1, None, -5.0),
         ([], "q", "id", "tr", 1.0, 0, 1, None, None),
         ({}, b"q", "id", "tr", 1.0, 0, 1, None, None),

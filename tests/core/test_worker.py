@@ -401,6 +401,38 @@ def test_a_crash_looping_task_is_dead_lettered_in_the_queue_it_was_leased_from(
     assert broker.lengths("elsewhere") == QueueLengths()
 
 
+def test_a_payload_whose_decoding_kills_the_worker_is_capped_too(
+    make_worker: WorkerFactory, broker: MemoryBroker, clock: FakeClock
+) -> None:
+    """The crash cap is applied before decoding: a payload whose unpickling
+    exits the process (an unsigned pickle: trusted brokers only) killed every
+    worker it reached, for ever, since the cap was checked on decoded tasks. Past
+    max_deliveries it is dead-lettered undecoded; a good task beside it runs."""
+    import pickle
+
+    class Exits:
+        def __reduce__(self) -> Any:
+            return (exit, (3,))
+
+    worker = _worker(
+        make_worker, lambda w, t: t.kwargs, max_deliveries=1, lease=10,
+        tasks_per_transaction=2,
+    )  # fmt: skip
+    header = worker.codec.encode(Task(kwargs={}))[:6]
+    broker.push("jobs", [header + pickle.dumps(Exits())])
+    with pytest.raises(SystemExit):  # its first delivery kills the worker
+        worker.step()
+    clock.advance(11)  # the worker "died": its lease lapses
+    worker.push_task({"n": 2})
+
+    worker.step()
+
+    [dead] = broker.dead_letters("jobs")
+    assert "delivered 2 times without being settled" in dead.reason
+    assert ("work", {"n": 2}) in worker.calls
+    assert broker.lengths("jobs") == QueueLengths(dead=1, in_flight=1)
+
+
 def test_a_failing_initialize_leaves_no_lease_keeper_behind(
     make_worker: WorkerFactory,
 ) -> None:
@@ -442,6 +474,33 @@ def test_a_push_with_a_time_that_is_not_finite_is_refused(
         worker.push_task({"n": 1}, **{option: value})
 
     assert broker.lengths("jobs") == QueueLengths()
+
+
+def test_a_push_with_a_timeout_past_ten_years_is_refused(
+    make_worker: WorkerFactory, broker: MemoryBroker
+) -> None:
+    """A worker decodes such a task as malformed (a watchdog cannot arm for it):
+    refused at the push instead."""
+    worker = _worker(make_worker, lambda w, t: None)
+
+    with pytest.raises(ConfigError, match="at most ten years"):
+        worker.push_task({"n": 1}, timeout=1e300)
+
+    assert broker.lengths("jobs") == QueueLengths()
+
+
+@pytest.mark.parametrize("limit", ["100", 0, -1, True, 1.5])
+def test_a_producer_with_a_bad_max_payload_bytes_fails_at_construction(
+    broker: MemoryBroker, limit: Any
+) -> None:
+    """As WorkerConfig's does: not at the first push (a TypeError there, or every
+    push refused)."""
+    from sergeant.adapters.codecs.pickle import PickleCodec
+
+    from sergeant.producer import Producer
+
+    with pytest.raises(ConfigError, match=r"Producer\.max_payload_bytes"):
+        Producer(broker=broker, codec=PickleCodec(), queue="q", max_payload_bytes=limit)
 
 
 def test_on_failure_may_stop_the_worker(
