@@ -98,7 +98,10 @@ def test_a_target_whose_factory_fails_is_a_runtime_error_of_one_line() -> None:
         ("sqlite:///no/such/dir/jobs.db", "no SQLite database at"),
         ("jobs.db", "a broker URL looks like scheme://"),
         ("redis://:hunter2@[::1", "malformed broker URL"),
-        ("sqlite:///jobs.db?busy_timeout=nan", "busy_timeout must be a finite"),
+        (
+            "sqlite:///jobs.db?busy_timeout=nan",
+            "busy_timeout must be a number of seconds from 0 to 2,000,000",
+        ),
         ("redis://:hunter2@127.0.0.1:1/0?bogus=1", "unexpected keyword argument"),
         ("redis://:hunter2@127.0.0.1:1/0?namespace=a:b", "RedisBroker.namespace must"),
     ],
